@@ -1,0 +1,378 @@
+//! Configuration: a TOML file (pipeline semantics) plus flags and environment
+//! (addresses, secrets), validated once into [`Config`].
+//!
+//! Every field has a stated default; `docs/CONFIG.md` is the reference.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::batch::BatchPolicy;
+use crate::guard::GuardConfig;
+use crate::wire::Limits;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// QUIC listener and connection limits.
+    pub server: ServerConfig,
+    /// Ticket verification.
+    pub tickets: TicketConfig,
+    /// Shard queues and workers.
+    pub shards: ShardConfig,
+    /// Frame and field limits.
+    pub limits: LimitsConfig,
+    /// The guard's rules.
+    pub guard: GuardConfig,
+    /// Where rows go.
+    pub clickhouse: ClickHouseConfig,
+    /// Batch sealing per table.
+    pub batch: BatchConfig,
+    /// PII keys for leads.
+    pub pii: PiiConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// UDP address the QUIC endpoint binds. Default `127.0.0.1:4433`.
+    pub listen: SocketAddr,
+    /// TCP address of the admin HTTP port (`/metrics`). Default `127.0.0.1:9464`.
+    pub admin: SocketAddr,
+    /// PEM certificate chain. Required unless `dev_cert_dir` is set.
+    pub cert: Option<PathBuf>,
+    /// PEM private key. Required unless `dev_cert_dir` is set.
+    pub key: Option<PathBuf>,
+    /// Generate a self-signed certificate for `localhost` and write
+    /// `cert.pem` into this directory (development only). Default unset.
+    pub dev_cert_dir: Option<PathBuf>,
+    /// Most concurrent connections; more are refused. Default 50,000.
+    pub max_connections: usize,
+    /// Time allowed for the QUIC handshake plus `Hello`, ms. Default 10,000.
+    pub handshake_timeout_ms: u64,
+    /// QUIC idle timeout, ms. Default 30,000.
+    pub idle_timeout_ms: u64,
+    /// Bidirectional streams a client may open per connection. Default 1.
+    pub max_streams_per_connection: u32,
+    /// Acks buffered per connection before the viewer is treated as not
+    /// reading and disconnected (`slow_consumer`). Default 1,024.
+    pub max_pending_acks: usize,
+    /// `retry_after_ms` sent with a `busy` chat ack. Default 1,000.
+    pub busy_retry_after_ms: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:4433".parse().expect("valid literal"),
+            admin: "127.0.0.1:9464".parse().expect("valid literal"),
+            cert: None,
+            key: None,
+            dev_cert_dir: None,
+            max_connections: 50_000,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_streams_per_connection: 1,
+            max_pending_acks: 1_024,
+            busy_retry_after_ms: 1_000,
+        }
+    }
+}
+
+/// `[tickets]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TicketConfig {
+    /// Shared HMAC secret. Prefer the `ROOMGATE_TICKET_SECRET` environment
+    /// variable, which overrides this. Required.
+    pub secret: Option<String>,
+}
+
+/// `[shards]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Number of shards (queues and worker threads); 0 = available cores.
+    /// Default 0.
+    pub count: usize,
+    /// Capacity of each shard queue, events. Default 65,536.
+    pub queue_capacity: usize,
+    /// Most events a worker drains per round. Default 1,024.
+    pub drain_batch: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            count: 0,
+            queue_capacity: 65_536,
+            drain_batch: 1_024,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Maximum frame size, bytes (hard cap 65,536). Default 16,384.
+    pub max_frame_bytes: usize,
+    /// Maximum chat message length, characters. Default 500.
+    pub max_chat_chars: usize,
+    /// Maximum bytes of any lead field. Default 256.
+    pub max_field_bytes: usize,
+    /// Maximum extra lead form fields. Default 16.
+    pub max_form_fields: usize,
+    /// Maximum taps in one `Like` frame. Default 1,000.
+    pub max_like_count: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsConfig {
+            max_frame_bytes: l.max_frame,
+            max_chat_chars: l.max_chat_chars,
+            max_field_bytes: l.max_field_bytes,
+            max_form_fields: l.max_form_fields,
+            max_like_count: l.max_like_count,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// As wire limits.
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            max_frame: self.max_frame_bytes.min(crate::wire::MAX_FRAME_HARD),
+            max_chat_chars: self.max_chat_chars,
+            max_field_bytes: self.max_field_bytes,
+            max_form_fields: self.max_form_fields,
+            max_like_count: self.max_like_count,
+        }
+    }
+}
+
+/// `[clickhouse]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP(S) URL. Default `http://127.0.0.1:8123`.
+    pub url: String,
+    /// User. Default `default`.
+    pub user: String,
+    /// Password; prefer `ROOMGATE_CLICKHOUSE_PASSWORD`. Default empty.
+    pub password: String,
+    /// Database (created by migrations). Default `roomgate`.
+    pub database: String,
+    /// Apply migrations at start-up. Default true.
+    pub migrate_on_start: bool,
+    /// Where batches that fail with a non-retryable data error are written
+    /// as JSON lines. Default `./roomgate-dead-letter`.
+    pub dead_letter_dir: PathBuf,
+    /// First retry delay, ms; doubles up to `retry_max_ms`. Default 200.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, ms. Default 10,000.
+    pub retry_max_ms: u64,
+    /// Minimum gap between two inserts into one table, ms: paces the
+    /// catch-up after an outage. Default 100.
+    pub min_insert_interval_ms: u64,
+    /// Timeout of one insert request, ms. Default 30,000.
+    pub insert_timeout_ms: u64,
+    /// Sealed-but-uncommitted rows the engine holds per table before it
+    /// pushes back on shards (outage buffer). Default 1,000,000.
+    pub max_pending_rows: usize,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            user: "default".into(),
+            password: String::new(),
+            database: "roomgate".into(),
+            migrate_on_start: true,
+            dead_letter_dir: PathBuf::from("roomgate-dead-letter"),
+            retry_initial_ms: 200,
+            retry_max_ms: 10_000,
+            min_insert_interval_ms: 100,
+            insert_timeout_ms: 30_000,
+            max_pending_rows: 1_000_000,
+        }
+    }
+}
+
+/// `[batch]`: the default policy and per-table overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Policy for every table without an override.
+    pub default: BatchPolicy,
+    /// `leads` override. Default max age 250 ms: a lead's ack waits for its
+    /// row to be committed, so this bounds lead ack latency.
+    pub leads: Option<BatchPolicy>,
+    /// `chat_messages` override.
+    pub chat_messages: Option<BatchPolicy>,
+    /// `like_ticks` override.
+    pub like_ticks: Option<BatchPolicy>,
+    /// `sessions` override.
+    pub sessions: Option<BatchPolicy>,
+    /// `moderation_events` override.
+    pub moderation_events: Option<BatchPolicy>,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            default: BatchPolicy::default(),
+            leads: Some(BatchPolicy {
+                max_age_ms: 250,
+                ..BatchPolicy::default()
+            }),
+            chat_messages: None,
+            like_ticks: None,
+            sessions: None,
+            moderation_events: None,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// The policy for `table`.
+    pub fn policy(&self, table: &str) -> BatchPolicy {
+        let o = match table {
+            "leads" => self.leads,
+            "chat_messages" => self.chat_messages,
+            "like_ticks" => self.like_ticks,
+            "sessions" => self.sessions,
+            "moderation_events" => self.moderation_events,
+            _ => None,
+        };
+        o.unwrap_or(self.default)
+    }
+}
+
+/// `[pii]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PiiConfig {
+    /// 32-byte HMAC key, hex; prefer `ROOMGATE_PII_HMAC_KEY`. Required.
+    pub hmac_key: Option<String>,
+    /// 32-byte ChaCha20-Poly1305 key, hex; prefer `ROOMGATE_PII_ENC_KEY`.
+    /// Required.
+    pub enc_key: Option<String>,
+}
+
+/// A configuration problem, reported once at start-up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is missing or out of range.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Load from a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.into(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parse TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Check ranges and required values; resolve `shards.count = 0`.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.shards.count == 0 {
+            self.shards.count = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+        }
+        if self.shards.queue_capacity < 16 {
+            return bad("shards.queue_capacity must be at least 16");
+        }
+        if self.tickets.secret.as_deref().unwrap_or("").len() < 8 {
+            return bad("a ticket secret of at least 8 bytes is required (ROOMGATE_TICKET_SECRET or tickets.secret)");
+        }
+        if self.server.dev_cert_dir.is_none()
+            && (self.server.cert.is_none() || self.server.key.is_none())
+        {
+            return bad(
+                "server.cert and server.key are required (or --dev-cert DIR for development)",
+            );
+        }
+        if self.server.max_streams_per_connection == 0 {
+            return bad("server.max_streams_per_connection must be at least 1");
+        }
+        if self.pii.hmac_key.is_none() || self.pii.enc_key.is_none() {
+            return bad("pii.hmac_key and pii.enc_key are required (ROOMGATE_PII_HMAC_KEY, ROOMGATE_PII_ENC_KEY: 64 hex chars each)");
+        }
+        if !self
+            .clickhouse
+            .database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return bad("clickhouse.database must be [A-Za-z0-9_]+");
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides_parse() {
+        let c = Config::from_toml(
+            "[shards]\ncount = 3\n[batch.leads]\nmax_age_ms = 100\n[clickhouse]\ndatabase = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.shards.count, 3);
+        assert_eq!(c.batch.policy("leads").max_age_ms, 100);
+        assert_eq!(c.batch.policy("chat_messages").max_rows, 50_000);
+        assert!(Config::from_toml("[nope]\n").is_err());
+    }
+
+    #[test]
+    fn validate_requires_secrets() {
+        let err = Config::default().validate().unwrap_err().to_string();
+        assert!(err.contains("ticket secret"), "{err}");
+    }
+}

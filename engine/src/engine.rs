@@ -1,0 +1,161 @@
+//! Wiring: start the sink, shards, gate and admin port; shut them down in
+//! order (stop accepting → close sessions → drain shards → flush batches).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::gate::{self, GateCtx};
+use crate::metrics::Metrics;
+use crate::pii::PiiKeys;
+use crate::shard::{ShardSettings, Shards};
+use crate::sink::{self, WriterSettings};
+use crate::wire::RoomSettings;
+
+/// Apply migrations, retrying while ClickHouse is unreachable (up to ~60 s).
+pub async fn migrate(cfg: &Config) -> Result<Vec<u32>> {
+    let client = sink::client(&cfg.clickhouse);
+    let mut delay = Duration::from_millis(250);
+    let mut waited = Duration::ZERO;
+    loop {
+        match sink::migrate::migrate(&client, &cfg.clickhouse.database).await {
+            Ok(v) => return Ok(v),
+            Err(e) if waited < Duration::from_secs(60) => {
+                tracing::warn!(error = %e, url = %cfg.clickhouse.url, "migration failed; retrying");
+                tokio::time::sleep(delay).await;
+                waited += delay;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("migrate ClickHouse at {}", cfg.clickhouse.url))
+            }
+        }
+    }
+}
+
+/// Run the engine until `stop` resolves, then shut down gracefully.
+pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    let metrics = Arc::new(Metrics::new(cfg.shards.count));
+    let pii = Arc::new(PiiKeys::from_hex(
+        cfg.pii.hmac_key.as_deref().unwrap_or_default(),
+        cfg.pii.enc_key.as_deref().unwrap_or_default(),
+    )?);
+    if cfg.clickhouse.migrate_on_start {
+        let applied = migrate(&cfg).await?;
+        tracing::info!(?applied, database = %cfg.clickhouse.database, "schema up to date");
+    }
+    let boot_ms = crate::now_ms();
+    let boot_id = format!("{boot_ms:x}{:08x}", rand::random::<u32>());
+    let client = sink::client(&cfg.clickhouse);
+    let (sink_tx, writers) = sink::spawn(
+        &client,
+        &cfg.batch,
+        WriterSettings {
+            boot_id: boot_id.clone(),
+            retry_initial: Duration::from_millis(cfg.clickhouse.retry_initial_ms),
+            retry_max: Duration::from_millis(cfg.clickhouse.retry_max_ms),
+            min_interval: Duration::from_millis(cfg.clickhouse.min_insert_interval_ms),
+            insert_timeout: Duration::from_millis(cfg.clickhouse.insert_timeout_ms),
+            dead_letter_dir: cfg.clickhouse.dead_letter_dir.clone(),
+            shutdown_grace: Duration::from_secs(30),
+        },
+        &metrics,
+    );
+    let shards = Arc::new(
+        Shards::start(
+            &ShardSettings {
+                count: cfg.shards.count,
+                capacity: cfg.shards.queue_capacity,
+                drain_batch: cfg.shards.drain_batch,
+                guard: cfg.guard.clone(),
+            },
+            sink_tx.clone(),
+            pii,
+            metrics.clone(),
+        )
+        .context("start shard workers")?,
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let admin = admin::bind(
+        cfg.server.admin,
+        AdminState {
+            metrics: metrics.clone(),
+        },
+        shutdown_rx.clone(),
+    )
+    .await?;
+    let admin = tokio::spawn(admin);
+    let endpoint = gate::endpoint(&cfg.server)?;
+    let limits = cfg.limits.to_limits();
+    let ctx = Arc::new(GateCtx {
+        shards: shards.clone(),
+        metrics: metrics.clone(),
+        secret: cfg.tickets.secret.clone().unwrap_or_default().into_bytes(),
+        limits,
+        room_settings: RoomSettings {
+            slow_mode_secs: 0,
+            max_chat_chars: limits.max_chat_chars as u32,
+            max_frame_bytes: limits.max_frame as u32,
+        },
+        handshake_timeout: Duration::from_millis(cfg.server.handshake_timeout_ms),
+        max_pending_acks: cfg.server.max_pending_acks,
+        busy_retry_after_ms: cfg.server.busy_retry_after_ms,
+        max_connections: cfg.server.max_connections,
+        moderation: sink_tx.moderation.clone(),
+        shutdown: shutdown_rx,
+        next_session: AtomicU64::new((boot_ms as u64 / 1000) << 20),
+    });
+    drop(sink_tx);
+    tracing::info!(
+        listen = %cfg.server.listen,
+        admin = %cfg.server.admin,
+        shards = cfg.shards.count,
+        clickhouse = %cfg.clickhouse.url,
+        database = %cfg.clickhouse.database,
+        boot_id,
+        "roomgate running"
+    );
+    let gate = tokio::spawn(gate::serve(endpoint, ctx.clone()));
+    drop(ctx);
+    stop.await;
+    tracing::info!("shutdown: closing sessions");
+    let _ = shutdown_tx.send(true);
+    gate.await.context("gate task")?;
+    tracing::info!("shutdown: draining shard queues");
+    let s = shards.clone();
+    tokio::task::spawn_blocking(move || s.shutdown())
+        .await
+        .context("shard shutdown")?;
+    drop(shards);
+    tracing::info!("shutdown: flushing batches to ClickHouse");
+    for w in writers {
+        w.await.context("sink writer")?;
+    }
+    let _ = admin.await;
+    tracing::info!(summary = %summary(&metrics), "roomgate stopped");
+    Ok(())
+}
+
+fn summary(m: &Metrics) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    crate::metrics::TABLES
+        .iter()
+        .zip(m.tables.iter())
+        .map(|(t, s)| {
+            format!(
+                "{t}={} rows/{} batches/{} retries/{} set aside",
+                s.rows.load(Relaxed),
+                s.batches.load(Relaxed),
+                s.retries.load(Relaxed),
+                s.dead_rows.load(Relaxed)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,96 @@
+//! The event that flows from the gate through a shard into the guard.
+
+use crate::wire::Lead;
+
+/// One thing a viewer did, as the gate hands it to a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Room from the viewer's ticket.
+    pub room_id: u64,
+    /// Viewer from the ticket.
+    pub viewer_id: u64,
+    /// Engine-assigned session id.
+    pub session_id: u64,
+    /// When the gate decoded it, Unix milliseconds.
+    pub received_at_ms: i64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The payload of an [`Event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// The viewer's session started (valid `Hello`).
+    Join {
+        /// Client description from `Hello`.
+        client: String,
+        /// Remote IP address, as text.
+        ip: String,
+    },
+    /// The session ended.
+    Leave {
+        /// When the session started, Unix milliseconds.
+        joined_at_ms: i64,
+        /// Close code name (`normal`, `idle_timeout`, …).
+        close: &'static str,
+    },
+    /// A chat message.
+    Chat {
+        /// Client id.
+        client_msg_id: u64,
+        /// Text.
+        text: String,
+    },
+    /// Like taps (possibly coalesced from several frames).
+    Like {
+        /// Taps.
+        count: u32,
+    },
+    /// A lead submission.
+    Lead {
+        /// The form as received.
+        lead: Box<Lead>,
+        /// Remote IP address, as text.
+        ip: String,
+    },
+}
+
+/// Event kinds, for counters and overflow policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Join / leave.
+    Session = 0,
+    /// Chat.
+    Chat = 1,
+    /// Likes.
+    Like = 2,
+    /// Leads.
+    Lead = 3,
+}
+
+impl Kind {
+    /// All kinds, in index order.
+    pub const ALL: [Kind; 4] = [Kind::Session, Kind::Chat, Kind::Like, Kind::Lead];
+
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Session => "session",
+            Kind::Chat => "chat",
+            Kind::Like => "like",
+            Kind::Lead => "lead",
+        }
+    }
+}
+
+impl EventKind {
+    /// The kind of this payload.
+    pub fn kind(&self) -> Kind {
+        match self {
+            EventKind::Join { .. } | EventKind::Leave { .. } => Kind::Session,
+            EventKind::Chat { .. } => Kind::Chat,
+            EventKind::Like { .. } => Kind::Like,
+            EventKind::Lead { .. } => Kind::Lead,
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! One viewer connection: handshake, `Hello`, the frame loop, acks out.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::GateCtx;
+use crate::event::{Event, EventKind, Kind};
+use crate::guard::Decision;
+use crate::metrics::Overflow;
+use crate::shard::{ack_frame, Envelope, Replier};
+use crate::sink::{Item, ModerationRow};
+use crate::wire::{
+    self, ticket, AckKind, ClientFrame, CloseCode, FrameDecoder, Reason, ServerFrame, Verdict,
+    Welcome,
+};
+
+/// Frames to the connection's writer task.
+#[derive(Debug)]
+enum Out {
+    Frame(ServerFrame),
+    /// Finish the stream and close the connection with this code after
+    /// everything queued before it was written.
+    Close(CloseCode),
+}
+
+/// The worker-facing side of a connection.
+#[derive(Debug)]
+struct ConnReplier {
+    tx: mpsc::Sender<Out>,
+    conn: quinn::Connection,
+}
+
+impl Replier for ConnReplier {
+    fn reply(&self, frame: ServerFrame) {
+        match self.tx.try_send(Out::Frame(frame)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The viewer does not read its acks: bounded memory wins.
+                close(&self.conn, CloseCode::SlowConsumer);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+fn close(conn: &quinn::Connection, code: CloseCode) {
+    conn.close(code.code().into(), code.as_str().as_bytes());
+}
+
+/// Map why a connection ended to a close code for metrics and `sessions`.
+fn close_of(err: &quinn::ConnectionError) -> CloseCode {
+    match err {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            CloseCode::from_code(c.error_code.into_inner()).unwrap_or(CloseCode::Normal)
+        }
+        quinn::ConnectionError::LocallyClosed => CloseCode::Normal,
+        quinn::ConnectionError::TimedOut => CloseCode::IdleTimeout,
+        _ => CloseCode::Normal,
+    }
+}
+
+/// Refuse at the connection cap with `server_full`.
+pub(super) async fn refuse(incoming: quinn::Incoming, ctx: Arc<GateCtx>) {
+    let Ok(connecting) = incoming.accept() else {
+        return;
+    };
+    if let Ok(Ok(conn)) = tokio::time::timeout(ctx.handshake_timeout, connecting).await {
+        close(&conn, CloseCode::ServerFull);
+        ctx.metrics.close(CloseCode::ServerFull);
+    }
+}
+
+/// Serve one connection to its end.
+pub(super) async fn run(incoming: quinn::Incoming, ctx: Arc<GateCtx>) {
+    let ip = incoming.remote_address().ip().to_string();
+    let deadline = Instant::now() + ctx.handshake_timeout;
+    let Ok(connecting) = incoming.accept() else {
+        return;
+    };
+    let conn = match tokio::time::timeout_at(deadline.into(), connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.close(CloseCode::HelloTimeout);
+            return;
+        }
+    };
+    ctx.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+    let code = session(&conn, &ctx, ip, deadline).await;
+    ctx.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    ctx.metrics.close(code);
+}
+
+/// Read exactly one frame during the hello phase.
+async fn read_hello(
+    recv: &mut quinn::RecvStream,
+    dec: &mut FrameDecoder,
+) -> Result<ClientFrame, CloseCode> {
+    loop {
+        match dec.next_frame() {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err(e) => return Err(e.close_code()),
+        }
+        match recv.read_chunk(16 * 1024, true).await {
+            Ok(Some(chunk)) => dec.push(&chunk.bytes),
+            Ok(None) => return Err(CloseCode::UnexpectedFrame),
+            Err(_) => return Err(CloseCode::Normal),
+        }
+    }
+}
+
+async fn session(
+    conn: &quinn::Connection,
+    ctx: &Arc<GateCtx>,
+    ip: String,
+    deadline: Instant,
+) -> CloseCode {
+    let mut dec = FrameDecoder::new(ctx.limits);
+    let hello = async {
+        let (send, mut recv) = conn.accept_bi().await.map_err(|e| close_of(&e))?;
+        let frame = read_hello(&mut recv, &mut dec).await?;
+        Ok::<_, CloseCode>((send, recv, frame))
+    };
+    let (send, mut recv, frame) = match tokio::time::timeout_at(deadline.into(), hello).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(code)) => {
+            close(conn, code);
+            return code;
+        }
+        Err(_) => {
+            close(conn, CloseCode::HelloTimeout);
+            return CloseCode::HelloTimeout;
+        }
+    };
+    let ClientFrame::Hello(hello) = frame else {
+        close(conn, CloseCode::UnexpectedFrame);
+        return CloseCode::UnexpectedFrame;
+    };
+    let now_ms = crate::now_ms();
+    let claims = match ticket::verify(&ctx.secret, &hello.ticket, (now_ms / 1000) as u64) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e {
+                ticket::TicketError::Expired => CloseCode::TicketExpired,
+                _ => CloseCode::BadTicket,
+            };
+            tracing::debug!(error = %e, "ticket refused");
+            close(conn, code);
+            return code;
+        }
+    };
+    ctx.metrics.frame(Kind::Session);
+    ctx.metrics
+        .connections_opened
+        .fetch_add(1, Ordering::Relaxed);
+    let session_id = ctx.session_id();
+    let (tx, rx) = mpsc::channel(ctx.max_pending_acks.max(4));
+    let replier: Arc<dyn Replier> = Arc::new(ConnReplier {
+        tx: tx.clone(),
+        conn: conn.clone(),
+    });
+    let writer = tokio::spawn(write_loop(send, rx, conn.clone()));
+    let _ = tx
+        .send(Out::Frame(ServerFrame::Welcome(Welcome {
+            room_id: claims.room_id,
+            viewer_id: claims.viewer_id,
+            session_id,
+            settings: ctx.room_settings.clone(),
+        })))
+        .await;
+    let mut s = Session {
+        ctx: ctx.clone(),
+        room_id: claims.room_id,
+        viewer_id: claims.viewer_id,
+        session_id,
+        ip,
+        replier,
+        pending_likes: 0,
+    };
+    s.push_wait(EventKind::Join {
+        client: hello.client.chars().take(64).collect(),
+        ip: s.ip.clone(),
+    })
+    .await;
+    let code = s.frames(conn, &mut recv, &mut dec, &tx).await;
+    s.flush_likes_wait().await;
+    s.push_wait(EventKind::Leave {
+        joined_at_ms: now_ms,
+        close: code.as_str(),
+    })
+    .await;
+    if code == CloseCode::Normal || code == CloseCode::ShuttingDown {
+        // Let queued acks go out before the close.
+        let _ = tx.send(Out::Close(code)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    } else {
+        close(conn, code);
+        writer.abort();
+    }
+    code
+}
+
+async fn write_loop(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Out>,
+    conn: quinn::Connection,
+) {
+    while let Some(out) = rx.recv().await {
+        match out {
+            Out::Frame(f) => {
+                if send.write_all(&wire::encode(&f)).await.is_err() {
+                    return;
+                }
+            }
+            Out::Close(code) => {
+                let _ = send.finish();
+                let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+                close(&conn, code);
+                return;
+            }
+        }
+    }
+}
+
+struct Session {
+    ctx: Arc<GateCtx>,
+    room_id: u64,
+    viewer_id: u64,
+    session_id: u64,
+    ip: String,
+    replier: Arc<dyn Replier>,
+    pending_likes: u32,
+}
+
+impl Session {
+    fn envelope(&self, kind: EventKind) -> Envelope {
+        Envelope {
+            event: Event {
+                room_id: self.room_id,
+                viewer_id: self.viewer_id,
+                session_id: self.session_id,
+                received_at_ms: crate::now_ms(),
+                kind,
+            },
+            reply: Some(self.replier.clone()),
+        }
+    }
+
+    async fn push_wait(&self, kind: EventKind) {
+        self.ctx.shards.push_wait(self.envelope(kind)).await;
+    }
+
+    /// The frame loop; returns how the session ended.
+    async fn frames(
+        &mut self,
+        conn: &quinn::Connection,
+        recv: &mut quinn::RecvStream,
+        dec: &mut FrameDecoder,
+        tx: &mpsc::Sender<Out>,
+    ) -> CloseCode {
+        let mut shutdown = self.ctx.shutdown.clone();
+        if *shutdown.borrow() {
+            return CloseCode::ShuttingDown;
+        }
+        loop {
+            loop {
+                match dec.next_frame() {
+                    Ok(Some(frame)) => {
+                        if let Some(code) = self.frame(frame).await {
+                            return code;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(viewer = self.viewer_id, error = %e, "bad frame; closing");
+                        return e.close_code();
+                    }
+                }
+            }
+            let retry_likes = self.pending_likes > 0;
+            tokio::select! {
+                chunk = recv.read_chunk(64 * 1024, true) => match chunk {
+                    Ok(Some(c)) => dec.push(&c.bytes),
+                    // The viewer finished its stream without `Bye`.
+                    Ok(None) => return CloseCode::Normal,
+                    Err(quinn::ReadError::ConnectionLost(e)) => return close_of(&e),
+                    Err(_) => return CloseCode::Normal,
+                },
+                () = tokio::time::sleep(Duration::from_millis(100)), if retry_likes => self.flush_likes(),
+                _ = shutdown.changed() => {
+                    let _ = tx.try_send(Out::Frame(ServerFrame::Notice(wire::Notice {
+                        kind: wire::NoticeKind::ShuttingDown as u8,
+                        value: 0,
+                        text: "server shutting down; reconnect later".into(),
+                    })));
+                    return CloseCode::ShuttingDown;
+                }
+                err = conn.closed() => return close_of(&err),
+            }
+        }
+    }
+
+    /// Handle one frame; `Some(code)` ends the session.
+    async fn frame(&mut self, frame: ClientFrame) -> Option<CloseCode> {
+        let m = &self.ctx.metrics;
+        match frame {
+            ClientFrame::Hello(_) => return Some(CloseCode::UnexpectedFrame),
+            ClientFrame::Bye => return Some(CloseCode::Normal),
+            ClientFrame::Chat {
+                client_msg_id,
+                text,
+            } => {
+                m.frame(Kind::Chat);
+                let env = self.envelope(EventKind::Chat {
+                    client_msg_id,
+                    text,
+                });
+                if let Err(env) = self.ctx.shards.try_push(env) {
+                    m.overflow(Kind::Chat, Overflow::Busy);
+                    self.busy(env, client_msg_id);
+                }
+            }
+            ClientFrame::Like { count } => {
+                m.frame(Kind::Like);
+                m.like_taps.fetch_add(u64::from(count), Ordering::Relaxed);
+                self.pending_likes = self.pending_likes.saturating_add(count);
+                self.flush_likes();
+            }
+            ClientFrame::Lead(lead) => {
+                m.frame(Kind::Lead);
+                let ip = self.ip.clone();
+                self.push_wait(EventKind::Lead {
+                    lead: Box::new(lead),
+                    ip,
+                })
+                .await;
+            }
+        }
+        None
+    }
+
+    /// Answer `busy` and record it.
+    fn busy(&self, env: Envelope, client_msg_id: u64) {
+        let d = Decision {
+            verdict: Verdict::Rejected,
+            reason: Reason::Busy,
+            retry_after_ms: self.ctx.busy_retry_after_ms,
+            replay: false,
+        };
+        self.ctx
+            .metrics
+            .decision(Kind::Chat, d.verdict, d.reason, 1);
+        self.replier
+            .reply(ack_frame(AckKind::Chat, client_msg_id, &d));
+        let ev = env.event;
+        let detail = match ev.kind {
+            EventKind::Chat { text, .. } => text,
+            _ => String::new(),
+        };
+        let row = ModerationRow {
+            room_id: ev.room_id,
+            ts: ev.received_at_ms,
+            viewer_id: ev.viewer_id,
+            session_id: ev.session_id,
+            kind: "chat",
+            client_id: client_msg_id,
+            reason: Reason::Busy.as_str(),
+            dry_run: false,
+            detail,
+        };
+        // Overload already: never block the gate for a moderation row.
+        if self.ctx.moderation.try_send(vec![Item::row(row)]).is_err() {
+            self.ctx
+                .metrics
+                .moderation_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.ctx.metrics.tables[4]
+                .pending_rows
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Try to hand pending like taps to the shard; keep them on overflow.
+    fn flush_likes(&mut self) {
+        if self.pending_likes == 0 {
+            return;
+        }
+        let env = self.envelope(EventKind::Like {
+            count: self.pending_likes,
+        });
+        match self.ctx.shards.try_push(env) {
+            Ok(()) => self.pending_likes = 0,
+            Err(_) => self.ctx.metrics.overflow(Kind::Like, Overflow::Coalesced),
+        }
+    }
+
+    /// At session end, pending likes are pushed with backpressure.
+    async fn flush_likes_wait(&mut self) {
+        if self.pending_likes > 0 {
+            let count = std::mem::take(&mut self.pending_likes);
+            self.push_wait(EventKind::Like { count }).await;
+        }
+    }
+}

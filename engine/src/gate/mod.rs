@@ -1,0 +1,126 @@
+//! The gate: QUIC front door.
+//!
+//! Accepts connections (TLS 1.3, ALPN `roomgate/1`), enforces the connection
+//! cap and handshake timeout, verifies the viewer's ticket, then runs one
+//! task per connection that decodes frames and pushes events to the shards
+//! (see [`conn`]). Acks come back through a bounded per-connection channel.
+
+mod conn;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::shard::Shards;
+use crate::sink::{Item, ModerationRow};
+use crate::wire::{CloseCode, Limits, RoomSettings};
+
+/// Everything a connection task needs.
+#[derive(Debug)]
+pub struct GateCtx {
+    /// Where events go.
+    pub shards: Arc<Shards>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Ticket HMAC secret.
+    pub secret: Vec<u8>,
+    /// Frame limits.
+    pub limits: Limits,
+    /// Sent in `Welcome`.
+    pub room_settings: RoomSettings,
+    /// Handshake + `Hello` deadline.
+    pub handshake_timeout: Duration,
+    /// Ack channel capacity per connection.
+    pub max_pending_acks: usize,
+    /// `retry_after_ms` on `busy`.
+    pub busy_retry_after_ms: u32,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Moderation rows for rejects decided in the gate (`busy`).
+    pub moderation: mpsc::Sender<Vec<Item<ModerationRow>>>,
+    /// Flips to true when shutdown begins.
+    pub shutdown: watch::Receiver<bool>,
+    /// Session id generator.
+    pub next_session: AtomicU64,
+}
+
+impl GateCtx {
+    /// A fresh session id: unique within this process, and across restarts
+    /// because it starts from the boot time.
+    pub fn session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Build the quinn endpoint from config and TLS material.
+pub fn endpoint(cfg: &ServerConfig) -> Result<quinn::Endpoint> {
+    let (certs, key) = match (&cfg.dev_cert_dir, &cfg.cert, &cfg.key) {
+        (_, Some(c), Some(k)) => tls::load(c, k)?,
+        (Some(dir), _, _) => tls::dev_pair(dir)?,
+        _ => anyhow::bail!("no certificate configured"),
+    };
+    let crypto = tls::server_crypto(certs, key)?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(cfg.max_streams_per_connection.into())
+        .max_concurrent_uni_streams(0u8.into())
+        .max_idle_timeout(Some(
+            Duration::from_millis(cfg.idle_timeout_ms)
+                .try_into()
+                .context("server.idle_timeout_ms out of range")?,
+        ))
+        // Small per-stream windows bound memory with 10k+ viewers and make
+        // backpressure reach the viewer quickly.
+        .stream_receive_window((64u32 * 1024).into())
+        .receive_window((128u32 * 1024).into())
+        .send_window(256 * 1024)
+        .datagram_receive_buffer_size(None);
+    let mut server = quinn::ServerConfig::with_crypto(crypto);
+    server.transport_config(Arc::new(transport));
+    let ep = quinn::Endpoint::server(server, cfg.listen)
+        .with_context(|| format!("bind QUIC endpoint on {}", cfg.listen))?;
+    Ok(ep)
+}
+
+/// Accept connections until shutdown, then wait for every connection task to
+/// close its session (each pushes its `Leave` event).
+pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<GateCtx>) {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut tasks = JoinSet::new();
+    let addr: Option<SocketAddr> = endpoint.local_addr().ok();
+    tracing::info!(addr = ?addr, "gate accepting QUIC connections");
+    loop {
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let open = ctx.metrics.connections_open.load(Ordering::Relaxed);
+                if open >= ctx.max_connections as i64 {
+                    ctx.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    // Complete the handshake so the viewer sees a clear code
+                    // instead of a transport-level refusal.
+                    tasks.spawn(conn::refuse(incoming, ctx.clone()));
+                    continue;
+                }
+                tasks.spawn(conn::run(incoming, ctx.clone()));
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    endpoint.set_server_config(None);
+    tracing::info!(
+        connections = tasks.len(),
+        "gate stopped accepting; closing sessions"
+    );
+    while tasks.join_next().await.is_some() {}
+    endpoint.close(CloseCode::ShuttingDown.code().into(), b"shutting_down");
+    let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
+}

@@ -1,0 +1,45 @@
+//! roomgate: interaction and lead ingestion for live-stream rooms.
+//!
+//! Viewers' apps speak QUIC to the gate; events flow one way through sharded
+//! lock-free queues into per-shard workers, where the guard decides on each
+//! one, and from there into batchers that write ClickHouse.
+//!
+//! # Layout
+//!
+//! Sans-IO core (no sockets, no clocks, no threads; tested deterministically):
+//! - [`wire`]: frame types, length-prefixed rkyv codec with validation,
+//!   tickets, reason and close codes. Shared with the loadgen.
+//! - [`guard`]: every accept / reject decision and its bounded state.
+//! - [`batch`]: the sealing policy for one table (rows / bytes / age).
+//! - [`event`]: the event handed from the gate to a shard.
+//! - [`pii`]: phone normalisation for storage, HMAC, masking, AEAD encryption.
+//!
+//! I/O layer:
+//! - [`gate`]: the quinn server, TLS, tickets, per-connection read loop.
+//! - [`shard`]: N bounded queues and one worker thread per shard.
+//! - [`sink`]: ClickHouse rows, migrations and the per-table writers.
+//! - [`admin`]: the loopback HTTP admin port (`/metrics`, `/healthz`).
+//! - [`metrics`]: every counter, in one place.
+//! - [`config`]: the TOML configuration, validated once.
+//! - [`engine`]: wires the pieces together and shuts them down in order.
+
+pub mod admin;
+pub mod batch;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod gate;
+pub mod guard;
+pub mod metrics;
+pub mod pii;
+pub mod shard;
+pub mod sink;
+pub mod wire;
+
+/// Current wall-clock time as Unix milliseconds (the I/O layer's clock).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,198 @@
+//! `roomgate`: the engine binary (thin: flags → config → [`roomgate::engine`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use roomgate::config::Config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Interaction and lead-ingestion engine for live-stream rooms.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (see docs/CONFIG.md). Flags override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// UDP address for QUIC [config: server.listen, default 127.0.0.1:4433].
+    #[arg(long, global = true)]
+    listen: Option<SocketAddr>,
+    /// Admin HTTP address (/metrics) [config: server.admin, default 127.0.0.1:9464].
+    #[arg(long, global = true)]
+    admin: Option<SocketAddr>,
+    /// ClickHouse HTTP(S) URL [config: clickhouse.url, default http://127.0.0.1:8123].
+    #[arg(long, global = true)]
+    clickhouse_url: Option<String>,
+    /// ClickHouse user [config: clickhouse.user].
+    #[arg(long, global = true, env = "ROOMGATE_CLICKHOUSE_USER")]
+    clickhouse_user: Option<String>,
+    /// ClickHouse password [config: clickhouse.password].
+    #[arg(
+        long,
+        global = true,
+        env = "ROOMGATE_CLICKHOUSE_PASSWORD",
+        hide_env_values = true
+    )]
+    clickhouse_password: Option<String>,
+    /// ClickHouse database [config: clickhouse.database, default roomgate].
+    #[arg(long, global = true)]
+    database: Option<String>,
+    /// Generate a self-signed certificate and write cert.pem into DIR (development).
+    #[arg(long, global = true, value_name = "DIR")]
+    dev_cert: Option<PathBuf>,
+    /// PEM certificate chain [config: server.cert].
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    /// PEM private key [config: server.key].
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+    /// Number of shards; 0 = cores [config: shards.count].
+    #[arg(long, global = true)]
+    shards: Option<usize>,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, global = true, env = "ROOMGATE_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the engine (default).
+    Run,
+    /// Apply pending schema migrations and exit.
+    Migrate,
+    /// Print a signed viewer ticket (for testing and load tests).
+    Ticket {
+        /// Room id.
+        #[arg(long)]
+        room: u64,
+        /// Viewer id.
+        #[arg(long)]
+        viewer: u64,
+        /// Validity, seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+fn config(cli: &Cli) -> Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(v) = cli.listen {
+        cfg.server.listen = v;
+    }
+    if let Some(v) = cli.admin {
+        cfg.server.admin = v;
+    }
+    if let Some(v) = &cli.clickhouse_url {
+        cfg.clickhouse.url = v.clone();
+    }
+    if let Some(v) = &cli.clickhouse_user {
+        cfg.clickhouse.user = v.clone();
+    }
+    if let Some(v) = &cli.clickhouse_password {
+        cfg.clickhouse.password = v.clone();
+    }
+    if let Some(v) = &cli.database {
+        cfg.clickhouse.database = v.clone();
+    }
+    if let Some(v) = &cli.dev_cert {
+        cfg.server.dev_cert_dir = Some(v.clone());
+    }
+    if let Some(v) = &cli.cert {
+        cfg.server.cert = Some(v.clone());
+    }
+    if let Some(v) = &cli.key {
+        cfg.server.key = Some(v.clone());
+    }
+    if let Some(v) = cli.shards {
+        cfg.shards.count = v;
+    }
+    if let Some(v) = env("ROOMGATE_TICKET_SECRET") {
+        cfg.tickets.secret = Some(v);
+    }
+    if let Some(v) = env("ROOMGATE_PII_HMAC_KEY") {
+        cfg.pii.hmac_key = Some(v);
+    }
+    if let Some(v) = env("ROOMGATE_PII_ENC_KEY") {
+        cfg.pii.enc_key = Some(v);
+    }
+    Ok(cfg)
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = config(&cli)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("roomgate-io")
+        .build()
+        .context("tokio runtime")?;
+    match cli.cmd.unwrap_or(Cmd::Run) {
+        Cmd::Run => {
+            let cfg = cfg.validate()?;
+            rt.block_on(roomgate::engine::run(cfg, stop_signal()))
+        }
+        Cmd::Migrate => {
+            let applied = rt.block_on(roomgate::engine::migrate(&cfg))?;
+            println!(
+                "migrations applied: {applied:?} (database {})",
+                cfg.clickhouse.database
+            );
+            Ok(())
+        }
+        Cmd::Ticket { room, viewer, ttl } => {
+            let secret = cfg
+                .tickets
+                .secret
+                .context("ROOMGATE_TICKET_SECRET (or tickets.secret) is required")?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let t = roomgate::wire::ticket::sign(
+                secret.as_bytes(),
+                &roomgate::wire::ticket::Claims {
+                    room_id: room,
+                    viewer_id: viewer,
+                    expires_at: now + ttl,
+                    device_id: String::new(),
+                },
+            );
+            println!("{t}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Every counter the engine keeps, and their Prometheus text exposition.
+//!
+//! Counters are plain atomics in one struct; hot paths add per batch where
+//! they can. Metric names live here and nowhere else.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::event::Kind;
+use crate::wire::{CloseCode, Reason, Verdict};
+
+const KINDS: usize = 4;
+const REASONS: usize = 64;
+const VERDICTS: usize = 4;
+const CLOSES: usize = 16;
+
+/// Overflow outcomes at the shard queue, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// A lead or session event waited for queue space (backpressure).
+    Waited = 0,
+    /// A chat message was answered `busy`.
+    Busy = 1,
+    /// Like taps were held back and coalesced into a later push.
+    Coalesced = 2,
+}
+
+/// Per-table sink counters.
+#[derive(Debug, Default)]
+pub struct TableStats {
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Rows committed.
+    pub rows: AtomicU64,
+    /// Insert attempts that failed and were retried.
+    pub retries: AtomicU64,
+    /// Batches set aside (non-retryable data error) to the dead-letter dir.
+    pub dead_batches: AtomicU64,
+    /// Rows set aside.
+    pub dead_rows: AtomicU64,
+    /// Sum of successful insert latencies, µs.
+    pub insert_us_sum: AtomicU64,
+    /// Max insert latency seen, µs.
+    pub insert_us_max: AtomicU64,
+    /// Rows waiting in the table's batcher and queue.
+    pub pending_rows: AtomicI64,
+}
+
+/// Tables the sink writes (index into [`Metrics::tables`]).
+pub const TABLES: [&str; 5] = [
+    "chat_messages",
+    "like_ticks",
+    "leads",
+    "sessions",
+    "moderation_events",
+];
+
+/// All engine counters.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Decisions by kind and verdict.
+    verdicts: [[AtomicU64; VERDICTS]; KINDS],
+    /// Decisions by kind and reason (rejects, flags, replays).
+    reasons: [[AtomicU64; REASONS]; KINDS],
+    /// Queue overflow outcomes by kind.
+    overflow: [[AtomicU64; 3]; KINDS],
+    /// Like taps received at the gate.
+    pub like_taps: AtomicU64,
+    /// Frames decoded, by kind.
+    frames: [AtomicU64; KINDS],
+    /// Connections accepted and welcomed.
+    pub connections_opened: AtomicU64,
+    /// Connections currently open.
+    pub connections_open: AtomicI64,
+    /// Connections refused at the cap.
+    pub connections_refused: AtomicU64,
+    /// Connection closes by code.
+    closes: [AtomicU64; CLOSES],
+    /// Current depth of each shard queue.
+    pub queue_depth: Vec<AtomicI64>,
+    /// Per-table sink counters, in [`TABLES`] order.
+    pub tables: [TableStats; 5],
+    /// Moderation rows dropped because the sink queue was full (overload).
+    pub moderation_dropped: AtomicU64,
+    /// Client ids forgotten early by the idempotency window.
+    pub idempotency_evicted: AtomicU64,
+}
+
+fn close_index(c: CloseCode) -> usize {
+    CloseCode::ALL.iter().position(|x| *x == c).unwrap_or(0)
+}
+
+fn reason_index(r: Reason) -> usize {
+    Reason::ALL
+        .iter()
+        .position(|x| *x == r)
+        .unwrap_or(0)
+        .min(REASONS - 1)
+}
+
+impl Metrics {
+    /// Zeroed counters for `shards` queues.
+    pub fn new(shards: usize) -> Self {
+        Metrics {
+            verdicts: Default::default(),
+            reasons: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            overflow: Default::default(),
+            like_taps: AtomicU64::new(0),
+            frames: Default::default(),
+            connections_opened: AtomicU64::new(0),
+            connections_open: AtomicI64::new(0),
+            connections_refused: AtomicU64::new(0),
+            closes: Default::default(),
+            queue_depth: (0..shards).map(|_| AtomicI64::new(0)).collect(),
+            tables: Default::default(),
+            moderation_dropped: AtomicU64::new(0),
+            idempotency_evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// Count `n` decisions of `kind` with `verdict` and `reason`.
+    pub fn decision(&self, kind: Kind, verdict: Verdict, reason: Reason, n: u64) {
+        self.verdicts[kind as usize][verdict as usize].fetch_add(n, Relaxed);
+        if reason != Reason::None {
+            self.reasons[kind as usize][reason_index(reason)].fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Count a queue overflow outcome.
+    pub fn overflow(&self, kind: Kind, what: Overflow) {
+        self.overflow[kind as usize][what as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Count a decoded frame.
+    pub fn frame(&self, kind: Kind) {
+        self.frames[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Count a connection close.
+    pub fn close(&self, code: CloseCode) {
+        self.closes[close_index(code)].fetch_add(1, Relaxed);
+    }
+
+    /// Value of a decision counter (tests, summaries).
+    pub fn verdict_count(&self, kind: Kind, verdict: Verdict) -> u64 {
+        self.verdicts[kind as usize][verdict as usize].load(Relaxed)
+    }
+
+    /// Value of an overflow counter.
+    pub fn overflow_count(&self, kind: Kind, what: Overflow) -> u64 {
+        self.overflow[kind as usize][what as usize].load(Relaxed)
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(8 * 1024);
+        let head = |s: &mut String, name: &str, ty: &str, help: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {ty}");
+        };
+        head(
+            &mut s,
+            "roomgate_events_total",
+            "counter",
+            "Guard decisions by event kind and verdict.",
+        );
+        for k in Kind::ALL {
+            for v in [Verdict::Accepted, Verdict::Suspect, Verdict::Rejected] {
+                let n = self.verdicts[k as usize][v as usize].load(Relaxed);
+                let _ = writeln!(
+                    s,
+                    "roomgate_events_total{{kind=\"{}\",verdict=\"{}\"}} {n}",
+                    k.as_str(),
+                    v.as_str()
+                );
+            }
+        }
+        head(
+            &mut s,
+            "roomgate_event_reasons_total",
+            "counter",
+            "Decisions by event kind and reason code.",
+        );
+        for k in Kind::ALL {
+            for r in Reason::ALL.iter().filter(|r| **r != Reason::None) {
+                let n = self.reasons[k as usize][reason_index(*r)].load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        s,
+                        "roomgate_event_reasons_total{{kind=\"{}\",reason=\"{}\"}} {n}",
+                        k.as_str(),
+                        r.as_str()
+                    );
+                }
+            }
+        }
+        head(
+            &mut s,
+            "roomgate_queue_overflow_total",
+            "counter",
+            "Shard queue overflow outcomes by kind (waited, busy, coalesced).",
+        );
+        for k in Kind::ALL {
+            for (i, o) in ["waited", "busy", "coalesced"].iter().enumerate() {
+                let n = self.overflow[k as usize][i].load(Relaxed);
+                let _ = writeln!(
+                    s,
+                    "roomgate_queue_overflow_total{{kind=\"{}\",outcome=\"{o}\"}} {n}",
+                    k.as_str()
+                );
+            }
+        }
+        head(
+            &mut s,
+            "roomgate_frames_total",
+            "counter",
+            "Client frames decoded by kind.",
+        );
+        for k in Kind::ALL {
+            let _ = writeln!(
+                s,
+                "roomgate_frames_total{{kind=\"{}\"}} {}",
+                k.as_str(),
+                self.frames[k as usize].load(Relaxed)
+            );
+        }
+        head(
+            &mut s,
+            "roomgate_like_taps_total",
+            "counter",
+            "Like taps received.",
+        );
+        let _ = writeln!(
+            s,
+            "roomgate_like_taps_total {}",
+            self.like_taps.load(Relaxed)
+        );
+        head(
+            &mut s,
+            "roomgate_connections_opened_total",
+            "counter",
+            "Sessions welcomed.",
+        );
+        let _ = writeln!(
+            s,
+            "roomgate_connections_opened_total {}",
+            self.connections_opened.load(Relaxed)
+        );
+        head(
+            &mut s,
+            "roomgate_connections_open",
+            "gauge",
+            "Connections open now.",
+        );
+        let _ = writeln!(
+            s,
+            "roomgate_connections_open {}",
+            self.connections_open.load(Relaxed)
+        );
+        head(
+            &mut s,
+            "roomgate_connections_refused_total",
+            "counter",
+            "Connections refused at the connection cap.",
+        );
+        let _ = writeln!(
+            s,
+            "roomgate_connections_refused_total {}",
+            self.connections_refused.load(Relaxed)
+        );
+        head(
+            &mut s,
+            "roomgate_connection_closes_total",
+            "counter",
+            "Connection closes by close code.",
+        );
+        for c in CloseCode::ALL {
+            let _ = writeln!(
+                s,
+                "roomgate_connection_closes_total{{code=\"{}\"}} {}",
+                c.as_str(),
+                self.closes[close_index(*c)].load(Relaxed)
+            );
+        }
+        head(
+            &mut s,
+            "roomgate_queue_depth",
+            "gauge",
+            "Events waiting in each shard queue.",
+        );
+        for (i, d) in self.queue_depth.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "roomgate_queue_depth{{shard=\"{i}\"}} {}",
+                d.load(Relaxed)
+            );
+        }
+        let table_metrics: [(&str, &str, &str, fn(&TableStats) -> i64); 8] = [
+            (
+                "roomgate_sink_batches_total",
+                "counter",
+                "Batches committed to ClickHouse.",
+                |t| t.batches.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_sink_rows_total",
+                "counter",
+                "Rows committed to ClickHouse.",
+                |t| t.rows.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_sink_retries_total",
+                "counter",
+                "Insert attempts retried.",
+                |t| t.retries.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_sink_dead_batches_total",
+                "counter",
+                "Batches set aside after a non-retryable error.",
+                |t| t.dead_batches.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_sink_dead_rows_total",
+                "counter",
+                "Rows set aside after a non-retryable error.",
+                |t| t.dead_rows.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_sink_insert_seconds_sum",
+                "counter",
+                "Total time of successful inserts.",
+                |t| t.insert_us_sum.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_sink_insert_seconds_max",
+                "gauge",
+                "Slowest successful insert.",
+                |t| t.insert_us_max.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_sink_pending_rows",
+                "gauge",
+                "Rows accepted but not yet committed.",
+                |t| t.pending_rows.load(Relaxed),
+            ),
+        ];
+        for (name, ty, help, get) in table_metrics {
+            head(&mut s, name, ty, help);
+            for (i, t) in TABLES.iter().enumerate() {
+                let v = get(&self.tables[i]);
+                if name.contains("seconds") {
+                    let _ = writeln!(s, "{name}{{table=\"{t}\"}} {:.6}", v as f64 / 1e6);
+                } else {
+                    let _ = writeln!(s, "{name}{{table=\"{t}\"}} {v}");
+                }
+            }
+        }
+        head(
+            &mut s,
+            "roomgate_moderation_rows_dropped_total",
+            "counter",
+            "Moderation rows not written because the sink was saturated.",
+        );
+        let _ = writeln!(
+            s,
+            "roomgate_moderation_rows_dropped_total {}",
+            self.moderation_dropped.load(Relaxed)
+        );
+        head(
+            &mut s,
+            "roomgate_idempotency_evicted_total",
+            "counter",
+            "Client ids forgotten before their window ended.",
+        );
+        let _ = writeln!(
+            s,
+            "roomgate_idempotency_evicted_total {}",
+            self.idempotency_evicted.load(Relaxed)
+        );
+        s
+    }
+}

@@ -1,0 +1,122 @@
+//! Row types, one per table, as the `clickhouse` crate serialises them
+//! (RowBinary, field order = column order in `schemas/`).
+
+use clickhouse::Row;
+use serde::Serialize;
+
+/// Estimated in-memory/wire size of a row, for the batcher's byte limit.
+pub trait RowSize {
+    /// Approximate bytes.
+    fn size(&self) -> usize;
+}
+
+/// `chat_messages`.
+#[derive(Debug, Clone, Row, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ChatRow {
+    pub room_id: u64,
+    /// Unix ms.
+    pub ts: i64,
+    pub viewer_id: u64,
+    pub session_id: u64,
+    pub client_msg_id: u64,
+    pub text: String,
+    pub verdict: &'static str,
+    pub dry_run_reasons: Vec<&'static str>,
+}
+
+/// `like_ticks`: taps per room per second.
+#[derive(Debug, Clone, Row, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct LikeRow {
+    pub room_id: u64,
+    /// Unix seconds.
+    pub ts: u32,
+    pub taps: u64,
+}
+
+/// `leads`.
+#[derive(Debug, Clone, Row, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct LeadRow {
+    pub room_id: u64,
+    pub ts: i64,
+    pub viewer_id: u64,
+    pub session_id: u64,
+    pub client_lead_id: u64,
+    pub verdict: &'static str,
+    pub score: u8,
+    pub reasons: Vec<&'static str>,
+    pub dry_run_reasons: Vec<&'static str>,
+    pub phone_hmac: String,
+    pub phone_masked: String,
+    pub phone_enc: String,
+    pub wechat_enc: String,
+    pub name_enc: String,
+    pub fields_enc: String,
+    pub ip_hmac: String,
+    pub consent: bool,
+    pub fill_ms: u32,
+}
+
+/// `sessions`: one row at join, one at leave.
+#[derive(Debug, Clone, Row, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SessionRow {
+    pub room_id: u64,
+    pub ts: i64,
+    pub viewer_id: u64,
+    pub session_id: u64,
+    pub event: &'static str,
+    pub watch_ms: u64,
+    pub client: String,
+    pub close: &'static str,
+}
+
+/// `moderation_events`: every reject and dry-run reject.
+#[derive(Debug, Clone, Row, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ModerationRow {
+    pub room_id: u64,
+    pub ts: i64,
+    pub viewer_id: u64,
+    pub session_id: u64,
+    pub kind: &'static str,
+    pub client_id: u64,
+    pub reason: &'static str,
+    pub dry_run: bool,
+    pub detail: String,
+}
+
+impl RowSize for ChatRow {
+    fn size(&self) -> usize {
+        48 + self.text.len() + self.dry_run_reasons.len() * 16
+    }
+}
+impl RowSize for LikeRow {
+    fn size(&self) -> usize {
+        20
+    }
+}
+impl RowSize for LeadRow {
+    fn size(&self) -> usize {
+        64 + self.phone_hmac.len()
+            + self.phone_masked.len()
+            + self.phone_enc.len()
+            + self.wechat_enc.len()
+            + self.name_enc.len()
+            + self.fields_enc.len()
+            + self.ip_hmac.len()
+            + (self.reasons.len() + self.dry_run_reasons.len()) * 16
+    }
+}
+impl RowSize for SessionRow {
+    fn size(&self) -> usize {
+        56 + self.client.len()
+    }
+}
+impl RowSize for ModerationRow {
+    fn size(&self) -> usize {
+        64 + self.detail.len()
+    }
+}

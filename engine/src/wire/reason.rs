@@ -1,0 +1,134 @@
+//! Reason codes carried in `Ack` frames and close codes used to end a QUIC
+//! connection. Both tables are documented in `docs/PROTOCOL.md`; codes are
+//! stable and never reused.
+
+macro_rules! reasons {
+    ($( $(#[$m:meta])* $name:ident = $code:literal, $s:literal; )*) => {
+        /// Why an event was not accepted as-is. Sent to the viewer, written to
+        /// `moderation_events` and counted in metrics.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        #[non_exhaustive]
+        pub enum Reason { $( $(#[$m])* $name = $code, )* }
+
+        impl Reason {
+            /// Every reason, in code order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)*];
+
+            /// Stable lowercase name (tables, metrics, JSON).
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$name => $s,)* }
+            }
+
+            /// Decode a wire code; `None` for a code this build does not know.
+            pub fn from_code(code: u16) -> Option<Self> {
+                match code { $($code => Some(Reason::$name),)* _ => None }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// No remark.
+    None = 0, "none";
+    /// The engine is overloaded (shard queue full); retry after `retry_after_ms`.
+    Busy = 1, "busy";
+    /// Client id seen before; the ack repeats the first verdict.
+    Replay = 2, "replay";
+}
+
+impl Reason {
+    /// Wire code.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+}
+
+/// QUIC application close codes. A connection closed by the server carries one
+/// of these; the reason phrase is the [`CloseCode::as_str`] text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum CloseCode {
+    /// Normal close (after `Bye`, or by the client).
+    Normal = 0x00,
+    /// A frame failed validation (bytecheck, UTF-8, unknown variant, empty).
+    MalformedFrame = 0x10,
+    /// A length prefix exceeded the maximum frame size.
+    FrameTooLarge = 0x11,
+    /// A field broke its limit (text too long, like count 0, …).
+    InvalidField = 0x12,
+    /// A frame arrived out of order (anything before `Hello`, a second `Hello`).
+    UnexpectedFrame = 0x13,
+    /// The ticket's signature or format is wrong.
+    BadTicket = 0x20,
+    /// The ticket has expired.
+    TicketExpired = 0x21,
+    /// No `Hello` within the handshake timeout.
+    HelloTimeout = 0x22,
+    /// The server is at its connection cap.
+    ServerFull = 0x30,
+    /// The server is shutting down.
+    ShuttingDown = 0x31,
+    /// The viewer is banned from the room.
+    Banned = 0x32,
+    /// The connection was idle too long (from QUIC's idle timeout).
+    IdleTimeout = 0x33,
+    /// The viewer did not read its acks fast enough (ack buffer full).
+    SlowConsumer = 0x34,
+    /// An internal error; a bug, please report.
+    Internal = 0x3f,
+}
+
+impl CloseCode {
+    /// Wire value.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// Stable lowercase name, also sent as the close reason phrase.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::MalformedFrame => "malformed_frame",
+            CloseCode::FrameTooLarge => "frame_too_large",
+            CloseCode::InvalidField => "invalid_field",
+            CloseCode::UnexpectedFrame => "unexpected_frame",
+            CloseCode::BadTicket => "bad_ticket",
+            CloseCode::TicketExpired => "ticket_expired",
+            CloseCode::HelloTimeout => "hello_timeout",
+            CloseCode::ServerFull => "server_full",
+            CloseCode::ShuttingDown => "shutting_down",
+            CloseCode::Banned => "banned",
+            CloseCode::IdleTimeout => "idle_timeout",
+            CloseCode::SlowConsumer => "slow_consumer",
+            CloseCode::Internal => "internal",
+        }
+    }
+
+    /// Every close code.
+    pub const ALL: &'static [CloseCode] = &[
+        CloseCode::Normal,
+        CloseCode::MalformedFrame,
+        CloseCode::FrameTooLarge,
+        CloseCode::InvalidField,
+        CloseCode::UnexpectedFrame,
+        CloseCode::BadTicket,
+        CloseCode::TicketExpired,
+        CloseCode::HelloTimeout,
+        CloseCode::ServerFull,
+        CloseCode::ShuttingDown,
+        CloseCode::Banned,
+        CloseCode::IdleTimeout,
+        CloseCode::SlowConsumer,
+        CloseCode::Internal,
+    ];
+
+    /// Decode a wire value.
+    pub fn from_code(code: u64) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|c| u64::from(c.code()) == code)
+    }
+}
