@@ -32,7 +32,7 @@ pub async fn bind(
     addr: SocketAddr,
     state: AdminState,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<impl std::future::Future<Output = ()>> {
+) -> Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -40,8 +40,9 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind admin port {addr}"))?;
+    let addr = listener.local_addr().context("admin local address")?;
     tracing::info!(%addr, "admin port listening (/metrics, /healthz)");
-    Ok(async move {
+    Ok((addr, async move {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
@@ -51,5 +52,5 @@ pub async fn bind(
         {
             tracing::error!(error = %e, "admin server failed");
         }
-    })
+    }))
 }

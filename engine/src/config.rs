@@ -182,9 +182,9 @@ pub struct ClickHouseConfig {
     pub min_insert_interval_ms: u64,
     /// Timeout of one insert request, ms. Default 30,000.
     pub insert_timeout_ms: u64,
-    /// Sealed-but-uncommitted rows the engine holds per table before it
-    /// pushes back on shards (outage buffer). Default 1,000,000.
-    pub max_pending_rows: usize,
+    /// After shutdown begins, how long a failing insert keeps being retried
+    /// before its batch is spilled to the dead-letter dir, ms. Default 30,000.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ClickHouseConfig {
@@ -200,7 +200,7 @@ impl Default for ClickHouseConfig {
             retry_max_ms: 10_000,
             min_insert_interval_ms: 100,
             insert_timeout_ms: 30_000,
-            max_pending_rows: 1_000_000,
+            shutdown_grace_ms: 30_000,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Wiring: start the sink, shards, gate and admin port; shut them down in
 //! order (stop accepting → close sessions → drain shards → flush batches).
 
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,105 +42,164 @@ pub async fn migrate(cfg: &Config) -> Result<Vec<u32>> {
 
 /// Run the engine until `stop` resolves, then shut down gracefully.
 pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Result<()> {
-    let metrics = Arc::new(Metrics::new(cfg.shards.count));
-    let pii = Arc::new(PiiKeys::from_hex(
-        cfg.pii.hmac_key.as_deref().unwrap_or_default(),
-        cfg.pii.enc_key.as_deref().unwrap_or_default(),
-    )?);
-    if cfg.clickhouse.migrate_on_start {
-        let applied = migrate(&cfg).await?;
-        tracing::info!(?applied, database = %cfg.clickhouse.database, "schema up to date");
-    }
-    let boot_ms = crate::now_ms();
-    let boot_id = format!("{boot_ms:x}{:08x}", rand::random::<u32>());
-    let client = sink::client(&cfg.clickhouse);
-    let (sink_tx, writers) = sink::spawn(
-        &client,
-        &cfg.batch,
-        WriterSettings {
-            boot_id: boot_id.clone(),
-            retry_initial: Duration::from_millis(cfg.clickhouse.retry_initial_ms),
-            retry_max: Duration::from_millis(cfg.clickhouse.retry_max_ms),
-            min_interval: Duration::from_millis(cfg.clickhouse.min_insert_interval_ms),
-            insert_timeout: Duration::from_millis(cfg.clickhouse.insert_timeout_ms),
-            dead_letter_dir: cfg.clickhouse.dead_letter_dir.clone(),
-            shutdown_grace: Duration::from_secs(30),
-        },
-        &metrics,
-    );
-    let shards = Arc::new(
-        Shards::start(
-            &ShardSettings {
-                count: cfg.shards.count,
-                capacity: cfg.shards.queue_capacity,
-                drain_batch: cfg.shards.drain_batch,
-                guard: cfg.guard.clone(),
-            },
-            sink_tx.clone(),
-            pii,
-            metrics.clone(),
-        )
-        .context("start shard workers")?,
-    );
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let admin = admin::bind(
-        cfg.server.admin,
-        AdminState {
-            metrics: metrics.clone(),
-        },
-        shutdown_rx.clone(),
-    )
-    .await?;
-    let admin = tokio::spawn(admin);
-    let endpoint = gate::endpoint(&cfg.server)?;
-    let limits = cfg.limits.to_limits();
-    let ctx = Arc::new(GateCtx {
-        shards: shards.clone(),
-        metrics: metrics.clone(),
-        secret: cfg.tickets.secret.clone().unwrap_or_default().into_bytes(),
-        limits,
-        room_settings: RoomSettings {
-            slow_mode_secs: 0,
-            max_chat_chars: limits.max_chat_chars as u32,
-            max_frame_bytes: limits.max_frame as u32,
-        },
-        handshake_timeout: Duration::from_millis(cfg.server.handshake_timeout_ms),
-        max_pending_acks: cfg.server.max_pending_acks,
-        busy_retry_after_ms: cfg.server.busy_retry_after_ms,
-        max_connections: cfg.server.max_connections,
-        moderation: sink_tx.moderation.clone(),
-        shutdown: shutdown_rx,
-        next_session: AtomicU64::new((boot_ms as u64 / 1000) << 20),
-    });
-    drop(sink_tx);
-    tracing::info!(
-        listen = %cfg.server.listen,
-        admin = %cfg.server.admin,
-        shards = cfg.shards.count,
-        clickhouse = %cfg.clickhouse.url,
-        database = %cfg.clickhouse.database,
-        boot_id,
-        "roomgate running"
-    );
-    let gate = tokio::spawn(gate::serve(endpoint, ctx.clone()));
-    drop(ctx);
+    let engine = Engine::start(cfg).await?;
     stop.await;
-    tracing::info!("shutdown: closing sessions");
-    let _ = shutdown_tx.send(true);
-    gate.await.context("gate task")?;
-    tracing::info!("shutdown: draining shard queues");
-    let s = shards.clone();
-    tokio::task::spawn_blocking(move || s.shutdown())
-        .await
-        .context("shard shutdown")?;
-    drop(shards);
-    tracing::info!("shutdown: flushing batches to ClickHouse");
-    for w in writers {
-        w.await.context("sink writer")?;
+    engine.shutdown().await
+}
+
+/// A running engine.
+pub struct Engine {
+    metrics: Arc<Metrics>,
+    shards: Arc<Shards>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    admin: tokio::task::JoinHandle<()>,
+    gate: tokio::task::JoinHandle<()>,
+    shutdown_tx: watch::Sender<bool>,
+    quic_addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("quic_addr", &self.quic_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish()
     }
-    let _ = admin.await;
-    tracing::info!(summary = %summary(&metrics), "roomgate stopped");
-    Ok(())
+}
+
+impl Engine {
+    /// Migrate (if configured), start the sink, shards, admin port and gate.
+    pub async fn start(cfg: Config) -> Result<Engine> {
+        let metrics = Arc::new(Metrics::new(cfg.shards.count));
+        let pii = Arc::new(PiiKeys::from_hex(
+            cfg.pii.hmac_key.as_deref().unwrap_or_default(),
+            cfg.pii.enc_key.as_deref().unwrap_or_default(),
+        )?);
+        if cfg.clickhouse.migrate_on_start {
+            let applied = migrate(&cfg).await?;
+            tracing::info!(?applied, database = %cfg.clickhouse.database, "schema up to date");
+        }
+        let boot_ms = crate::now_ms();
+        let boot_id = format!("{boot_ms:x}{:08x}", rand::random::<u32>());
+        let client = sink::client(&cfg.clickhouse);
+        let (sink_tx, writers) = sink::spawn(
+            &client,
+            &cfg.batch,
+            WriterSettings {
+                boot_id: boot_id.clone(),
+                retry_initial: Duration::from_millis(cfg.clickhouse.retry_initial_ms),
+                retry_max: Duration::from_millis(cfg.clickhouse.retry_max_ms),
+                min_interval: Duration::from_millis(cfg.clickhouse.min_insert_interval_ms),
+                insert_timeout: Duration::from_millis(cfg.clickhouse.insert_timeout_ms),
+                dead_letter_dir: cfg.clickhouse.dead_letter_dir.clone(),
+                shutdown_grace: Duration::from_millis(cfg.clickhouse.shutdown_grace_ms),
+            },
+            &metrics,
+        );
+        let shards = Arc::new(
+            Shards::start(
+                &ShardSettings {
+                    count: cfg.shards.count,
+                    capacity: cfg.shards.queue_capacity,
+                    drain_batch: cfg.shards.drain_batch,
+                    guard: cfg.guard.clone(),
+                },
+                sink_tx.clone(),
+                pii,
+                metrics.clone(),
+            )
+            .context("start shard workers")?,
+        );
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (admin_addr, admin) = admin::bind(
+            cfg.server.admin,
+            AdminState {
+                metrics: metrics.clone(),
+            },
+            shutdown_rx.clone(),
+        )
+        .await?;
+        let admin = tokio::spawn(admin);
+        let endpoint = gate::endpoint(&cfg.server)?;
+        let quic_addr = endpoint.local_addr().context("QUIC local address")?;
+        let limits = cfg.limits.to_limits();
+        let ctx = Arc::new(GateCtx {
+            shards: shards.clone(),
+            metrics: metrics.clone(),
+            secret: cfg.tickets.secret.clone().unwrap_or_default().into_bytes(),
+            limits,
+            room_settings: RoomSettings {
+                slow_mode_secs: 0,
+                max_chat_chars: limits.max_chat_chars as u32,
+                max_frame_bytes: limits.max_frame as u32,
+            },
+            handshake_timeout: Duration::from_millis(cfg.server.handshake_timeout_ms),
+            max_pending_acks: cfg.server.max_pending_acks,
+            busy_retry_after_ms: cfg.server.busy_retry_after_ms,
+            max_connections: cfg.server.max_connections,
+            moderation: sink_tx.moderation.clone(),
+            shutdown: shutdown_rx,
+            next_session: AtomicU64::new((boot_ms as u64 / 1000) << 20),
+        });
+        drop(sink_tx);
+        tracing::info!(
+            listen = %quic_addr,
+            admin = %admin_addr,
+            shards = cfg.shards.count,
+            clickhouse = %cfg.clickhouse.url,
+            database = %cfg.clickhouse.database,
+            boot_id,
+            "roomgate running"
+        );
+        let gate = tokio::spawn(gate::serve(endpoint, ctx));
+        Ok(Engine {
+            metrics,
+            shards,
+            writers,
+            admin,
+            gate,
+            shutdown_tx,
+            quic_addr,
+            admin_addr,
+        })
+    }
+
+    /// The bound QUIC address.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stop accepting, close every session, drain the shards and flush every
+    /// batch to ClickHouse.
+    pub async fn shutdown(self) -> Result<()> {
+        tracing::info!("shutdown: closing sessions");
+        let _ = self.shutdown_tx.send(true);
+        self.gate.await.context("gate task")?;
+        tracing::info!("shutdown: draining shard queues");
+        let s = self.shards.clone();
+        tokio::task::spawn_blocking(move || s.shutdown())
+            .await
+            .context("shard shutdown")?;
+        drop(self.shards);
+        tracing::info!("shutdown: flushing batches to ClickHouse");
+        for w in self.writers {
+            w.await.context("sink writer")?;
+        }
+        let _ = self.admin.await;
+        tracing::info!(summary = %summary(&self.metrics), "roomgate stopped");
+        Ok(())
+    }
 }
 
 fn summary(m: &Metrics) -> String {

@@ -1,0 +1,114 @@
+//! A minimal viewer client for tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roomgate::wire::{self, ticket, ClientFrame, CloseCode, ServerFrame};
+
+pub struct Viewer {
+    pub conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    _endpoint: quinn::Endpoint,
+}
+
+pub fn ticket(room: u64, viewer: u64, ttl: i64) -> String {
+    let now = roomgate::now_ms() / 1000;
+    ticket::sign(
+        super::harness::SECRET.as_bytes(),
+        &ticket::Claims {
+            room_id: room,
+            viewer_id: viewer,
+            expires_at: (now + ttl).max(0) as u64,
+            device_id: String::new(),
+        },
+    )
+}
+
+fn client_config(cert_dir: &Path) -> quinn::ClientConfig {
+    let pem = std::fs::read(cert_dir.join("cert.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+    quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ))
+}
+
+impl Viewer {
+    /// Connect and open the session stream (no `Hello` yet).
+    pub async fn open(addr: SocketAddr, cert_dir: &Path) -> Viewer {
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(client_config(cert_dir));
+        let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+        let (send, recv) = conn.open_bi().await.unwrap();
+        Viewer {
+            conn,
+            send,
+            recv,
+            _endpoint: ep,
+        }
+    }
+
+    /// Connect, say `Hello`, expect `Welcome`.
+    pub async fn join(addr: SocketAddr, cert_dir: &Path, room: u64, viewer: u64) -> Viewer {
+        let mut v = Viewer::open(addr, cert_dir).await;
+        v.send(&ClientFrame::Hello(wire::Hello {
+            ticket: ticket(room, viewer, 3600),
+            client: "it".into(),
+        }))
+        .await;
+        match v.next().await {
+            Some(ServerFrame::Welcome(w)) => assert_eq!((w.room_id, w.viewer_id), (room, viewer)),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        v
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        self.send_raw(&wire::encode(frame)).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let _ = self.send.write_all(bytes).await;
+    }
+
+    /// Next server frame, `None` when the stream or connection ends.
+    pub async fn next(&mut self) -> Option<ServerFrame> {
+        let mut prefix = [0u8; wire::LEN_PREFIX];
+        self.recv.read_exact(&mut prefix).await.ok()?;
+        let len = wire::decode_len(prefix, wire::MAX_FRAME_HARD).ok()?;
+        let mut body = vec![0u8; len];
+        self.recv.read_exact(&mut body).await.ok()?;
+        Some(wire::decode_server(&body).expect("server frames are valid"))
+    }
+
+    /// Next frame within `d`.
+    pub async fn next_within(&mut self, d: Duration) -> Option<ServerFrame> {
+        tokio::time::timeout(d, self.next()).await.ok().flatten()
+    }
+
+    /// Wait for the server to close the connection; its close code.
+    pub async fn close_code(&self) -> Option<CloseCode> {
+        let err = tokio::time::timeout(Duration::from_secs(10), self.conn.closed())
+            .await
+            .expect("server closes the connection");
+        match err {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                CloseCode::from_code(c.error_code.into_inner())
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Shared set-up: ClickHouse, engine config, queries.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use roomgate::config::Config;
+
+pub const SECRET: &str = "integration-test-secret";
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Start (or reuse) the launcher's ClickHouse on `port`; returns its URL.
+pub fn clickhouse_up(port: u16) -> String {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let root = repo_root();
+    let data = root.join(format!("build/clickhouse/test-data-{port}"));
+    let venv = Command::new(root.join("scripts/ensure-venv.sh"))
+        .status()
+        .expect("run scripts/ensure-venv.sh");
+    assert!(venv.success(), "scripts/ensure-venv.sh failed");
+    let out = Command::new("python3")
+        .arg(root.join("scripts/clickhouse.py"))
+        .arg("up")
+        .env("CLICKHOUSE_HTTP_PORT", port.to_string())
+        .env("CLICKHOUSE_DATA", &data)
+        .env_remove("CLICKHOUSE_TCP_PORT")
+        .output()
+        .expect("run scripts/clickhouse.py up");
+    assert!(
+        out.status.success(),
+        "clickhouse up on {port} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("http://127.0.0.1:{port}")
+}
+
+pub fn clickhouse_down(port: u16) {
+    let out = Command::new("python3")
+        .arg(repo_root().join("scripts/clickhouse.py"))
+        .arg("down")
+        .env("CLICKHOUSE_HTTP_PORT", port.to_string())
+        .output()
+        .expect("run scripts/clickhouse.py down");
+    assert!(out.status.success(), "clickhouse down failed");
+}
+
+/// The shared test ClickHouse (port from `ROOMGATE_TEST_CLICKHOUSE_PORT`,
+/// default 18123).
+pub fn shared_clickhouse() -> String {
+    let port = std::env::var("ROOMGATE_TEST_CLICKHOUSE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(18123);
+    clickhouse_up(port)
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A config on ephemeral ports with a fresh database.
+pub fn config(url: &str, name: &str) -> Config {
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.server.admin = "127.0.0.1:0".parse().unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "roomgate-it-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    cfg.server.dev_cert_dir = Some(dir.join("cert"));
+    cfg.clickhouse.dead_letter_dir = dir.join("dead-letter");
+    cfg.clickhouse.url = url.to_owned();
+    cfg.clickhouse.database = format!("it_{name}_{}_{}", std::process::id(), roomgate::now_ms());
+    cfg.clickhouse.retry_initial_ms = 100;
+    cfg.clickhouse.retry_max_ms = 500;
+    cfg.tickets.secret = Some(SECRET.into());
+    cfg.pii.hmac_key = Some(KEY.into());
+    cfg.pii.enc_key = Some(KEY.into());
+    cfg.shards.count = 2;
+    cfg.batch.default.max_age_ms = 200;
+    cfg.validate().unwrap()
+}
+
+/// `SELECT` a single number.
+pub async fn scalar(cfg: &Config, sql: &str) -> u64 {
+    let client = clickhouse::Client::default().with_url(&cfg.clickhouse.url);
+    let sql = sql.replace("{db}", &cfg.clickhouse.database);
+    client
+        .query(&sql)
+        .fetch_one::<u64>()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROOMGATE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}

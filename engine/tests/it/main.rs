@@ -1,0 +1,9 @@
+//! Integration tests: the engine in-process, real QUIC over loopback, a real
+//! ClickHouse started through the project's own launcher
+//! (`scripts/clickhouse.py`), a fresh database per test.
+
+mod client;
+mod harness;
+mod outage;
+mod protocol;
+mod storage;

@@ -1,0 +1,73 @@
+//! A ClickHouse outage delays leads; it never drops or duplicates one.
+
+use std::time::Duration;
+
+use roomgate::engine::Engine;
+use roomgate::wire::{ClientFrame, Lead, ServerFrame};
+
+use crate::client::Viewer;
+use crate::harness::{self, scalar};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_delays_lead_acks_and_loses_nothing() {
+    harness::init_tracing();
+    // A private ClickHouse this test may stop and start.
+    let port = 18124;
+    let url = harness::clickhouse_up(port);
+    let cfg = harness::config(&url, "outage");
+    let certs = cfg.server.dev_cert_dir.clone().unwrap();
+    let engine = Engine::start(cfg.clone()).await.unwrap();
+    let mut v = Viewer::join(engine.quic_addr(), &certs, 5, 1).await;
+
+    harness::clickhouse_down(port);
+    for id in 1..=3u64 {
+        v.send(&ClientFrame::Lead(Lead {
+            client_lead_id: id,
+            phone: format!("1390000000{id}"),
+            consent: true,
+            fill_ms: 9_000,
+            ..Lead::default()
+        }))
+        .await;
+    }
+    // The lead ack waits for the commit: nothing while ClickHouse is down.
+    assert_eq!(v.next_within(Duration::from_secs(2)).await, None);
+
+    harness::clickhouse_up(port);
+    let mut acked = Vec::new();
+    while acked.len() < 3 {
+        match v.next_within(Duration::from_secs(30)).await {
+            Some(ServerFrame::Ack {
+                kind: 2,
+                client_id,
+                verdict: 1,
+                replay: false,
+                ..
+            }) => acked.push(client_id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    acked.sort();
+    assert_eq!(acked, vec![1, 2, 3]);
+    v.send(&ClientFrame::Bye).await;
+    v.close_code().await;
+    let metrics = engine.metrics().clone();
+    engine.shutdown().await.unwrap();
+    let leads = &metrics.tables[2];
+    assert!(
+        leads.retries.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "inserts were retried"
+    );
+    assert_eq!(
+        leads.dead_rows.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(scalar(&cfg, "SELECT count() FROM {db}.leads").await, 3);
+    assert_eq!(
+        scalar(&cfg, "SELECT uniqExact(client_lead_id) FROM {db}.leads").await,
+        3
+    );
+    // The join row was written before the outage, the leave after: both once.
+    assert_eq!(scalar(&cfg, "SELECT count() FROM {db}.sessions").await, 2);
+    harness::clickhouse_down(port);
+}

@@ -1,0 +1,92 @@
+//! Bad input closes one connection with its documented code; others live on.
+
+use roomgate::engine::Engine;
+use roomgate::wire::{self, ClientFrame, CloseCode, ServerFrame};
+
+use crate::client::{ticket, Viewer};
+use crate::harness;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_gets_documented_close_codes() {
+    harness::init_tracing();
+    let url = harness::shared_clickhouse();
+    let cfg = harness::config(&url, "protocol");
+    let certs = cfg.server.dev_cert_dir.clone().unwrap();
+    let engine = Engine::start(cfg).await.unwrap();
+    let addr = engine.quic_addr();
+
+    // A healthy viewer stays connected through all of this.
+    let mut good = Viewer::join(addr, &certs, 1, 1).await;
+
+    let cases: Vec<(&str, Vec<u8>, CloseCode)> = vec![
+        (
+            "bad signature",
+            wire::encode(&ClientFrame::Hello(wire::Hello {
+                ticket: ticket(1, 2, 3600).replace("v1.1.", "v1.9."),
+                client: String::new(),
+            })),
+            CloseCode::BadTicket,
+        ),
+        (
+            "expired ticket",
+            wire::encode(&ClientFrame::Hello(wire::Hello {
+                ticket: ticket(1, 2, -10),
+                client: String::new(),
+            })),
+            CloseCode::TicketExpired,
+        ),
+        (
+            "chat before hello",
+            wire::encode(&ClientFrame::Chat {
+                client_msg_id: 1,
+                text: "hi".into(),
+            }),
+            CloseCode::UnexpectedFrame,
+        ),
+        (
+            "oversized length prefix",
+            (1u32 << 20).to_be_bytes().to_vec(),
+            CloseCode::FrameTooLarge,
+        ),
+        (
+            "garbage body",
+            [&40u32.to_be_bytes()[..], &[0xA5u8; 40][..]].concat(),
+            CloseCode::MalformedFrame,
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let mut v = Viewer::open(addr, &certs).await;
+        v.send_raw(&bytes).await;
+        assert_eq!(v.close_code().await, Some(want), "{name}");
+    }
+
+    // After Hello: a second Hello, a zero-like frame.
+    let mut v = Viewer::join(addr, &certs, 1, 3).await;
+    v.send(&ClientFrame::Like { count: 0 }).await;
+    assert_eq!(v.close_code().await, Some(CloseCode::InvalidField));
+    let mut v = Viewer::join(addr, &certs, 1, 4).await;
+    v.send(&ClientFrame::Hello(wire::Hello {
+        ticket: ticket(1, 4, 3600),
+        client: String::new(),
+    }))
+    .await;
+    assert_eq!(v.close_code().await, Some(CloseCode::UnexpectedFrame));
+
+    // The healthy viewer still gets its acks, and Bye closes normally.
+    good.send(&ClientFrame::Chat {
+        client_msg_id: 1,
+        text: "still here".into(),
+    })
+    .await;
+    assert!(matches!(
+        good.next().await,
+        Some(ServerFrame::Ack {
+            client_id: 1,
+            verdict: 1,
+            ..
+        })
+    ));
+    good.send(&ClientFrame::Bye).await;
+    assert_eq!(good.close_code().await, Some(CloseCode::Normal));
+    engine.shutdown().await.unwrap();
+}
