@@ -1,1 +1,79 @@
-fn main() {}
+//! Frame decode: roomgate's validated decode against rkyv's unchecked access
+//! of the same bytes (the price of treating network bytes as hostile).
+#![allow(unsafe_code, missing_docs)]
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rkyv::util::AlignedVec;
+use roomgate::wire::{self, ArchivedClientFrame, ClientFrame, Lead, Limits, LEN_PREFIX};
+
+fn frames() -> Vec<(&'static str, ClientFrame)> {
+    vec![
+        ("like", ClientFrame::Like { count: 3 }),
+        (
+            "chat",
+            ClientFrame::Chat {
+                client_msg_id: 12345,
+                text: "主播这个课程多少钱？how much is the course? 123".into(),
+            },
+        ),
+        (
+            "lead",
+            ClientFrame::Lead(Lead {
+                client_lead_id: 9,
+                phone: "+86 138 0013 8000".into(),
+                wechat: "wx_zhangsan_88".into(),
+                name: "张三".into(),
+                fields: vec![
+                    ("city".into(), "杭州".into()),
+                    ("budget".into(), "20-50万".into()),
+                ],
+                consent: true,
+                honeypot: String::new(),
+                fill_ms: 15_000,
+            }),
+        ),
+    ]
+}
+
+fn decode(c: &mut Criterion) {
+    let limits = Limits::default();
+    let mut g = c.benchmark_group("frame_decode");
+    g.throughput(Throughput::Elements(1));
+    for (name, frame) in frames() {
+        let encoded = wire::encode(&frame);
+        let mut body = AlignedVec::<16>::new();
+        body.extend_from_slice(&encoded[LEN_PREFIX..]);
+        g.bench_with_input(
+            BenchmarkId::new("roomgate_validated", name),
+            &body,
+            |b, body| b.iter(|| wire::decode_client(black_box(body), &limits).expect("valid")),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("rkyv_unchecked_peer", name),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    // SAFETY: the bytes were produced by rkyv::to_bytes just above.
+                    let archived =
+                        unsafe { rkyv::access_unchecked::<ArchivedClientFrame>(black_box(body)) };
+                    rkyv::deserialize::<ClientFrame, rkyv::rancor::Error>(archived).expect("valid")
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+fn encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("frame_encode");
+    g.throughput(Throughput::Elements(1));
+    for (name, frame) in frames() {
+        g.bench_with_input(BenchmarkId::new("roomgate", name), &frame, |b, f| {
+            b.iter(|| wire::encode(black_box(f)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, encode);
+criterion_main!(benches);

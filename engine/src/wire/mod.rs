@@ -16,8 +16,8 @@ pub use codec::{
     MAX_FRAME_HARD,
 };
 pub use frames::{
-    AckKind, ClientFrame, Hello, Lead, Notice, NoticeKind, RoomSettings, ServerFrame, Verdict,
-    Welcome,
+    AckKind, ArchivedClientFrame, ArchivedServerFrame, ClientFrame, Hello, Lead, Notice,
+    NoticeKind, RoomSettings, ServerFrame, Verdict, Welcome,
 };
 pub use reason::{CloseCode, Reason};
 

@@ -1,0 +1,59 @@
+# roomgate — every target CI runs is here; `make help` lists them.
+#
+#   make demo    build, start a local ClickHouse + engine + a 10,000-viewer room
+#   make test    everything CI checks (.ci/run calls it)
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# The integration tests and the end-to-end test use their own ClickHouse
+# ports so they never touch a demo or development server on 8123.
+TEST_CLICKHOUSE_PORT ?= 18123
+export ROOMGATE_TEST_CLICKHOUSE_PORT := $(TEST_CLICKHOUSE_PORT)
+
+include scripts/clickhouse.mk
+
+.DEFAULT_GOAL := help
+.PHONY: help build build-release demo test fmt-check lint unit it e2e bench bench-check clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+build: ## debug build of the workspace (engine, loadgen, benches)
+	$(CARGO) build --workspace --all-targets --locked
+
+build-release: ## release build of roomgate and roomgate-loadgen
+	$(CARGO) build --release --locked -p roomgate -p roomgate-loadgen
+
+demo: build-release venv ## start ClickHouse + engine, run a 10,000-viewer room for ~60 s, print what happened (KEEP_RUNNING=1 keeps it up)
+	@python3 scripts/demo.py
+
+test: venv fmt-check lint unit it bench-check e2e ## everything CI checks
+	@echo "make test: all checks passed"
+
+fmt-check: ## rustfmt, check only
+	$(CARGO) fmt --all -- --check
+
+lint: ## clippy on every target, warnings are errors
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: ## unit and property tests (no network)
+	$(CARGO) test --workspace --lib --bins --locked
+
+it: venv ## integration tests: real QUIC + real ClickHouse (started on TEST_CLICKHOUSE_PORT)
+	@CLICKHOUSE_HTTP_PORT=$(TEST_CLICKHOUSE_PORT) CLICKHOUSE_DATA=$(CURDIR)/build/clickhouse/test-data-$(TEST_CLICKHOUSE_PORT) python3 scripts/clickhouse.py up >/dev/null
+	$(CARGO) test -p roomgate --test it --locked
+
+bench-check: ## compile the criterion benches and run each once (no timing)
+	$(CARGO) test -p roomgate-benches --benches --locked
+
+e2e: venv ## end-to-end: ClickHouse + engine + loadgen (1,000 viewers), exact counts
+	$(CARGO) build --locked -p roomgate -p roomgate-loadgen
+	@CLICKHOUSE_HTTP_PORT=$(TEST_CLICKHOUSE_PORT) CLICKHOUSE_DATA=$(CURDIR)/build/clickhouse/test-data-$(TEST_CLICKHOUSE_PORT) python3 scripts/clickhouse.py up >/dev/null
+	python3 scripts/e2e.py --clickhouse-url http://127.0.0.1:$(TEST_CLICKHOUSE_PORT) --bin-dir target/debug
+
+bench: ## run the criterion benches (release profile; figures in BENCHMARKS.md)
+	$(CARGO) bench -p roomgate-benches
+
+clean: ## remove build outputs (cargo target/ and build/)
+	$(CARGO) clean
+	rm -rf build

@@ -1,0 +1,660 @@
+//! Output: the live status line, the end-of-run [`Summary`] (JSON, parsed by
+//! other tools, so fields are only ever added) and its text table.
+
+use std::{
+    collections::BTreeMap, fmt::Write as _, sync::atomic::Ordering::Relaxed, time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    schedule::Kind,
+    stats::{AckCounts, Stats},
+};
+
+/// Counts for chat and lead.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatLead {
+    /// Chat.
+    pub chat: u64,
+    /// Lead.
+    pub lead: u64,
+}
+
+/// Counts for every kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AllKinds {
+    /// Chat.
+    pub chat: u64,
+    /// Like.
+    pub like: u64,
+    /// Lead.
+    pub lead: u64,
+}
+
+impl AllKinds {
+    fn from(f: impl Fn(Kind) -> u64) -> Self {
+        AllKinds {
+            chat: f(Kind::Chat),
+            like: f(Kind::Like),
+            lead: f(Kind::Lead),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.chat + self.like + self.lead
+    }
+}
+
+/// Ack outcomes of one kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AckSummary {
+    /// First (non-replay) acks with verdict accepted: distinct messages stored.
+    pub accepted: u64,
+    /// First acks with verdict suspect (stored, flagged).
+    pub suspect: u64,
+    /// First acks with verdict rejected (not stored).
+    pub rejected: u64,
+    /// Acks with `replay: true` (resends; nothing new stored).
+    pub replay: u64,
+    /// Acks with a verdict code this build does not know.
+    pub unknown_verdict: u64,
+    /// Reason codes other than `none`, over all acks.
+    pub reasons: BTreeMap<String, u64>,
+}
+
+impl From<&AckCounts> for AckSummary {
+    fn from(a: &AckCounts) -> Self {
+        AckSummary {
+            accepted: a.accepted,
+            suspect: a.suspect,
+            rejected: a.rejected,
+            replay: a.replay,
+            unknown_verdict: a.unknown_verdict,
+            reasons: a.reasons.clone(),
+        }
+    }
+}
+
+/// Acks per kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Acked {
+    /// Chat acks.
+    pub chat: AckSummary,
+    /// Lead acks.
+    pub lead: AckSummary,
+}
+
+/// Like traffic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Likes {
+    /// Taps sent (sum of `Like.count`).
+    pub taps_sent: u64,
+    /// `Like` frames sent.
+    pub frames: u64,
+    /// Taps per frame (1 unless the like rate exceeds 2000/s per room).
+    pub taps_per_frame: u32,
+}
+
+/// Latency distribution in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Maximum.
+    pub max: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Samples.
+    pub count: u64,
+}
+
+impl From<&Histogram<u64>> for Latency {
+    fn from(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: (h.mean() * 10.0).round() / 10.0,
+            count: h.len(),
+        }
+    }
+}
+
+/// Latencies: chat and lead from intended send to first ack, handshake from
+/// connect to `Welcome`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latencies {
+    /// Chat.
+    pub chat: Latency,
+    /// Lead.
+    pub lead: Latency,
+    /// Handshake.
+    pub handshake: Latency,
+}
+
+/// Connection outcomes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Connections {
+    /// Attempts started.
+    pub attempted: u64,
+    /// Attempts that got a `Welcome`.
+    pub connected: u64,
+    /// Attempts that did not.
+    pub failed: u64,
+    /// Why attempts failed (close code name or error kind).
+    pub failures: BTreeMap<String, u64>,
+    /// How every attempted connection ended: `normal` after `Bye`, a close
+    /// code name, or an error kind. Sums to `attempted`.
+    pub close_codes: BTreeMap<String, u64>,
+}
+
+/// Events generated but not sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NotSent {
+    /// The room had no connected viewer yet.
+    pub no_viewer: AllKinds,
+    /// The chosen viewer's connection had ended.
+    pub disconnected: AllKinds,
+}
+
+/// Things that indicate a server (or loadgen) bug.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Anomalies {
+    /// Acks for nothing outstanding (unknown id or kind).
+    pub unexpected_acks: u64,
+    /// Server frames that failed to decode or came out of order.
+    pub bad_server_frames: u64,
+}
+
+/// Room settings from the first `Welcome`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerSettings {
+    /// Slow mode seconds (0 = off).
+    pub slow_mode_secs: u32,
+    /// Max chat characters.
+    pub max_chat_chars: u32,
+    /// Max frame bytes.
+    pub max_frame_bytes: u32,
+}
+
+/// The end-of-run summary, written with `--summary-json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Frames sent: chat and lead first sends only; like = taps.
+    pub sent: AllKinds,
+    /// Chat and lead resends (same client id).
+    pub resent: ChatLead,
+    /// Ack outcomes.
+    pub acked: Acked,
+    /// Chat/lead frames (first sends and resends) whose ack never came.
+    pub unacked: ChatLead,
+    /// Like traffic.
+    pub likes: Likes,
+    /// Events dropped because a viewer's queue was full: the loadgen did not
+    /// offer the configured load. Must be 0 for a valid run.
+    pub dropped_local: AllKinds,
+    /// Events generated but not sent for other reasons.
+    pub not_sent: NotSent,
+    /// Latencies in microseconds.
+    pub latency_us: Latencies,
+    /// Connection outcomes.
+    pub connections: Connections,
+    /// Notices received, by kind.
+    pub notices: BTreeMap<String, u64>,
+    /// Bug indicators.
+    pub anomalies: Anomalies,
+    /// Room settings the server announced.
+    pub server_settings: Option<ServerSettings>,
+    /// The run's parameters.
+    pub config: serde_json::Value,
+    /// Seconds the load ran (the configured duration unless interrupted).
+    pub duration_s: f64,
+    /// Seconds from start to the end of shutdown (ramp, load, drain, close).
+    pub wall_s: f64,
+}
+
+/// Build the summary from the run's counters.
+pub fn summarize(
+    stats: &Stats,
+    config: serde_json::Value,
+    taps_per_frame: u32,
+    duration: Duration,
+    wall: Duration,
+) -> Summary {
+    let d = stats.detail();
+    Summary {
+        sent: AllKinds {
+            like: stats.taps_sent.load(Relaxed),
+            ..AllKinds::from(|k| stats.sent.get(k))
+        },
+        resent: ChatLead {
+            chat: stats.resent.get(Kind::Chat),
+            lead: stats.resent.get(Kind::Lead),
+        },
+        acked: Acked {
+            chat: (&d.acks[Kind::Chat.index()]).into(),
+            lead: (&d.acks[Kind::Lead.index()]).into(),
+        },
+        unacked: ChatLead {
+            chat: stats.unacked.get(Kind::Chat),
+            lead: stats.unacked.get(Kind::Lead),
+        },
+        likes: Likes {
+            taps_sent: stats.taps_sent.load(Relaxed),
+            frames: stats.sent.get(Kind::Like),
+            taps_per_frame,
+        },
+        dropped_local: AllKinds::from(|k| stats.dropped_local.get(k)),
+        not_sent: NotSent {
+            no_viewer: AllKinds::from(|k| stats.no_viewer.get(k)),
+            disconnected: AllKinds::from(|k| stats.disconnected.get(k)),
+        },
+        latency_us: Latencies {
+            chat: (&d.acks[Kind::Chat.index()].latency).into(),
+            lead: (&d.acks[Kind::Lead.index()].latency).into(),
+            handshake: (&d.handshake).into(),
+        },
+        connections: Connections {
+            attempted: stats.attempted.load(Relaxed),
+            connected: stats.connected.load(Relaxed),
+            failed: stats.failed.load(Relaxed),
+            failures: d.failures.clone(),
+            close_codes: d.close_codes.clone(),
+        },
+        notices: d.notices.clone(),
+        anomalies: Anomalies {
+            unexpected_acks: stats.unexpected_acks.load(Relaxed),
+            bad_server_frames: stats.bad_server_frames.load(Relaxed),
+        },
+        server_settings: d.settings.as_ref().map(|s| ServerSettings {
+            slow_mode_secs: s.slow_mode_secs,
+            max_chat_chars: s.max_chat_chars,
+            max_frame_bytes: s.max_frame_bytes,
+        }),
+        config,
+        duration_s: round3(duration.as_secs_f64()),
+        wall_s: round3(wall.as_secs_f64()),
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn ms(us: u64) -> String {
+    if us >= 100_000 {
+        format!("{:.0}", us as f64 / 1000.0)
+    } else {
+        format!("{:.2}", us as f64 / 1000.0)
+    }
+}
+
+fn map_line(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Problems a reader of the results must not miss.
+pub fn warnings(s: &Summary) -> Vec<String> {
+    let mut w = Vec::new();
+    let dropped = s.dropped_local.total();
+    if dropped > 0 {
+        w.push(format!(
+            "LOADGEN FELL BEHIND: {dropped} events dropped locally (chat {} like {} lead {}): \
+             viewer queues were full, so the configured load was NOT offered; \
+             give the loadgen more CPU or lower the rates",
+            s.dropped_local.chat, s.dropped_local.like, s.dropped_local.lead
+        ));
+    }
+    if s.connections.connected == 0 {
+        w.push("no viewer connected: see the connection failures above".into());
+    } else if s.connections.failed > 0 {
+        w.push(format!(
+            "{} of {} connection attempts failed ({})",
+            s.connections.failed,
+            s.connections.attempted,
+            map_line(&s.connections.failures)
+        ));
+    }
+    if s.unacked.chat + s.unacked.lead > 0 {
+        w.push(format!(
+            "unacked after the drain timeout: chat {} lead {}",
+            s.unacked.chat, s.unacked.lead
+        ));
+    }
+    if s.anomalies.unexpected_acks + s.anomalies.bad_server_frames > 0 {
+        w.push(format!(
+            "server protocol anomalies: {} unexpected acks, {} bad frames",
+            s.anomalies.unexpected_acks, s.anomalies.bad_server_frames
+        ));
+    }
+    w
+}
+
+/// The human-readable summary table.
+pub fn text(s: &Summary) -> String {
+    let mut o = String::new();
+    let secs = s.duration_s.max(1e-9);
+    let _ = writeln!(
+        o,
+        "roomgate-loadgen: {:.1} s of load ({:.1} s wall)",
+        s.duration_s, s.wall_s
+    );
+    let c = &s.connections;
+    let _ = writeln!(
+        o,
+        "connections: attempted {}  connected {}  failed {}",
+        c.attempted, c.connected, c.failed
+    );
+    let _ = writeln!(o, "  ended: {}", map_line(&c.close_codes));
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{:<6} {:>9} {:>8} {:>7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>7}",
+        "kind",
+        "sent",
+        "per_s",
+        "resent",
+        "accepted",
+        "suspect",
+        "rejected",
+        "replay",
+        "unacked",
+        "dropped"
+    );
+    for (name, sent, resent, a, unacked, dropped) in [
+        (
+            "chat",
+            s.sent.chat,
+            s.resent.chat,
+            &s.acked.chat,
+            s.unacked.chat,
+            s.dropped_local.chat,
+        ),
+        (
+            "lead",
+            s.sent.lead,
+            s.resent.lead,
+            &s.acked.lead,
+            s.unacked.lead,
+            s.dropped_local.lead,
+        ),
+    ] {
+        let _ = writeln!(
+            o,
+            "{name:<6} {sent:>9} {:>8.1} {resent:>7} {:>9} {:>8} {:>8} {:>7} {unacked:>7} {dropped:>7}",
+            sent as f64 / secs,
+            a.accepted,
+            a.suspect,
+            a.rejected,
+            a.replay
+        );
+    }
+    let _ = writeln!(
+        o,
+        "{:<6} {:>9} {:>8.1} {:>7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>7}   (taps; {} frames of {})",
+        "like",
+        s.likes.taps_sent,
+        s.likes.taps_sent as f64 / secs,
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+        s.dropped_local.like,
+        s.likes.frames,
+        s.likes.taps_per_frame
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency", "count", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"
+    );
+    for (name, l) in [
+        ("chat", &s.latency_us.chat),
+        ("lead", &s.latency_us.lead),
+        ("handshake", &s.latency_us.handshake),
+    ] {
+        let _ = writeln!(
+            o,
+            "{name:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            l.count,
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.p999),
+            ms(l.max)
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "reasons: chat {}", map_line(&s.acked.chat.reasons));
+    let _ = writeln!(o, "         lead {}", map_line(&s.acked.lead.reasons));
+    let _ = writeln!(o, "notices: {}", map_line(&s.notices));
+    let ns = &s.not_sent;
+    if ns.no_viewer.total() + ns.disconnected.total() > 0 {
+        let _ = writeln!(
+            o,
+            "not sent: no viewer yet chat {} like {} lead {}; viewer gone chat {} like {} lead {}",
+            ns.no_viewer.chat,
+            ns.no_viewer.like,
+            ns.no_viewer.lead,
+            ns.disconnected.chat,
+            ns.disconnected.like,
+            ns.disconnected.lead
+        );
+    }
+    for w in warnings(s) {
+        let _ = writeln!(o, "WARNING: {w}");
+    }
+    o
+}
+
+/// Counters sampled by the status line, to turn totals into rates.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sample {
+    sent: [u64; 3],
+}
+
+/// One live status line; `prev` holds the previous sample for rates.
+pub fn status_line(
+    stats: &Stats,
+    elapsed: Duration,
+    since_prev: Duration,
+    prev: &mut Sample,
+) -> String {
+    let now = Sample {
+        sent: [
+            stats.sent.get(Kind::Chat),
+            stats.taps_sent.load(Relaxed),
+            stats.sent.get(Kind::Lead),
+        ],
+    };
+    let secs = since_prev.as_secs_f64().max(1e-9);
+    let before = std::mem::replace(prev, now);
+    let rate = |i: usize| now.sent[i].saturating_sub(before.sent[i]) as f64 / secs;
+    let (acks_chat, acks_lead, p99_chat, p99_lead) = {
+        let d = stats.detail();
+        let c = &d.acks[Kind::Chat.index()];
+        let l = &d.acks[Kind::Lead.index()];
+        let p99 = |h: &Histogram<u64>| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(0.99)
+            }
+        };
+        (c.total(), l.total(), p99(&c.latency), p99(&l.latency))
+    };
+    let dropped = stats.dropped_local.total();
+    format!(
+        "[{:>5.0}s] viewers {} (failed {})  sent/s chat {:.0} like {:.0} lead {:.1}  acks chat {} lead {}  p99 chat {}ms lead {}ms{}",
+        elapsed.as_secs_f64(),
+        stats.active.load(Relaxed),
+        stats.failed.load(Relaxed),
+        rate(0),
+        rate(1),
+        rate(2),
+        acks_chat,
+        acks_lead,
+        ms(p99_chat),
+        ms(p99_lead),
+        if dropped > 0 { format!("  DROPPED_LOCAL {dropped}") } else { String::new() }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_stats() -> Stats {
+        let s = Stats::default();
+        s.sent.add(Kind::Chat, 3);
+        s.sent.add(Kind::Lead, 1);
+        s.sent.add(Kind::Like, 10);
+        s.taps_sent.store(10, Relaxed);
+        s.resent.add(Kind::Chat, 1);
+        s.record_ack(Kind::Chat, 1, 0, false, Some(Duration::from_millis(2)));
+        s.record_ack(Kind::Chat, 1, 2, true, None);
+        s.record_ack(Kind::Chat, 3, 1, false, Some(Duration::from_millis(5)));
+        s.record_ack(Kind::Lead, 1, 0, false, Some(Duration::from_millis(1500)));
+        s.unacked.add(Kind::Chat, 1);
+        s.attempted.store(2, Relaxed);
+        s.record_welcome(Duration::from_millis(4), &Default::default());
+        s.record_failure("bad_ticket", "closed by peer");
+        s.record_close("normal");
+        s
+    }
+
+    #[test]
+    fn summary_json_has_the_documented_shape() {
+        let config = serde_json::json!({"rooms": 1});
+        let sum = summarize(
+            &sample_stats(),
+            config,
+            1,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        );
+        let v = serde_json::to_value(&sum).unwrap();
+        let n = |p: &str| {
+            v.pointer(p)
+                .unwrap_or_else(|| panic!("missing {p} in {v:#}"))
+                .as_u64()
+                .unwrap_or_else(|| panic!("{p} is not an integer"))
+        };
+        assert_eq!(n("/sent/chat"), 3);
+        assert_eq!(n("/sent/like"), 10);
+        assert_eq!(n("/sent/lead"), 1);
+        assert_eq!(n("/resent/chat"), 1);
+        assert_eq!(n("/resent/lead"), 0);
+        for kind in ["chat", "lead"] {
+            for field in ["accepted", "suspect", "rejected", "replay"] {
+                n(&format!("/acked/{kind}/{field}"));
+            }
+            assert!(v
+                .pointer(&format!("/acked/{kind}/reasons"))
+                .unwrap()
+                .is_object());
+            n(&format!("/unacked/{kind}"));
+        }
+        assert_eq!(n("/acked/chat/accepted"), 1);
+        assert_eq!(n("/acked/chat/rejected"), 1);
+        assert_eq!(n("/acked/chat/replay"), 1);
+        assert_eq!(n("/acked/chat/reasons/busy"), 1);
+        assert_eq!(n("/acked/lead/accepted"), 1);
+        assert_eq!(n("/unacked/chat"), 1);
+        assert_eq!(n("/likes/taps_sent"), 10);
+        for kind in ["chat", "lead", "handshake"] {
+            for q in ["p50", "p90", "p99", "p999", "max", "count"] {
+                n(&format!("/latency_us/{kind}/{q}"));
+            }
+        }
+        assert_eq!(n("/latency_us/chat/count"), 2);
+        let p99 = n("/latency_us/lead/p99");
+        assert!((1_499_000..=1_501_000).contains(&p99), "{p99}");
+        assert_eq!(n("/connections/attempted"), 2);
+        assert_eq!(n("/connections/connected"), 1);
+        assert_eq!(n("/connections/failed"), 1);
+        assert_eq!(n("/connections/close_codes/normal"), 1);
+        assert_eq!(n("/connections/close_codes/bad_ticket"), 1);
+        assert_eq!(n("/config/rooms"), 1);
+        assert_eq!(v["duration_s"].as_f64(), Some(2.0));
+        // Round-trips, so other tools can parse it with the same types.
+        let back: Summary = serde_json::from_value(v).unwrap();
+        assert_eq!(back, sum);
+    }
+
+    #[test]
+    fn text_names_every_kind_and_warns_loudly_about_local_drops() {
+        let stats = sample_stats();
+        stats.dropped_local.add(Kind::Like, 7);
+        let sum = summarize(
+            &stats,
+            serde_json::json!({}),
+            1,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        );
+        let t = text(&sum);
+        for word in [
+            "chat",
+            "lead",
+            "like",
+            "handshake",
+            "bad_ticket=1",
+            "busy=1",
+        ] {
+            assert!(t.contains(word), "{word} missing in\n{t}");
+        }
+        assert!(t.contains("LOADGEN FELL BEHIND: 7 events"), "{t}");
+        let clean = summarize(
+            &Stats::default(),
+            serde_json::json!({}),
+            1,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        assert!(!text(&clean).contains("FELL BEHIND"));
+    }
+
+    #[test]
+    fn status_line_reports_rates_since_the_previous_sample() {
+        let stats = Stats::default();
+        let mut prev = Sample::default();
+        stats.sent.add(Kind::Chat, 250);
+        let line = status_line(
+            &stats,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            &mut prev,
+        );
+        assert!(line.contains("chat 50 "), "{line}");
+        let line = status_line(
+            &stats,
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+            &mut prev,
+        );
+        assert!(line.contains("chat 0 "), "{line}");
+    }
+}

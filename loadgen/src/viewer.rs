@@ -1,0 +1,678 @@
+//! One simulated viewer: a QUIC connection with one bidirectional stream.
+//!
+//! Lifecycle: connect, `Hello` → `Welcome` (timed as the handshake), join the
+//! room's registry, then
+//! 1. **load**: write whatever the room driver queues (plus scheduled
+//!    resends) until the driver stops;
+//! 2. **drain**: send the remaining resends, wait for every outstanding
+//!    chat/lead ack (bounded by the drain timeout);
+//! 3. **bye**: `Bye`, finish the stream, wait for the server to close the
+//!    connection (code 0 = `normal`).
+//!
+//! A reader task decodes server frames and matches each ack to the
+//! `(kind, client id)` it answers; the first ack of an id is a latency sample
+//! measured from the event's intended send time.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use quinn::{
+    ConnectionError, Endpoint, ReadError, ReadExactError, RecvStream, SendStream, VarInt,
+    WriteError,
+};
+use roomgate::wire::{
+    decode_len, decode_server, encode, ticket, AckKind, ClientFrame, CloseCode, Hello, ServerFrame,
+    Welcome, WireError, LEN_PREFIX, MAX_FRAME_HARD,
+};
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::{
+    sync::{mpsc, Notify, OwnedSemaphorePermit},
+    time::{sleep_until, timeout, Instant},
+};
+
+use crate::{
+    room::{Command, Registry},
+    schedule::Kind,
+    stats::Stats,
+};
+
+/// `Hello.client`.
+pub const CLIENT_NAME: &str = "roomgate-loadgen/0.1";
+/// Commands a viewer may have queued before the room driver drops events.
+const QUEUE: usize = 32;
+/// Bound on connect + `Hello` + `Welcome`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the server to close the connection after `Bye`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every viewer shares.
+pub struct Ctx {
+    /// Run counters.
+    pub stats: Arc<Stats>,
+    /// Server address.
+    pub server: SocketAddr,
+    /// TLS server name.
+    pub server_name: String,
+    /// Ticket HMAC secret.
+    pub secret: Vec<u8>,
+    /// Ticket expiry (Unix seconds).
+    pub expires_at: u64,
+    /// Wait for outstanding acks after the load stops.
+    pub drain_timeout: Duration,
+    /// First client id of every viewer. Derived from the start time so a
+    /// re-run against the same engine does not collide with the previous
+    /// run's ids (which the server would answer as replays).
+    pub id_base: u64,
+}
+
+/// Who this viewer is and where it connects from.
+#[derive(Debug)]
+pub struct ViewerSpec {
+    /// Room id (in the ticket).
+    pub room_id: u64,
+    /// Viewer id (in the ticket).
+    pub viewer_id: u64,
+    /// Index of this viewer within its room's registry.
+    pub slot: u32,
+    /// The room's registry of connected viewers.
+    pub registry: Arc<Registry>,
+    /// The client endpoint (UDP socket) to connect from.
+    pub endpoint: Endpoint,
+}
+
+/// Run one viewer to completion. `permit` bounds concurrent handshakes and is
+/// released once `Welcome` arrives (or the attempt fails).
+pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) {
+    ctx.stats.attempted.fetch_add(1, Relaxed);
+    let started = Instant::now();
+    let session = match timeout(HANDSHAKE_TIMEOUT, handshake(&ctx, &spec)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(f)) => return ctx.stats.record_failure(&f.label, &f.detail),
+        Err(_) => {
+            return ctx
+                .stats
+                .record_failure("handshake_timeout", "no Welcome within 30 s")
+        }
+    };
+    drop(permit);
+    ctx.stats
+        .record_welcome(started.elapsed(), &session.welcome.settings);
+    let label = session.run(&ctx, &spec).await;
+    ctx.stats.record_close(&label);
+}
+
+/// Why a connection attempt failed: a short label (close code name or error
+/// kind) for counting, and the full error for the log.
+#[derive(Debug)]
+struct Failure {
+    label: String,
+    detail: String,
+}
+
+impl Failure {
+    fn new(label: impl Into<String>, detail: impl ToString) -> Self {
+        Failure {
+            label: label.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+impl From<quinn::ConnectError> for Failure {
+    fn from(e: quinn::ConnectError) -> Self {
+        Failure::new("connect_error", e)
+    }
+}
+
+impl From<ConnectionError> for Failure {
+    fn from(e: ConnectionError) -> Self {
+        Failure::new(connection_label(&e), e)
+    }
+}
+
+impl From<WriteError> for Failure {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::ConnectionLost(c) => c.into(),
+            e => Failure::new("stream_error", e),
+        }
+    }
+}
+
+impl From<ReadFail> for Failure {
+    fn from(e: ReadFail) -> Self {
+        match e {
+            ReadFail::Read(ReadExactError::ReadError(ReadError::ConnectionLost(c))) => c.into(),
+            ReadFail::Read(ReadExactError::FinishedEarly(_)) => Failure::new(
+                "stream_finished",
+                "server finished the stream before Welcome",
+            ),
+            ReadFail::Read(e) => Failure::new("stream_error", e),
+            ReadFail::Wire(e) => Failure::new("bad_server_frame", e),
+        }
+    }
+}
+
+/// Name of a QUIC application close code (`app_0x..` if unknown).
+pub fn close_code_name(code: u64) -> String {
+    CloseCode::from_code(code).map_or_else(|| format!("app_{code:#x}"), |c| c.as_str().to_owned())
+}
+
+/// Short label for how a connection ended.
+pub fn connection_label(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ApplicationClosed(c) => close_code_name(c.error_code.into_inner()),
+        ConnectionError::TransportError(t) if (0x100..0x200).contains(&u64::from(t.code)) => {
+            "tls_error".into()
+        }
+        ConnectionError::TransportError(_) => "transport_error".into(),
+        ConnectionError::ConnectionClosed(_) => "peer_transport_error".into(),
+        ConnectionError::Reset => "reset".into(),
+        ConnectionError::TimedOut => "timed_out".into(),
+        ConnectionError::LocallyClosed => "locally_closed".into(),
+        ConnectionError::VersionMismatch => "version_mismatch".into(),
+        ConnectionError::CidsExhausted => "cids_exhausted".into(),
+    }
+}
+
+#[derive(Debug)]
+enum ReadFail {
+    Read(ReadExactError),
+    Wire(WireError),
+}
+
+/// Read one length-prefixed server frame.
+async fn read_frame(recv: &mut RecvStream, buf: &mut Vec<u8>) -> Result<ServerFrame, ReadFail> {
+    let mut prefix = [0u8; LEN_PREFIX];
+    recv.read_exact(&mut prefix).await.map_err(ReadFail::Read)?;
+    let len = decode_len(prefix, MAX_FRAME_HARD).map_err(ReadFail::Wire)?;
+    buf.resize(len, 0);
+    recv.read_exact(buf).await.map_err(ReadFail::Read)?;
+    decode_server(buf).map_err(ReadFail::Wire)
+}
+
+fn close(conn: &quinn::Connection, code: CloseCode) {
+    conn.close(VarInt::from_u32(code.code()), code.as_str().as_bytes());
+}
+
+async fn handshake(ctx: &Ctx, spec: &ViewerSpec) -> Result<Session, Failure> {
+    let conn = spec.endpoint.connect(ctx.server, &ctx.server_name)?.await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let ticket = ticket::sign(
+        &ctx.secret,
+        &ticket::Claims {
+            room_id: spec.room_id,
+            viewer_id: spec.viewer_id,
+            expires_at: ctx.expires_at,
+            device_id: format!("lg{}", spec.viewer_id),
+        },
+    );
+    let hello = ClientFrame::Hello(Hello {
+        ticket,
+        client: CLIENT_NAME.to_owned(),
+    });
+    send.write_all(&encode(&hello)).await?;
+    match read_frame(&mut recv, &mut Vec::new()).await? {
+        ServerFrame::Welcome(welcome) => Ok(Session {
+            conn,
+            send,
+            recv,
+            welcome,
+        }),
+        other => {
+            close(&conn, CloseCode::UnexpectedFrame);
+            Err(Failure::new(
+                "unexpected_frame",
+                format!("expected Welcome, got {other:?}"),
+            ))
+        }
+    }
+}
+
+/// A chat message or lead awaiting its ack(s).
+#[derive(Debug)]
+struct Entry {
+    kind: Kind,
+    id: u64,
+    intended: Instant,
+    /// Acks still expected: one per frame written with this id.
+    expected: u32,
+    /// The first ack arrived (its latency was recorded).
+    first_acked: bool,
+}
+
+/// Outstanding acks of one viewer, shared by its writer and reader. A viewer
+/// has a handful at most, so a vector beats a map.
+#[derive(Debug, Default)]
+struct Outstanding {
+    inner: std::sync::Mutex<OutInner>,
+    /// Signalled when nothing is outstanding any more, or the reader ended.
+    settled: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutInner {
+    entries: Vec<Entry>,
+    reader_done: bool,
+}
+
+impl Outstanding {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A frame with this id is about to be written. `first` = a first send
+    /// (its ack is a latency sample); a resend after the first ack came is not.
+    fn expect(&self, kind: Kind, id: u64, intended: Instant, first: bool) {
+        let mut g = self.lock();
+        if let Some(e) = g.entries.iter_mut().find(|e| e.kind == kind && e.id == id) {
+            e.expected += 1;
+        } else {
+            g.entries.push(Entry {
+                kind,
+                id,
+                intended,
+                expected: 1,
+                first_acked: !first,
+            });
+        }
+    }
+
+    /// The frame announced by `expect` could not be written.
+    fn unexpect(&self, kind: Kind, id: u64) {
+        let mut g = self.lock();
+        if let Some(i) = g.entries.iter().position(|e| e.kind == kind && e.id == id) {
+            g.entries[i].expected -= 1;
+            if g.entries[i].expected == 0 {
+                g.entries.swap_remove(i);
+            }
+        }
+    }
+
+    /// An ack arrived at `now`. `None` if nothing was outstanding for it;
+    /// otherwise the latency to record, if this is the id's first ack.
+    fn ack(&self, kind: Kind, id: u64, now: Instant) -> Option<Option<Duration>> {
+        let mut g = self.lock();
+        let i = g
+            .entries
+            .iter()
+            .position(|e| e.kind == kind && e.id == id)?;
+        let e = &mut g.entries[i];
+        let latency = (!e.first_acked).then(|| now.saturating_duration_since(e.intended));
+        e.first_acked = true;
+        e.expected -= 1;
+        if e.expected == 0 {
+            g.entries.swap_remove(i);
+            if g.entries.is_empty() {
+                self.settled.notify_one();
+            }
+        }
+        Some(latency)
+    }
+
+    fn reader_done(&self) {
+        self.lock().reader_done = true;
+        self.settled.notify_one();
+    }
+
+    /// Nothing more to wait for: all acked, or no reader to receive acks.
+    fn is_settled(&self) -> bool {
+        let g = self.lock();
+        g.entries.is_empty() || g.reader_done
+    }
+
+    /// Frames still unacked, per kind (at the end of the session).
+    fn unacked(&self) -> [(Kind, u64); 2] {
+        let g = self.lock();
+        let count = |k: Kind| {
+            g.entries
+                .iter()
+                .filter(|e| e.kind == k)
+                .map(|e| u64::from(e.expected))
+                .sum()
+        };
+        [
+            (Kind::Chat, count(Kind::Chat)),
+            (Kind::Lead, count(Kind::Lead)),
+        ]
+    }
+}
+
+/// A frame to send again with the same id.
+#[derive(Debug)]
+struct Resend {
+    at: Instant,
+    kind: Kind,
+    id: u64,
+    intended: Instant,
+    bytes: Vec<u8>,
+}
+
+/// The write half of a session.
+struct Writer {
+    send: SendStream,
+    acks: Arc<Outstanding>,
+    stats: Arc<Stats>,
+    next_id: u64,
+    /// Scheduled resends, ordered by `at`.
+    pending: std::collections::VecDeque<Resend>,
+}
+
+impl Writer {
+    fn next_resend(&self) -> Option<Instant> {
+        self.pending.front().map(|r| r.at)
+    }
+
+    /// Write one command; `false` if the stream is dead.
+    async fn send_cmd(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Like { count } => {
+                let bytes = encode(&ClientFrame::Like { count });
+                if self.send.write_all(&bytes).await.is_err() {
+                    self.stats.disconnected.add(Kind::Like, 1);
+                    return false;
+                }
+                self.stats.sent.add(Kind::Like, 1);
+                self.stats.taps_sent.fetch_add(u64::from(count), Relaxed);
+                true
+            }
+            Command::Chat {
+                text,
+                intended,
+                resend,
+            } => {
+                let id = self.take_id();
+                let bytes = encode(&ClientFrame::Chat {
+                    client_msg_id: id,
+                    text,
+                });
+                self.send_tracked(Kind::Chat, id, intended, bytes, resend)
+                    .await
+            }
+            Command::Lead {
+                mut lead,
+                intended,
+                resend,
+            } => {
+                let id = self.take_id();
+                lead.client_lead_id = id;
+                let bytes = encode(&ClientFrame::Lead(*lead));
+                self.send_tracked(Kind::Lead, id, intended, bytes, resend)
+                    .await
+            }
+        }
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    async fn send_tracked(
+        &mut self,
+        kind: Kind,
+        id: u64,
+        intended: Instant,
+        bytes: Vec<u8>,
+        resend: Option<Duration>,
+    ) -> bool {
+        // Registered before writing: the ack may arrive before write_all returns.
+        self.acks.expect(kind, id, intended, true);
+        if self.send.write_all(&bytes).await.is_err() {
+            self.acks.unexpect(kind, id);
+            self.stats.disconnected.add(kind, 1);
+            return false;
+        }
+        self.stats.sent.add(kind, 1);
+        if let Some(after) = resend {
+            let r = Resend {
+                at: Instant::now() + after,
+                kind,
+                id,
+                intended,
+                bytes,
+            };
+            let i = self.pending.partition_point(|p| p.at <= r.at);
+            self.pending.insert(i, r);
+        }
+        true
+    }
+
+    /// Write every resend due by `now`; `false` if the stream is dead.
+    async fn send_due(&mut self, now: Instant) -> bool {
+        while self.pending.front().is_some_and(|r| r.at <= now) {
+            let Some(r) = self.pending.pop_front() else {
+                break;
+            };
+            self.acks.expect(r.kind, r.id, r.intended, false);
+            if self.send.write_all(&r.bytes).await.is_err() {
+                self.acks.unexpect(r.kind, r.id);
+                return false;
+            }
+            self.stats.resent.add(r.kind, 1);
+        }
+        true
+    }
+
+    /// `Bye`, then finish the stream; `false` if the stream is dead.
+    async fn bye(&mut self) -> bool {
+        self.send
+            .write_all(&encode(&ClientFrame::Bye))
+            .await
+            .is_ok()
+            && self.send.finish().is_ok()
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connected, welcomed session.
+struct Session {
+    conn: quinn::Connection,
+    send: SendStream,
+    recv: RecvStream,
+    welcome: Welcome,
+}
+
+impl Session {
+    /// Run load, drain and bye; returns the label of how the connection ended.
+    async fn run(self, ctx: &Ctx, spec: &ViewerSpec) -> String {
+        let Session {
+            conn, send, recv, ..
+        } = self;
+        let acks = Arc::new(Outstanding::default());
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        // After the load stopped `join` refuses; `tx` is then dropped and the
+        // queue reads as closed, so the viewer goes straight to `Bye`.
+        spec.registry.join(spec.slot, tx);
+        let reader = tokio::spawn(read_loop(
+            recv,
+            conn.clone(),
+            acks.clone(),
+            ctx.stats.clone(),
+        ));
+        let mut w = Writer {
+            send,
+            acks: acks.clone(),
+            stats: ctx.stats.clone(),
+            next_id: ctx.id_base,
+            pending: Default::default(),
+        };
+        let closed = conn.closed();
+        tokio::pin!(closed);
+        let mut end: Option<ConnectionError> = None;
+        let mut ok = true;
+
+        // 1. Load.
+        while ok {
+            tokio::select! {
+                biased;
+                e = &mut closed => {
+                    end = Some(e);
+                    break;
+                }
+                () = sleep_opt(w.next_resend()) => ok = w.send_due(Instant::now()).await,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => ok = w.send_cmd(cmd).await,
+                    None => break,
+                },
+            }
+        }
+        spec.registry.leave(spec.slot);
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            ctx.stats.disconnected.add(cmd.kind(), 1);
+        }
+
+        // 2. Drain.
+        if ok && end.is_none() {
+            let deadline = Instant::now() + ctx.drain_timeout;
+            while !(w.pending.is_empty() && acks.is_settled()) {
+                tokio::select! {
+                    biased;
+                    e = &mut closed => {
+                        end = Some(e);
+                        break;
+                    }
+                    () = sleep_until(deadline) => break,
+                    () = sleep_opt(w.next_resend()) => {
+                        ok = w.send_due(Instant::now()).await;
+                        if !ok {
+                            break;
+                        }
+                    }
+                    () = acks.settled.notified() => {}
+                }
+            }
+        }
+        // Resends not sent by now never will be; they were never expected.
+        w.pending.clear();
+
+        // 3. Bye: the server answers by closing with code 0.
+        let mut label = None;
+        if ok && end.is_none() {
+            if w.bye().await {
+                match timeout(CLOSE_TIMEOUT, &mut closed).await {
+                    Ok(e) => end = Some(e),
+                    Err(_) => label = Some("bye_timeout".to_owned()),
+                }
+            } else {
+                label = Some("stream_error".to_owned());
+            }
+        }
+        let label = match end.or_else(|| conn.close_reason()) {
+            Some(e) => connection_label(&e),
+            None => {
+                close(&conn, CloseCode::Normal);
+                label.unwrap_or_else(|| "stream_error".to_owned())
+            }
+        };
+        // The connection is closed now, so the reader ends promptly.
+        if timeout(CLOSE_TIMEOUT, reader).await.is_err() {
+            tracing::debug!(viewer = spec.viewer_id, "reader did not end after close");
+        }
+        for (kind, n) in acks.unacked() {
+            ctx.stats.unacked.add(kind, n);
+        }
+        label
+    }
+}
+
+/// Decode server frames until the stream or connection ends.
+async fn read_loop(
+    mut recv: RecvStream,
+    conn: quinn::Connection,
+    acks: Arc<Outstanding>,
+    stats: Arc<Stats>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        match read_frame(&mut recv, &mut buf).await {
+            Ok(ServerFrame::Ack {
+                kind,
+                client_id,
+                verdict,
+                reason,
+                replay,
+                ..
+            }) => {
+                let now = Instant::now();
+                let kind = match AckKind::from_u8(kind) {
+                    Some(AckKind::Chat) => Kind::Chat,
+                    Some(AckKind::Lead) => Kind::Lead,
+                    None => {
+                        stats.unexpected_acks.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                };
+                match acks.ack(kind, client_id, now) {
+                    Some(latency) => stats.record_ack(kind, verdict, reason, replay, latency),
+                    None => {
+                        stats.unexpected_acks.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            Ok(ServerFrame::Notice(n)) => stats.record_notice(n.kind),
+            Ok(ServerFrame::Welcome(_)) => {
+                stats.bad_server_frames.fetch_add(1, Relaxed);
+            }
+            Err(ReadFail::Wire(e)) => {
+                tracing::warn!(error = %e, "undecodable server frame; closing the connection");
+                stats.bad_server_frames.fetch_add(1, Relaxed);
+                close(&conn, e.close_code());
+                break;
+            }
+            Err(ReadFail::Read(_)) => break,
+        }
+    }
+    acks.reader_done();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_ack_is_the_latency_sample_and_resends_are_expected_again() {
+        let o = Outstanding::default();
+        let t = Instant::now();
+        o.expect(Kind::Lead, 7, t, true);
+        o.expect(Kind::Lead, 7, t, false); // resend before the first ack
+        assert!(!o.is_settled());
+        let later = t + Duration::from_millis(1200);
+        assert_eq!(
+            o.ack(Kind::Lead, 7, later),
+            Some(Some(Duration::from_millis(1200)))
+        );
+        assert_eq!(
+            o.ack(Kind::Lead, 7, later),
+            Some(None),
+            "replay ack: no sample"
+        );
+        assert!(o.is_settled());
+        assert_eq!(o.ack(Kind::Lead, 7, later), None, "nothing outstanding");
+        // Resend after the first ack: expected again, still no latency sample.
+        o.expect(Kind::Chat, 1, t, true);
+        assert!(o.ack(Kind::Chat, 1, later).unwrap().is_some());
+        o.expect(Kind::Chat, 1, t, false);
+        assert_eq!(o.unacked(), [(Kind::Chat, 1), (Kind::Lead, 0)]);
+        assert_eq!(o.ack(Kind::Chat, 1, later), Some(None));
+        // A kind mismatch is not a match.
+        o.expect(Kind::Chat, 2, t, true);
+        assert_eq!(o.ack(Kind::Lead, 2, later), None);
+        o.unexpect(Kind::Chat, 2);
+        assert!(o.is_settled());
+    }
+
+    #[test]
+    fn close_codes_have_names() {
+        assert_eq!(close_code_name(0), "normal");
+        assert_eq!(close_code_name(0x20), "bad_ticket");
+        assert_eq!(close_code_name(0x999), "app_0x999");
+    }
+}
