@@ -49,7 +49,8 @@ def main():
     step(f"engine: QUIC on {LISTEN}, admin on http://{ADMIN}/metrics")
     engine_log = os.path.join(WORK, "engine.log")
     engine = start([os.path.join(BIN, "roomgate"), "--listen", LISTEN, "--admin", ADMIN,
-                    "--clickhouse-url", url, "--dev-cert", os.path.join(WORK, "cert")], engine_log)
+                    "--clickhouse-url", url, "--dev-cert", os.path.join(WORK, "cert"),
+                    "--config", os.path.join(ROOT, "loadgen", "engine-loadtest.toml")], engine_log)
     try:
         wait_http(f"http://{ADMIN}/healthz", proc=engine)
         step(f"loadgen: 1 room x {viewers} viewers for {duration}s")

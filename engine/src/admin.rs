@@ -1,47 +1,309 @@
-//! The admin HTTP port (loopback by default): `/metrics` (Prometheus text)
-//! and `/healthz`.
+//! The admin HTTP port (loopback by default).
+//!
+//! - `GET /metrics` (Prometheus text), `GET /healthz`: open.
+//! - `/admin/...`: live room controls, behind a bearer token
+//!   (`admin.token` / `ROOMGATE_ADMIN_TOKEN`). Each change is queued to the
+//!   shard that owns the room (or every shard, for global changes) and
+//!   applied between two drain rounds: no restart, no lock. See
+//!   `docs/ADMIN.md` for a curl example per call.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
-use tokio::sync::watch;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::{oneshot, watch};
 
+use crate::guard::{Control, RoomSettingsView};
 use crate::metrics::Metrics;
+use crate::shard::{AdminOp, Shards};
+use crate::wire::Reason;
 
 /// Shared state of the admin handlers.
 #[derive(Debug, Clone)]
 pub struct AdminState {
     /// Counters to export.
     pub metrics: Arc<Metrics>,
+    /// Where controls go.
+    pub shards: Arc<Shards>,
+    /// Bearer token for `/admin`; `None` disables the admin API.
+    pub token: Option<Arc<str>>,
 }
 
-async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str); 1], String) {
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     (
-        [("content-type", "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
 }
 
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(token) = &s.token else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin API disabled: set admin.token or ROOMGATE_ADMIN_TOKEN",
+        );
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison: the token guards live room controls.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if !ok {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    next.run(req).await
+}
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Apply `ctl` on `shards` (one or all) and wait for each to confirm.
+async fn apply(s: &AdminState, ctl: Control, targets: Vec<usize>) -> Response {
+    let mut waits = Vec::new();
+    for shard in targets {
+        let (tx, rx) = oneshot::channel();
+        if s.shards
+            .admin(shard, AdminOp::Control(ctl.clone(), tx))
+            .is_err()
+        {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shard admin queue full; retry",
+            );
+        }
+        waits.push(rx);
+    }
+    for rx in waits {
+        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return error(StatusCode::BAD_REQUEST, e),
+            _ => return error(StatusCode::GATEWAY_TIMEOUT, "shard did not answer"),
+        }
+    }
+    tracing::info!(control = ?ctl, "admin control applied");
+    (StatusCode::OK, Json(serde_json::json!({ "ok": true }))).into_response()
+}
+
+fn room_shard(s: &AdminState, room: u64) -> Vec<usize> {
+    vec![s.shards.shard_of_room(room)]
+}
+
+fn all_shards(s: &AdminState) -> Vec<usize> {
+    (0..s.shards.len()).collect()
+}
+
+async fn get_room(State(s): State<AdminState>, Path(room): Path<u64>) -> Response {
+    let (tx, rx) = oneshot::channel::<RoomSettingsView>();
+    if s.shards
+        .admin(s.shards.shard_of_room(room), AdminOp::Room(room, tx))
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard admin queue full; retry",
+        );
+    }
+    match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+        Ok(Ok(view)) => Json(view).into_response(),
+        _ => error(StatusCode::GATEWAY_TIMEOUT, "shard did not answer"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlowMode {
+    secs: u32,
+}
+
+async fn slow_mode(
+    State(s): State<AdminState>,
+    Path(room): Path<u64>,
+    Json(b): Json<SlowMode>,
+) -> Response {
+    apply(
+        &s,
+        Control::SlowMode { room, secs: b.secs },
+        room_shard(&s, room),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    chat_per_sec: Option<u32>,
+    viewer_messages: Option<u32>,
+}
+
+async fn limits(
+    State(s): State<AdminState>,
+    Path(room): Path<u64>,
+    Json(b): Json<Limits>,
+) -> Response {
+    if b.chat_per_sec == Some(0) || b.viewer_messages == Some(0) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "limits must be at least 1 (use mute or slow mode to silence)",
+        );
+    }
+    let ctl = Control::RoomLimits {
+        room,
+        chat_per_sec: b.chat_per_sec,
+        viewer_messages: b.viewer_messages,
+    };
+    apply(&s, ctl, room_shard(&s, room)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Terms {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+async fn terms_for(s: &AdminState, room: Option<u64>, b: Terms) -> Response {
+    let targets = match room {
+        Some(r) => room_shard(s, r),
+        None => all_shards(s),
+    };
+    if !b.add.is_empty() {
+        let r = apply(s, Control::AddTerms { room, terms: b.add }, targets.clone()).await;
+        if r.status() != StatusCode::OK || b.remove.is_empty() {
+            return r;
+        }
+    }
+    apply(
+        s,
+        Control::RemoveTerms {
+            room,
+            terms: b.remove,
+        },
+        targets,
+    )
+    .await
+}
+
+async fn room_terms(
+    State(s): State<AdminState>,
+    Path(room): Path<u64>,
+    Json(b): Json<Terms>,
+) -> Response {
+    terms_for(&s, Some(room), b).await
+}
+
+async fn global_terms(State(s): State<AdminState>, Json(b): Json<Terms>) -> Response {
+    terms_for(&s, None, b).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Mute {
+    #[serde(default)]
+    secs: u64,
+}
+
+async fn viewer_action(
+    State(s): State<AdminState>,
+    Path((room, viewer, action)): Path<(u64, u64, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: Option<Mute> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => Some(b),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+        }
+    };
+    let ctl = match action.as_str() {
+        "mute" => Control::Mute {
+            room,
+            viewer,
+            secs: body.map_or(0, |b| b.secs),
+        },
+        "unmute" => Control::Unmute { room, viewer },
+        "ban" => Control::Ban { room, viewer },
+        "unban" => Control::Unban { room, viewer },
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}: mute, unmute, ban, unban"),
+            )
+        }
+    };
+    apply(&s, ctl, room_shard(&s, room)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRun {
+    on: bool,
+}
+
+async fn dry_run(
+    State(s): State<AdminState>,
+    Path(rule): Path<String>,
+    Json(b): Json<DryRun>,
+) -> Response {
+    let Some(rule) = Reason::from_name(&rule) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown rule {rule:?}; see docs/REASONS.md"),
+        );
+    };
+    apply(&s, Control::DryRun { rule, on: b.on }, all_shards(&s)).await
+}
+
 /// Bind the admin port (so a taken port fails start-up) and return the
-/// server future, which ends when `shutdown` flips.
+/// bound address and the server future, which ends when `shutdown` flips.
 pub async fn bind(
     addr: SocketAddr,
     state: AdminState,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    let admin = Router::new()
+        .route("/rooms/{room}", get(get_room))
+        .route("/rooms/{room}/slow-mode", put(slow_mode))
+        .route("/rooms/{room}/limits", put(limits))
+        .route("/rooms/{room}/terms", post(room_terms))
+        .route(
+            "/rooms/{room}/viewers/{viewer}/{action}",
+            post(viewer_action),
+        )
+        .route("/terms", post(global_terms))
+        .route("/rules/{rule}/dry-run", put(dry_run))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .nest("/admin", admin)
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind admin port {addr}"))?;
     let addr = listener.local_addr().context("admin local address")?;
-    tracing::info!(%addr, "admin port listening (/metrics, /healthz)");
+    tracing::info!(%addr, "admin port listening (/metrics, /healthz, /admin)");
     Ok((addr, async move {
         let stop = async move {
             let _ = shutdown.changed().await;

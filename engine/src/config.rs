@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::batch::BatchPolicy;
-use crate::guard::GuardConfig;
+use crate::guard::{GuardConfig, RoomConfig};
 use crate::wire::Limits;
 
 /// The whole configuration file.
@@ -32,6 +32,8 @@ pub struct Config {
     pub batch: BatchConfig,
     /// PII keys for leads.
     pub pii: PiiConfig,
+    /// Per-room settings loaded at start (`[[rooms]]`).
+    pub rooms: Vec<RoomConfig>,
 }
 
 /// `[server]`.
@@ -62,6 +64,9 @@ pub struct ServerConfig {
     pub max_pending_acks: usize,
     /// `retry_after_ms` sent with a `busy` chat ack. Default 1,000.
     pub busy_retry_after_ms: u32,
+    /// Bearer token for the admin API (`/admin/...`); prefer
+    /// `ROOMGATE_ADMIN_TOKEN`. Unset = admin API disabled (503).
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +83,7 @@ impl Default for ServerConfig {
             max_streams_per_connection: 1,
             max_pending_acks: 1_024,
             busy_retry_after_ms: 1_000,
+            admin_token: None,
         }
     }
 }
@@ -338,6 +344,17 @@ impl Config {
         }
         if self.server.max_streams_per_connection == 0 {
             return bad("server.max_streams_per_connection must be at least 1");
+        }
+        if let Err(e) = crate::guard::Guard::new(&self.guard) {
+            return Err(ConfigError::Invalid(e));
+        }
+        if self
+            .server
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return bad("server.admin_token must be at least 16 characters");
         }
         if self.pii.hmac_key.is_none() || self.pii.enc_key.is_none() {
             return bad("pii.hmac_key and pii.enc_key are required (ROOMGATE_PII_HMAC_KEY, ROOMGATE_PII_ENC_KEY: 64 hex chars each)");

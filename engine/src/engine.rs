@@ -109,13 +109,31 @@ impl Engine {
                 pii,
                 metrics.clone(),
             )
+            .map_err(|e| anyhow::anyhow!(e))
             .context("start shard workers")?,
         );
+        for room in &cfg.rooms {
+            for ctl in room_controls(room) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let shard = shards.shard_of_room(room.id);
+                if shards
+                    .admin(shard, crate::shard::AdminOp::Control(ctl, tx))
+                    .is_err()
+                {
+                    anyhow::bail!("too many [[rooms]] settings for the admin queue");
+                }
+                rx.await
+                    .context("shard worker gone")?
+                    .map_err(|e| anyhow::anyhow!("[[rooms]] id = {}: {e}", room.id))?;
+            }
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (admin_addr, admin) = admin::bind(
             cfg.server.admin,
             AdminState {
                 metrics: metrics.clone(),
+                shards: shards.clone(),
+                token: cfg.server.admin_token.as_deref().map(Into::into),
             },
             shutdown_rx.clone(),
         )
@@ -200,6 +218,39 @@ impl Engine {
         tracing::info!(summary = %summary(&self.metrics), "roomgate stopped");
         Ok(())
     }
+}
+
+/// The controls that establish a `[[rooms]]` entry.
+fn room_controls(r: &crate::guard::RoomConfig) -> Vec<crate::guard::Control> {
+    use crate::guard::Control;
+    let mut out = Vec::new();
+    if let Some(secs) = r.slow_mode_secs {
+        out.push(Control::SlowMode { room: r.id, secs });
+    }
+    if r.chat_per_sec.is_some() || r.viewer_messages.is_some() {
+        out.push(Control::RoomLimits {
+            room: r.id,
+            chat_per_sec: r.chat_per_sec,
+            viewer_messages: r.viewer_messages,
+        });
+    }
+    if !r.blocked_terms.is_empty() {
+        out.push(Control::AddTerms {
+            room: Some(r.id),
+            terms: r.blocked_terms.clone(),
+        });
+    }
+    for &viewer in &r.muted {
+        out.push(Control::Mute {
+            room: r.id,
+            viewer,
+            secs: 0,
+        });
+    }
+    for &viewer in &r.banned {
+        out.push(Control::Ban { room: r.id, viewer });
+    }
+    out
 }
 
 fn summary(m: &Metrics) -> String {

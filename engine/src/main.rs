@@ -118,6 +118,9 @@ fn config(cli: &Cli) -> Result<Config> {
     if let Some(v) = env("ROOMGATE_TICKET_SECRET") {
         cfg.tickets.secret = Some(v);
     }
+    if let Some(v) = env("ROOMGATE_ADMIN_TOKEN") {
+        cfg.server.admin_token = Some(v);
+    }
     if let Some(v) = env("ROOMGATE_PII_HMAC_KEY") {
         cfg.pii.hmac_key = Some(v);
     }

@@ -11,7 +11,7 @@ use crate::wire::{CloseCode, Reason, Verdict};
 
 const KINDS: usize = 4;
 const REASONS: usize = 64;
-const VERDICTS: usize = 4;
+const VERDICTS: usize = 5;
 const CLOSES: usize = 16;
 
 /// Overflow outcomes at the shard queue, by kind.
@@ -46,6 +46,14 @@ pub struct TableStats {
     pub pending_rows: AtomicI64,
 }
 
+/// (name, type, help, getter) of a per-table metric.
+type TableMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TableStats) -> i64,
+);
+
 /// Tables the sink writes (index into [`Metrics::tables`]).
 pub const TABLES: [&str; 5] = [
     "chat_messages",
@@ -66,6 +74,12 @@ pub struct Metrics {
     overflow: [[AtomicU64; 3]; KINDS],
     /// Like taps received at the gate.
     pub like_taps: AtomicU64,
+    /// Like taps admitted by the guard (stored in `like_ticks`).
+    pub like_taps_admitted: AtomicU64,
+    /// Like taps over the per-viewer cap.
+    pub like_taps_limited: AtomicU64,
+    /// Dry-run hits by kind and rule.
+    dry_runs: [[AtomicU64; REASONS]; KINDS],
     /// Frames decoded, by kind.
     frames: [AtomicU64; KINDS],
     /// Connections accepted and welcomed.
@@ -106,6 +120,9 @@ impl Metrics {
             reasons: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             overflow: Default::default(),
             like_taps: AtomicU64::new(0),
+            like_taps_admitted: AtomicU64::new(0),
+            like_taps_limited: AtomicU64::new(0),
+            dry_runs: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             frames: Default::default(),
             connections_opened: AtomicU64::new(0),
             connections_open: AtomicI64::new(0),
@@ -124,6 +141,11 @@ impl Metrics {
         if reason != Reason::None {
             self.reasons[kind as usize][reason_index(reason)].fetch_add(n, Relaxed);
         }
+    }
+
+    /// Count a dry-run hit: `rule` would have rejected an event of `kind`.
+    pub fn dry_run(&self, kind: Kind, rule: Reason) {
+        self.dry_runs[kind as usize][reason_index(rule)].fetch_add(1, Relaxed);
     }
 
     /// Count a queue overflow outcome.
@@ -164,7 +186,12 @@ impl Metrics {
             "Guard decisions by event kind and verdict.",
         );
         for k in Kind::ALL {
-            for v in [Verdict::Accepted, Verdict::Suspect, Verdict::Rejected] {
+            for v in [
+                Verdict::Accepted,
+                Verdict::Suspect,
+                Verdict::Rejected,
+                Verdict::Duplicate,
+            ] {
                 let n = self.verdicts[k as usize][v as usize].load(Relaxed);
                 let _ = writeln!(
                     s,
@@ -294,7 +321,7 @@ impl Metrics {
                 d.load(Relaxed)
             );
         }
-        let table_metrics: [(&str, &str, &str, fn(&TableStats) -> i64); 8] = [
+        let table_metrics: [TableMetric; 8] = [
             (
                 "roomgate_sink_batches_total",
                 "counter",

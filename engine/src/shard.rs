@@ -2,46 +2,67 @@
 //!
 //! `shard = hash(room_id) % N`. Each shard is a lock-free bounded
 //! [`ArrayQueue`] drained by one worker thread that owns all state of its
-//! rooms (the guard, like aggregation): no locks on the event path. Workers
-//! drain in rounds, hand each round's rows to the sink in one vector per
-//! table, and park when idle.
+//! rooms (the guard, like aggregation, the room's sessions): no locks on the
+//! event path. Workers drain in rounds, hand each round's rows to the sink in
+//! one vector per table, and park when idle.
 //!
 //! Overflow is a decision per kind, taken by the caller of
 //! [`Shards::try_push`]: leads and session events wait ([`Shards::push_wait`]),
 //! chat is answered `busy`, likes are coalesced into a count.
+//!
+//! Cross-room lead facts (the same phone, IP or viewer across rooms) live in
+//! the shard that owns the fact's key: a lead travels room shard → phone
+//! shard → IP shard → viewer shard → back to its room shard, one way, through
+//! each shard's hop queue ([`LeadHop`]); no lock is ever taken.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use rustc_hash::FxHashMap;
+use tokio::sync::oneshot;
 
-use crate::event::{Event, EventKind};
-use crate::guard::{Decision, Guard, GuardConfig};
+use crate::event::{Event, EventKind, Kind};
+use crate::guard::{
+    Control, Decision, Effect, Guard, GuardConfig, LeadCheck, LeadStage, RoomSettingsView,
+};
 use crate::metrics::{Metrics, Overflow};
-use crate::pii::{canonical_phone, mask_phone, PiiKeys};
+use crate::pii::{mask_phone, PiiKeys};
 use crate::sink::{ChatRow, Item, LeadRow, LikeRow, ModerationRow, SessionRow, SinkTx};
-use crate::wire::{AckKind, Reason, ServerFrame};
+use crate::wire::{AckKind, CloseCode, Lead, Notice, NoticeKind, Reason, ServerFrame, Verdict};
 
 /// Where a worker sends frames for one viewer's connection.
 pub trait Replier: Send + Sync + std::fmt::Debug {
     /// Queue a frame to the viewer; never blocks.
     fn reply(&self, frame: ServerFrame);
+    /// Close the viewer's connection with `code`.
+    fn close(&self, code: CloseCode);
 }
 
 /// An ack to send later (after its row is committed).
 #[derive(Debug)]
 pub struct DeferredAck {
-    to: Arc<dyn Replier>,
+    to: Vec<Arc<dyn Replier>>,
     frame: ServerFrame,
+    replay_frame: Option<ServerFrame>,
 }
 
 impl DeferredAck {
-    /// Send it now.
+    /// Send it now (the first replier gets the ack, resends made while the
+    /// lead was in flight get it as a replay).
     pub fn send(self) {
-        self.to.reply(self.frame);
+        let mut to = self.to.into_iter();
+        if let Some(first) = to.next() {
+            first.reply(self.frame);
+        }
+        if let Some(replay) = self.replay_frame {
+            for r in to {
+                r.reply(replay.clone());
+            }
+        }
     }
 }
 
@@ -52,6 +73,25 @@ pub struct Envelope {
     pub event: Event,
     /// The viewer's connection, for acks and notices.
     pub reply: Option<Arc<dyn Replier>>,
+}
+
+/// A lead travelling through its check stages.
+#[derive(Debug)]
+pub struct LeadHop {
+    check: LeadCheck,
+    /// Index into [`LeadStage::ORDER`]; `ORDER.len()` = back home to finish.
+    stage: usize,
+    head: Head,
+    lead: Box<Lead>,
+}
+
+/// What an admin request asks a shard.
+#[derive(Debug)]
+pub enum AdminOp {
+    /// Apply a control.
+    Control(Control, oneshot::Sender<Result<(), String>>),
+    /// Read a room's settings.
+    Room(u64, oneshot::Sender<RoomSettingsView>),
 }
 
 /// The ack frame for a decision.
@@ -66,18 +106,23 @@ pub fn ack_frame(kind: AckKind, client_id: u64, d: &Decision) -> ServerFrame {
     }
 }
 
-/// Map a room to its shard (stable across restarts and builds).
-pub fn shard_of(room_id: u64, shards: usize) -> usize {
-    // splitmix64 finaliser: spreads sequential room ids evenly.
-    let mut z = room_id.wrapping_add(0x9e37_79b9_7f4a_7c15);
+/// Map a key (room id, fact hash) to its shard (stable across restarts).
+pub fn shard_of(key: u64, shards: usize) -> usize {
+    // splitmix64 finaliser: spreads sequential ids evenly.
+    let mut z = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
     (z % shards as u64) as usize
 }
 
+const HOP_CAPACITY: usize = 65_536;
+const ADMIN_CAPACITY: usize = 1_024;
+
 struct Queue {
     q: ArrayQueue<Envelope>,
+    hops: ArrayQueue<LeadHop>,
+    admin: ArrayQueue<AdminOp>,
     sleeping: AtomicBool,
     closed: AtomicBool,
     thread: OnceLock<Thread>,
@@ -108,7 +153,9 @@ pub struct ShardSettings {
 
 /// The running shards.
 pub struct Shards {
-    queues: Vec<Arc<Queue>>,
+    queues: Arc<Vec<Queue>>,
+    /// Leads pushed but not yet finished (queued, or travelling stages).
+    leads_pending: Arc<AtomicUsize>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
 }
@@ -128,21 +175,31 @@ impl Shards {
         sink: SinkTx,
         pii: Arc<PiiKeys>,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<Self> {
-        let mut queues = Vec::new();
+    ) -> Result<Self, String> {
+        let queues: Arc<Vec<Queue>> = Arc::new(
+            (0..settings.count)
+                .map(|_| Queue {
+                    q: ArrayQueue::new(settings.capacity),
+                    hops: ArrayQueue::new(HOP_CAPACITY),
+                    admin: ArrayQueue::new(ADMIN_CAPACITY),
+                    sleeping: AtomicBool::new(false),
+                    closed: AtomicBool::new(false),
+                    thread: OnceLock::new(),
+                })
+                .collect(),
+        );
+        let leads_pending = Arc::new(AtomicUsize::new(0));
         let mut threads = Vec::new();
         for i in 0..settings.count {
-            let queue = Arc::new(Queue {
-                q: ArrayQueue::new(settings.capacity),
-                sleeping: AtomicBool::new(false),
-                closed: AtomicBool::new(false),
-                thread: OnceLock::new(),
-            });
             let mut worker = Worker {
                 index: i,
-                queue: queue.clone(),
-                guard: Guard::new(&settings.guard),
+                queues: queues.clone(),
+                leads_pending: leads_pending.clone(),
+                guard: Guard::new(&settings.guard)?,
                 likes: FxHashMap::default(),
+                sessions: FxHashMap::default(),
+                in_flight: FxHashMap::default(),
+                pending_hops: VecDeque::new(),
                 sink: sink.clone(),
                 pii: pii.clone(),
                 metrics: metrics.clone(),
@@ -151,13 +208,14 @@ impl Shards {
             };
             let handle = std::thread::Builder::new()
                 .name(format!("roomgate-shard-{i}"))
-                .spawn(move || worker.run())?;
-            let _ = queue.thread.set(handle.thread().clone());
-            queues.push(queue);
+                .spawn(move || worker.run())
+                .map_err(|e| format!("spawn shard worker: {e}"))?;
+            let _ = queues[i].thread.set(handle.thread().clone());
             threads.push(handle);
         }
         Ok(Shards {
             queues,
+            leads_pending,
             threads: Mutex::new(threads),
             metrics,
         })
@@ -173,10 +231,22 @@ impl Shards {
         self.queues.is_empty()
     }
 
+    /// The shard that owns `room`.
+    pub fn shard_of_room(&self, room: u64) -> usize {
+        shard_of(room, self.queues.len())
+    }
+
     /// Push without waiting; gives the envelope back if the queue is full.
     pub fn try_push(&self, env: Envelope) -> Result<(), Envelope> {
         let q = &self.queues[shard_of(env.event.room_id, self.queues.len())];
+        let lead = matches!(env.event.kind, EventKind::Lead { .. });
+        if lead {
+            self.leads_pending.fetch_add(1, Ordering::SeqCst);
+        }
         let r = q.q.push(env);
+        if r.is_err() && lead {
+            self.leads_pending.fetch_sub(1, Ordering::SeqCst);
+        }
         q.wake();
         r
     }
@@ -204,10 +274,21 @@ impl Shards {
         }
     }
 
+    /// Queue an admin operation on shard `shard`; `Err` when its admin queue
+    /// is full (the caller answers 503).
+    pub fn admin(&self, shard: usize, op: AdminOp) -> Result<(), AdminOp> {
+        let q = &self.queues[shard % self.queues.len()];
+        let r = q.admin.push(op);
+        if let Some(t) = q.thread.get() {
+            t.unpark();
+        }
+        r
+    }
+
     /// Drain every queue and stop the workers (blocking). Call after the
     /// gate stopped producing.
     pub fn shutdown(&self) {
-        for q in &self.queues {
+        for q in self.queues.iter() {
             q.closed.store(true, Ordering::SeqCst);
             if let Some(t) = q.thread.get() {
                 t.unpark();
@@ -233,6 +314,7 @@ struct Round {
 }
 
 /// The identifying fields of an event, kept after its payload moved.
+#[derive(Debug, Clone, Copy)]
 struct Head {
     room_id: u64,
     viewer_id: u64,
@@ -240,12 +322,25 @@ struct Head {
     ts: i64,
 }
 
+type InFlightKey = (u64, u64, u64);
+
+/// A room's open sessions: session id → (viewer, connection).
+type RoomSessions = FxHashMap<u64, (u64, Arc<dyn Replier>)>;
+
 struct Worker {
     index: usize,
-    queue: Arc<Queue>,
+    queues: Arc<Vec<Queue>>,
+    leads_pending: Arc<AtomicUsize>,
     guard: Guard,
     /// Like taps per (room, unix second) not yet handed to the sink.
     likes: FxHashMap<(u64, u32), u64>,
+    /// Open sessions per room: session id → (viewer, connection).
+    sessions: FxHashMap<u64, RoomSessions>,
+    /// Leads of this shard's rooms still travelling their stages, with every
+    /// connection waiting for their ack (first send + in-flight resends).
+    in_flight: FxHashMap<InFlightKey, Vec<Arc<dyn Replier>>>,
+    /// Hops whose target queue was full; retried every round.
+    pending_hops: VecDeque<(usize, LeadHop)>,
     sink: SinkTx,
     pii: Arc<PiiKeys>,
     metrics: Arc<Metrics>,
@@ -262,9 +357,10 @@ fn send_rows<R>(
     if rows.is_empty() {
         return;
     }
+    let n = rows.iter().filter(|i| i.row.is_some()).count();
     m.tables[table]
         .pending_rows
-        .fetch_add(rows.len() as i64, Ordering::Relaxed);
+        .fetch_add(n as i64, Ordering::Relaxed);
     let batch = std::mem::take(rows);
     // Blocking here is the backpressure chain: a saturated writer stops this
     // worker, its queue fills, the gate pushes back on viewers.
@@ -274,43 +370,69 @@ fn send_rows<R>(
 }
 
 impl Worker {
+    fn queue(&self) -> &Queue {
+        &self.queues[self.index]
+    }
+
     fn run(&mut self) {
         tracing::debug!(shard = self.index, "shard worker started");
         let mut buf = Vec::with_capacity(self.drain_batch);
         loop {
+            let now = crate::now_ms();
+            let mut work = self.admin_ops(now);
+            work += self.hops(now);
             while buf.len() < self.drain_batch {
-                match self.queue.q.pop() {
+                match self.queue().q.pop() {
                     Some(e) => buf.push(e),
                     None => break,
                 }
             }
-            let now = crate::now_ms();
-            if buf.is_empty() {
+            work += buf.len();
+            if work == 0 {
                 self.flush_likes(Some(now));
                 self.guard.tick(now);
                 self.ship();
-                if self.queue.closed.load(Ordering::SeqCst) && self.queue.q.is_empty() {
+                let q = &self.queues[self.index];
+                // A worker may stop only when no lead anywhere could still
+                // need one of its stages.
+                let idle = q.q.is_empty()
+                    && q.hops.is_empty()
+                    && self.pending_hops.is_empty()
+                    && self.leads_pending.load(Ordering::SeqCst) == 0;
+                if q.closed.load(Ordering::SeqCst) && idle {
                     break;
                 }
-                self.queue.sleeping.store(true, Ordering::SeqCst);
-                if self.queue.q.is_empty() && !self.queue.closed.load(Ordering::SeqCst) {
+                q.sleeping.store(true, Ordering::SeqCst);
+                if q.q.is_empty()
+                    && q.hops.is_empty()
+                    && q.admin.is_empty()
+                    && !q.closed.load(Ordering::SeqCst)
+                {
                     std::thread::park_timeout(Duration::from_millis(100));
+                } else if q.closed.load(Ordering::SeqCst) {
+                    // Waiting for leads in flight on other shards.
+                    std::thread::park_timeout(Duration::from_millis(5));
                 }
-                self.queue.sleeping.store(false, Ordering::SeqCst);
+                q.sleeping.store(false, Ordering::SeqCst);
                 continue;
             }
             self.metrics.queue_depth[self.index]
-                .store(self.queue.q.len() as i64, Ordering::Relaxed);
+                .store(self.queue().q.len() as i64, Ordering::Relaxed);
             for env in buf.drain(..) {
                 self.handle(now, env);
             }
             self.flush_likes(Some(now));
+            self.guard.tick(now);
             self.ship();
         }
         self.flush_likes(None);
         self.ship();
         self.metrics.queue_depth[self.index].store(0, Ordering::Relaxed);
         tracing::debug!(shard = self.index, "shard worker stopped");
+    }
+
+    fn lead_done(&self) {
+        self.leads_pending.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn ship(&mut self) {
@@ -345,9 +467,205 @@ impl Worker {
         });
     }
 
+    fn admin_ops(&mut self, now: i64) -> usize {
+        let mut n = 0;
+        while let Some(op) = self.queue().admin.pop() {
+            n += 1;
+            match op {
+                AdminOp::Room(room, tx) => {
+                    let _ = tx.send(self.guard.room_settings(room));
+                }
+                AdminOp::Control(ctl, tx) => {
+                    let r = self.guard.control(now, &ctl).map_err(|e| e.to_string());
+                    if let Ok(effect) = &r {
+                        self.effect(effect);
+                    }
+                    let _ = tx.send(r.map(|_| ()));
+                }
+            }
+        }
+        n
+    }
+
+    fn effect(&self, effect: &Effect) {
+        let notice = |kind: NoticeKind, value: u32| {
+            let text = match kind {
+                NoticeKind::SlowMode if value == 0 => "slow mode off".to_owned(),
+                NoticeKind::SlowMode => format!("slow mode: one message every {value} s"),
+                NoticeKind::Muted if value == 0 => "you are muted in this room".to_owned(),
+                NoticeKind::Muted => format!("you are muted for {value} s"),
+                NoticeKind::Unmuted => "you may chat again".to_owned(),
+                NoticeKind::ShuttingDown => "server shutting down".to_owned(),
+            };
+            ServerFrame::Notice(Notice {
+                kind: kind as u8,
+                value,
+                text,
+            })
+        };
+        match *effect {
+            Effect::None => {}
+            Effect::Broadcast { room, kind, value } => {
+                let frame = notice(kind, value);
+                for (_, r) in self
+                    .sessions
+                    .get(&room)
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                {
+                    r.reply(frame.clone());
+                }
+            }
+            Effect::Viewer {
+                room,
+                viewer,
+                kind,
+                value,
+            } => {
+                let frame = notice(kind, value);
+                for (v, r) in self
+                    .sessions
+                    .get(&room)
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                {
+                    if *v == viewer {
+                        r.reply(frame.clone());
+                    }
+                }
+            }
+            Effect::Kick { room, viewer } => {
+                for (v, r) in self
+                    .sessions
+                    .get(&room)
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                {
+                    if *v == viewer {
+                        r.close(CloseCode::Banned);
+                    }
+                }
+            }
+        }
+    }
+
+    fn hops(&mut self, now: i64) -> usize {
+        let mut n = 0;
+        for _ in 0..self.pending_hops.len() {
+            let Some((target, hop)) = self.pending_hops.pop_front() else {
+                break;
+            };
+            if let Err(hop) = self.queues[target].hops.push(hop) {
+                self.pending_hops.push_back((target, hop));
+            } else {
+                self.queues[target].wake();
+                n += 1;
+            }
+        }
+        while let Some(mut hop) = self.queue().hops.pop() {
+            n += 1;
+            if hop.stage < LeadStage::ORDER.len() {
+                self.guard
+                    .lead_stage(now, LeadStage::ORDER[hop.stage], &mut hop.check);
+                hop.stage += 1;
+            }
+            self.advance(now, hop);
+        }
+        n
+    }
+
+    /// Run the lead's stages that this shard owns; forward it to the next
+    /// owner, or finish it when it is back on its room shard.
+    fn advance(&mut self, now: i64, mut hop: LeadHop) {
+        let n = self.queues.len();
+        loop {
+            let target = match LeadStage::ORDER.get(hop.stage) {
+                Some(stage) => shard_of(stage.key(&hop.check), n),
+                None => shard_of(hop.head.room_id, n),
+            };
+            if target != self.index {
+                if let Err(back) = self.queues[target].hops.push(hop) {
+                    self.pending_hops.push_back((target, back));
+                } else {
+                    self.queues[target].wake();
+                }
+                return;
+            }
+            match LeadStage::ORDER.get(hop.stage) {
+                Some(stage) => {
+                    self.guard.lead_stage(now, *stage, &mut hop.check);
+                    hop.stage += 1;
+                }
+                None => return self.finish_lead(now, hop),
+            }
+        }
+    }
+
+    fn finish_lead(&mut self, now: i64, hop: LeadHop) {
+        let LeadHop {
+            check, head, lead, ..
+        } = hop;
+        let v = self.guard.lead_finish(&check);
+        let d = v.decision;
+        self.guard
+            .lead_seen(now, head.room_id, head.viewer_id, lead.client_lead_id, &d);
+        self.metrics.decision(Kind::Lead, d.verdict, d.reason, 1);
+        for r in d.dry_run.iter() {
+            self.metrics.dry_run(Kind::Lead, r);
+        }
+        let key = (head.room_id, head.viewer_id, lead.client_lead_id);
+        let to = self.in_flight.remove(&key).unwrap_or_default();
+        let frame = ack_frame(AckKind::Lead, lead.client_lead_id, &d);
+        let replay = ack_frame(
+            AckKind::Lead,
+            lead.client_lead_id,
+            &Decision { replay: true, ..d },
+        );
+        let fields = serde_json::to_string(&lead.fields).unwrap_or_default();
+        let phone_clear = if check.phone_e164.is_empty() {
+            lead.phone.trim().to_owned()
+        } else {
+            check.phone_e164.clone()
+        };
+        let row = LeadRow {
+            room_id: head.room_id,
+            ts: head.ts,
+            viewer_id: head.viewer_id,
+            session_id: head.session_id,
+            client_lead_id: lead.client_lead_id,
+            verdict: d.verdict.as_str(),
+            score: v.score,
+            reasons: v.reasons.names(),
+            dry_run_reasons: d.dry_run.names(),
+            phone_hmac: check.phone_key.clone(),
+            phone_masked: mask_phone(&phone_clear),
+            phone_enc: self.pii.encrypt_hex(&phone_clear),
+            wechat_enc: self.pii.encrypt_hex(&lead.wechat),
+            name_enc: self.pii.encrypt_hex(&lead.name),
+            fields_enc: if lead.fields.is_empty() {
+                String::new()
+            } else {
+                self.pii.encrypt_hex(&fields)
+            },
+            ip_hmac: self.pii.hmac_hex(&check.ip),
+            consent: lead.consent,
+            fill_ms: lead.fill_ms,
+        };
+        // Every lead is stored with its verdict; its ack waits for the commit.
+        let ack = (!to.is_empty()).then(|| DeferredAck {
+            to,
+            frame,
+            replay_frame: Some(replay),
+        });
+        self.out.leads.push(Item {
+            row: Some(row),
+            ack,
+        });
+        self.lead_done();
+    }
+
     fn handle(&mut self, now: i64, env: Envelope) {
         let Envelope { event: ev, reply } = env;
-        let d = self.guard.decide(now, &ev);
         let kind = ev.kind.kind();
         let head = Head {
             room_id: ev.room_id,
@@ -355,40 +673,151 @@ impl Worker {
             session_id: ev.session_id,
             ts: ev.received_at_ms,
         };
+        if let EventKind::Lead { lead, ip } = &ev.kind {
+            let key = (ev.room_id, ev.viewer_id, lead.client_lead_id);
+            if let Some(waiting) = self.in_flight.get_mut(&key) {
+                // A resend while the first is still being checked: it gets
+                // the same verdict, as a replay, when the first finishes.
+                waiting.extend(reply);
+                self.metrics
+                    .decision(Kind::Lead, Verdict::Accepted, Reason::Replay, 1);
+                self.lead_done();
+                return;
+            }
+            let pii = self.pii.clone();
+            match self
+                .guard
+                .lead_start(now, &ev, lead, ip, |p| pii.hmac_hex(p))
+            {
+                Err(replay) => {
+                    self.lead_done();
+                    self.metrics
+                        .decision(Kind::Lead, replay.verdict, Reason::Replay, 1);
+                    // The original's row may not be committed yet: this ack
+                    // queues behind it, so a replay never overtakes it.
+                    let frame = ack_frame(AckKind::Lead, lead.client_lead_id, &replay);
+                    self.out.leads.push(Item {
+                        row: None,
+                        ack: Some(DeferredAck {
+                            to: reply.into_iter().collect(),
+                            frame,
+                            replay_frame: None,
+                        }),
+                    });
+                }
+                Ok(check) => {
+                    self.in_flight.insert(key, reply.into_iter().collect());
+                    let EventKind::Lead { lead, .. } = ev.kind else {
+                        return;
+                    };
+                    self.advance(
+                        now,
+                        LeadHop {
+                            check,
+                            stage: 0,
+                            head,
+                            lead,
+                        },
+                    );
+                }
+            }
+            return;
+        }
+        let d = self.guard.decide(now, &ev);
         self.metrics.decision(
             kind,
             d.verdict,
             if d.replay { Reason::Replay } else { d.reason },
             1,
         );
+        for r in d.dry_run.iter() {
+            self.metrics.dry_run(kind, r);
+        }
         match ev.kind {
-            EventKind::Join { client, .. } => self.out.sessions.push(Item::row(SessionRow {
-                room_id: ev.room_id,
-                ts: ev.received_at_ms,
-                viewer_id: ev.viewer_id,
-                session_id: ev.session_id,
-                event: "join",
-                watch_ms: 0,
-                client,
-                close: "",
-            })),
+            EventKind::Join { client, .. } => {
+                if d.verdict == Verdict::Rejected {
+                    if let Some(r) = &reply {
+                        r.close(CloseCode::Banned);
+                    }
+                }
+                if let Some(r) = reply {
+                    self.sessions
+                        .entry(ev.room_id)
+                        .or_default()
+                        .insert(ev.session_id, (ev.viewer_id, r.clone()));
+                    let slow = self.guard.room_settings(ev.room_id).slow_mode_secs;
+                    if slow > 0 {
+                        self.effect(&Effect::Viewer {
+                            room: ev.room_id,
+                            viewer: ev.viewer_id,
+                            kind: NoticeKind::SlowMode,
+                            value: slow,
+                        });
+                    }
+                }
+                self.out.sessions.push(Item::row(SessionRow {
+                    room_id: ev.room_id,
+                    ts: ev.received_at_ms,
+                    viewer_id: ev.viewer_id,
+                    session_id: ev.session_id,
+                    event: "join",
+                    watch_ms: 0,
+                    client,
+                    close: "",
+                }));
+            }
             EventKind::Leave {
                 joined_at_ms,
                 close,
-            } => self.out.sessions.push(Item::row(SessionRow {
-                room_id: ev.room_id,
-                ts: ev.received_at_ms,
-                viewer_id: ev.viewer_id,
-                session_id: ev.session_id,
-                event: "leave",
-                watch_ms: (ev.received_at_ms - joined_at_ms).max(0) as u64,
-                client: String::new(),
-                close,
-            })),
+            } => {
+                if let Some(m) = self.sessions.get_mut(&ev.room_id) {
+                    m.remove(&ev.session_id);
+                    if m.is_empty() {
+                        self.sessions.remove(&ev.room_id);
+                    }
+                }
+                self.out.sessions.push(Item::row(SessionRow {
+                    room_id: ev.room_id,
+                    ts: ev.received_at_ms,
+                    viewer_id: ev.viewer_id,
+                    session_id: ev.session_id,
+                    event: "leave",
+                    watch_ms: (ev.received_at_ms - joined_at_ms).max(0) as u64,
+                    client: String::new(),
+                    close,
+                }));
+            }
             EventKind::Like { count } => {
-                if d.stores() {
+                if d.admitted > 0 {
                     let sec = (ev.received_at_ms / 1000) as u32;
-                    *self.likes.entry((ev.room_id, sec)).or_default() += u64::from(count);
+                    *self.likes.entry((ev.room_id, sec)).or_default() += u64::from(d.admitted);
+                }
+                self.metrics
+                    .like_taps_admitted
+                    .fetch_add(u64::from(d.admitted), Ordering::Relaxed);
+                let over = count - d.admitted.min(count);
+                if over > 0 {
+                    self.metrics
+                        .like_taps_limited
+                        .fetch_add(u64::from(over), Ordering::Relaxed);
+                    self.moderation(
+                        &head,
+                        "like",
+                        0,
+                        d.reason,
+                        false,
+                        format!("{over} of {count} taps over the cap"),
+                    );
+                }
+                if d.dry_run.contains(Reason::RateLimited) {
+                    self.moderation(
+                        &head,
+                        "like",
+                        0,
+                        Reason::RateLimited,
+                        true,
+                        format!("{count} taps"),
+                    );
                 }
             }
             EventKind::Chat {
@@ -397,6 +826,22 @@ impl Worker {
             } => {
                 if let Some(r) = &reply {
                     r.reply(ack_frame(AckKind::Chat, client_msg_id, &d));
+                    if d.muted_secs > 0 {
+                        r.reply(ServerFrame::Notice(Notice {
+                            kind: NoticeKind::Muted as u8,
+                            value: d.muted_secs,
+                            text: format!(
+                                "too many rejected messages: muted for {} s",
+                                d.muted_secs
+                            ),
+                        }));
+                    }
+                }
+                if d.replay {
+                    return;
+                }
+                for r in d.dry_run.iter() {
+                    self.moderation(&head, "chat", client_msg_id, r, true, text.clone());
                 }
                 if d.stores() {
                     self.out.chat.push(Item::row(ChatRow {
@@ -407,54 +852,13 @@ impl Worker {
                         client_msg_id,
                         text,
                         verdict: d.verdict.as_str(),
-                        dry_run_reasons: Vec::new(),
+                        dry_run_reasons: d.dry_run.names(),
                     }));
-                } else if !d.replay {
-                    self.moderation(&head, "chat", client_msg_id, d.reason, text);
+                } else {
+                    self.moderation(&head, "chat", client_msg_id, d.reason, false, text);
                 }
             }
-            EventKind::Lead { lead, ip } => {
-                let id = lead.client_lead_id;
-                let frame = ack_frame(AckKind::Lead, id, &d);
-                if !d.stores() {
-                    if let Some(r) = &reply {
-                        r.reply(frame);
-                    }
-                    if !d.replay {
-                        self.moderation(&head, "lead", id, d.reason, String::new());
-                    }
-                    return;
-                }
-                let phone = canonical_phone(&lead.phone);
-                let fields = serde_json::to_string(&lead.fields).unwrap_or_default();
-                let row = LeadRow {
-                    room_id: ev.room_id,
-                    ts: ev.received_at_ms,
-                    viewer_id: ev.viewer_id,
-                    session_id: ev.session_id,
-                    client_lead_id: id,
-                    verdict: d.verdict.as_str(),
-                    score: 100,
-                    reasons: Vec::new(),
-                    dry_run_reasons: Vec::new(),
-                    phone_hmac: self.pii.hmac_hex(&phone),
-                    phone_masked: mask_phone(&phone),
-                    phone_enc: self.pii.encrypt_hex(&phone),
-                    wechat_enc: self.pii.encrypt_hex(&lead.wechat),
-                    name_enc: self.pii.encrypt_hex(&lead.name),
-                    fields_enc: if lead.fields.is_empty() {
-                        String::new()
-                    } else {
-                        self.pii.encrypt_hex(&fields)
-                    },
-                    ip_hmac: self.pii.hmac_hex(&ip),
-                    consent: lead.consent,
-                    fill_ms: lead.fill_ms,
-                };
-                // The lead's ack waits until its row is committed.
-                let ack = reply.map(|to| DeferredAck { to, frame });
-                self.out.leads.push(Item { row, ack });
-            }
+            EventKind::Lead { .. } => {}
         }
     }
 
@@ -464,6 +868,7 @@ impl Worker {
         kind: &'static str,
         client_id: u64,
         reason: Reason,
+        dry_run: bool,
         detail: String,
     ) {
         self.out.moderation.push(Item::row(ModerationRow {
@@ -474,7 +879,7 @@ impl Worker {
             kind,
             client_id,
             reason: reason.as_str(),
-            dry_run: false,
+            dry_run,
             detail,
         }));
     }

@@ -56,6 +56,12 @@ pub fn client_config(cert: &Path, keep_alive: Duration) -> Result<quinn::ClientC
     Ok(config)
 }
 
+/// Socket buffer size asked for (the kernel caps it at `net.core.rmem_max` /
+/// `wmem_max`). Thousands of connections share one socket: with the default
+/// ~200 KB, a burst (every viewer's close at the end of a run) overflows it
+/// and the lost packets turn into close timeouts and stateless resets.
+const SOCKET_BUFFER: usize = 8 << 20;
+
 /// Bind `n` client endpoints on ephemeral ports of the server's address family.
 pub fn bind(n: u32, server: SocketAddr, config: &quinn::ClientConfig) -> Result<Vec<Endpoint>> {
     let local: SocketAddr = if server.is_ipv6() {
@@ -63,14 +69,41 @@ pub fn bind(n: u32, server: SocketAddr, config: &quinn::ClientConfig) -> Result<
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    (0..n)
+    let runtime = quinn::default_runtime().context("no tokio runtime for quinn")?;
+    let mut capped = None;
+    let endpoints = (0..n)
         .map(|_| {
-            let mut ep =
-                Endpoint::client(local).with_context(|| format!("bind UDP socket on {local}"))?;
+            let socket = std::net::UdpSocket::bind(local)
+                .with_context(|| format!("bind UDP socket on {local}"))?;
+            let state = quinn::udp::UdpSocketState::new((&socket).into())
+                .context("configure UDP socket")?;
+            // Best effort: a smaller buffer only costs packet loss in bursts.
+            let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
+            let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+            if let Ok(got) = state.recv_buffer_size((&socket).into()) {
+                if got < SOCKET_BUFFER {
+                    capped = Some(got);
+                }
+            }
+            let mut ep = Endpoint::new(
+                quinn::EndpointConfig::default(),
+                None,
+                socket,
+                runtime.clone(),
+            )
+            .context("create QUIC endpoint")?;
             ep.set_default_client_config(config.clone());
             Ok(ep)
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(got) = capped {
+        tracing::info!(
+            bytes = got,
+            wanted = SOCKET_BUFFER,
+            "UDP receive buffer capped by the kernel (raise net.core.rmem_max for large runs)"
+        );
+    }
+    Ok(endpoints)
 }
 
 #[cfg(test)]

@@ -54,8 +54,10 @@ pub struct AckSummary {
     pub accepted: u64,
     /// First acks with verdict suspect (stored, flagged).
     pub suspect: u64,
-    /// First acks with verdict rejected (not stored).
+    /// First acks with verdict rejected.
     pub rejected: u64,
+    /// First acks with verdict duplicate (leads: a phone the room already has).
+    pub duplicate: u64,
     /// Acks with `replay: true` (resends; nothing new stored).
     pub replay: u64,
     /// Acks with a verdict code this build does not know.
@@ -70,6 +72,7 @@ impl From<&AckCounts> for AckSummary {
             accepted: a.accepted,
             suspect: a.suspect,
             rejected: a.rejected,
+            duplicate: a.duplicate,
             replay: a.replay,
             unknown_verdict: a.unknown_verdict,
             reasons: a.reasons.clone(),
@@ -177,6 +180,9 @@ pub struct Anomalies {
     pub unexpected_acks: u64,
     /// Server frames that failed to decode or came out of order.
     pub bad_server_frames: u64,
+    /// Replay acks that arrived before the original's ack (for a lead: the
+    /// resend was acked before the original was durable).
+    pub replay_before_first: ChatLead,
 }
 
 /// Room settings from the first `Welcome`.
@@ -278,6 +284,10 @@ pub fn summarize(
         anomalies: Anomalies {
             unexpected_acks: stats.unexpected_acks.load(Relaxed),
             bad_server_frames: stats.bad_server_frames.load(Relaxed),
+            replay_before_first: ChatLead {
+                chat: stats.replay_before_first.get(Kind::Chat),
+                lead: stats.replay_before_first.get(Kind::Lead),
+            },
         },
         server_settings: d.settings.as_ref().map(|s| ServerSettings {
             slow_mode_secs: s.slow_mode_secs,
@@ -340,10 +350,19 @@ pub fn warnings(s: &Summary) -> Vec<String> {
             s.unacked.chat, s.unacked.lead
         ));
     }
-    if s.anomalies.unexpected_acks + s.anomalies.bad_server_frames > 0 {
+    let a = &s.anomalies;
+    if a.unexpected_acks + a.bad_server_frames > 0 {
         w.push(format!(
             "server protocol anomalies: {} unexpected acks, {} bad frames",
-            s.anomalies.unexpected_acks, s.anomalies.bad_server_frames
+            a.unexpected_acks, a.bad_server_frames
+        ));
+    }
+    let early = &a.replay_before_first;
+    if early.chat + early.lead > 0 {
+        w.push(format!(
+            "replay acks before the original's ack: chat {} lead {} \
+             (the server answered a resend before deciding on / storing the original)",
+            early.chat, early.lead
         ));
     }
     w
@@ -368,7 +387,7 @@ pub fn text(s: &Summary) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:<6} {:>9} {:>8} {:>7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>7}",
+        "{:<6} {:>9} {:>8} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}",
         "kind",
         "sent",
         "per_s",
@@ -376,6 +395,7 @@ pub fn text(s: &Summary) -> String {
         "accepted",
         "suspect",
         "rejected",
+        "duplicate",
         "replay",
         "unacked",
         "dropped"
@@ -400,20 +420,22 @@ pub fn text(s: &Summary) -> String {
     ] {
         let _ = writeln!(
             o,
-            "{name:<6} {sent:>9} {:>8.1} {resent:>7} {:>9} {:>8} {:>8} {:>7} {unacked:>7} {dropped:>7}",
+            "{name:<6} {sent:>9} {:>8.1} {resent:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {unacked:>7} {dropped:>7}",
             sent as f64 / secs,
             a.accepted,
             a.suspect,
             a.rejected,
+            a.duplicate,
             a.replay
         );
     }
     let _ = writeln!(
         o,
-        "{:<6} {:>9} {:>8.1} {:>7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>7}   (taps; {} frames of {})",
+        "{:<6} {:>9} {:>8.1} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}   (taps; {} frames of {})",
         "like",
         s.likes.taps_sent,
         s.likes.taps_sent as f64 / secs,
+        "-",
         "-",
         "-",
         "-",
@@ -507,9 +529,10 @@ pub fn status_line(
     };
     let dropped = stats.dropped_local.total();
     format!(
-        "[{:>5.0}s] viewers {} (failed {})  sent/s chat {:.0} like {:.0} lead {:.1}  acks chat {} lead {}  p99 chat {}ms lead {}ms{}",
+        "[{:>5.0}s] viewers {} (connecting {}, failed {})  sent/s chat {:.0} like {:.0} lead {:.1}  acks chat {} lead {}  p99 chat {}ms lead {}ms{}",
         elapsed.as_secs_f64(),
         stats.active.load(Relaxed),
+        stats.attempted.load(Relaxed).saturating_sub(stats.connected.load(Relaxed) + stats.failed.load(Relaxed)),
         stats.failed.load(Relaxed),
         rate(0),
         rate(1),
@@ -568,7 +591,7 @@ mod tests {
         assert_eq!(n("/resent/chat"), 1);
         assert_eq!(n("/resent/lead"), 0);
         for kind in ["chat", "lead"] {
-            for field in ["accepted", "suspect", "rejected", "replay"] {
+            for field in ["accepted", "suspect", "rejected", "duplicate", "replay"] {
                 n(&format!("/acked/{kind}/{field}"));
             }
             assert!(v

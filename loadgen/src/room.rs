@@ -192,8 +192,12 @@ pub struct RoomLoad {
     pub duration: Duration,
 }
 
-/// Seed stream for content and viewer picks (schedules use streams 0..3).
+/// Seed stream for content and resend decisions (schedules use 0..3): with
+/// its own stream, what is sent is the same for a seed however the
+/// connections happen to come up.
 const CONTENT_STREAM: u64 = 100;
+/// Seed stream for picking the viewer of each event.
+const PICK_STREAM: u64 = 101;
 
 /// With probability `share`, a resend delay of 50–500 ms.
 fn resend_after<R: Rng>(rng: &mut R, share: f64) -> Option<Duration> {
@@ -212,6 +216,7 @@ pub async fn drive(
     let rates = [load.chat_rate, load.likes.frame_rate, load.lead_rate];
     let mut schedule = RoomSchedule::new(rates, load.seed, load.room_id, load.duration);
     let mut rng = StdRng::seed_from_u64(stream_seed(load.seed, load.room_id, CONTENT_STREAM));
+    let mut pick = StdRng::seed_from_u64(stream_seed(load.seed, load.room_id, PICK_STREAM));
     let mut seq = 0u64;
     let mut batch = Vec::new();
     let mut outcomes = Vec::new();
@@ -250,7 +255,7 @@ pub async fn drive(
             };
             batch.push(cmd);
         }
-        registry.dispatch(&mut rng, std::mem::take(&mut batch), &mut outcomes);
+        registry.dispatch(&mut pick, std::mem::take(&mut batch), &mut outcomes);
         for (kind, outcome) in outcomes.drain(..) {
             match outcome {
                 Dispatch::Queued => {}

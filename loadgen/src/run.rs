@@ -205,6 +205,7 @@ async fn status_loop(stats: Arc<Stats>, t0: Instant) {
     let mut prev = report::Sample::default();
     let mut last = t0;
     let mut tick = tokio::time::interval_at(t0 + STATUS_EVERY, STATUS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let now = tick.tick().await;
         eprintln!(

@@ -56,6 +56,9 @@ pub struct AckCounts {
     pub suspect: u64,
     /// Non-replay acks with verdict rejected.
     pub rejected: u64,
+    /// Non-replay acks with verdict duplicate (a lead for a phone the room
+    /// already has: stored for the record, not a new lead).
+    pub duplicate: u64,
     /// Acks with `replay: true` (the id was seen before; nothing stored).
     pub replay: u64,
     /// Acks with a verdict code this build does not know.
@@ -72,6 +75,7 @@ impl Default for AckCounts {
             accepted: 0,
             suspect: 0,
             rejected: 0,
+            duplicate: 0,
             replay: 0,
             unknown_verdict: 0,
             reasons: BTreeMap::new(),
@@ -83,7 +87,12 @@ impl Default for AckCounts {
 impl AckCounts {
     /// Every ack received.
     pub fn total(&self) -> u64 {
-        self.accepted + self.suspect + self.rejected + self.replay + self.unknown_verdict
+        self.accepted
+            + self.suspect
+            + self.rejected
+            + self.duplicate
+            + self.replay
+            + self.unknown_verdict
     }
 }
 
@@ -139,6 +148,10 @@ pub struct Stats {
     pub unexpected_acks: AtomicU64,
     /// Server frames that failed to decode or came out of order.
     pub bad_server_frames: AtomicU64,
+    /// A `replay: true` ack arrived before any other ack for its id: the
+    /// server answered a resend before deciding on the original (for a lead:
+    /// acked a resend before the original was durable).
+    pub replay_before_first: PerKind,
     /// Connection attempts started.
     pub attempted: AtomicU64,
     /// Attempts that got a `Welcome`.
@@ -198,11 +211,14 @@ impl Stats {
         if replay {
             a.replay += 1;
         } else {
-            match Verdict::from_u8(verdict) {
-                Some(Verdict::Accepted) => a.accepted += 1,
-                Some(Verdict::Suspect) => a.suspect += 1,
-                Some(Verdict::Rejected) => a.rejected += 1,
-                None => a.unknown_verdict += 1,
+            // By name, so a verdict added to the wire enum lands in
+            // `unknown_verdict` instead of breaking the build.
+            match Verdict::from_u8(verdict).map(Verdict::as_str) {
+                Some("accepted") => a.accepted += 1,
+                Some("suspect") => a.suspect += 1,
+                Some("rejected") => a.rejected += 1,
+                Some("duplicate") => a.duplicate += 1,
+                _ => a.unknown_verdict += 1,
             }
         }
         if reason != Reason::None.code() {

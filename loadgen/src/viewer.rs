@@ -83,21 +83,55 @@ pub struct ViewerSpec {
 /// released once `Welcome` arrives (or the attempt fails).
 pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) {
     ctx.stats.attempted.fetch_add(1, Relaxed);
+    let mut outcome = Outcome {
+        stats: &ctx.stats,
+        connected: false,
+        recorded: false,
+    };
     let started = Instant::now();
     let session = match timeout(HANDSHAKE_TIMEOUT, handshake(&ctx, &spec)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(f)) => return ctx.stats.record_failure(&f.label, &f.detail),
-        Err(_) => {
-            return ctx
-                .stats
-                .record_failure("handshake_timeout", "no Welcome within 30 s")
-        }
+        Ok(Err(f)) => return outcome.failed(&f.label, &f.detail),
+        Err(_) => return outcome.failed("handshake_timeout", "no Welcome within 30 s"),
     };
     drop(permit);
     ctx.stats
         .record_welcome(started.elapsed(), &session.welcome.settings);
+    outcome.connected = true;
     let label = session.run(&ctx, &spec).await;
-    ctx.stats.record_close(&label);
+    outcome.closed(&label);
+}
+
+/// Records how a viewer ended exactly once, even if its task is aborted at
+/// shutdown (then as `aborted`), so close codes always sum to attempts.
+struct Outcome<'a> {
+    stats: &'a Stats,
+    connected: bool,
+    recorded: bool,
+}
+
+impl Outcome<'_> {
+    fn failed(&mut self, label: &str, detail: &str) {
+        self.recorded = true;
+        self.stats.record_failure(label, detail);
+    }
+
+    fn closed(&mut self, label: &str) {
+        self.recorded = true;
+        self.stats.record_close(label);
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            if self.connected {
+                self.closed("aborted");
+            } else {
+                self.failed("aborted", "still connecting at shutdown");
+            }
+        }
+    }
 }
 
 /// Why a connection attempt failed: a short label (close code name or error
@@ -611,7 +645,12 @@ async fn read_loop(
                     }
                 };
                 match acks.ack(kind, client_id, now) {
-                    Some(latency) => stats.record_ack(kind, verdict, reason, replay, latency),
+                    Some(latency) => {
+                        if replay && latency.is_some() {
+                            stats.replay_before_first.add(kind, 1);
+                        }
+                        stats.record_ack(kind, verdict, reason, replay, latency);
+                    }
                     None => {
                         stats.unexpected_acks.fetch_add(1, Relaxed);
                     }

@@ -44,6 +44,10 @@ impl Replier for ConnReplier {
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
+
+    fn close(&self, code: CloseCode) {
+        close(&self.conn, code);
+    }
 }
 
 fn close(conn: &quinn::Connection, code: CloseCode) {
@@ -352,7 +356,7 @@ impl Session {
             verdict: Verdict::Rejected,
             reason: Reason::Busy,
             retry_after_ms: self.ctx.busy_retry_after_ms,
-            replay: false,
+            ..Decision::ACCEPT
         };
         self.ctx
             .metrics

@@ -1,57 +1,60 @@
 //! The guard: every accept / reject decision, sans-IO.
 //!
-//! A shard worker owns one [`Guard`] and calls [`Guard::decide`] once per
-//! event with the current time; the guard returns a [`Decision`] and never
-//! touches a socket, a clock or a lock. All state is bounded and expires.
+//! A shard worker owns one [`Guard`] and calls it with the current time; the
+//! guard returns a [`Decision`] and never touches a socket, a clock or a
+//! lock. All state is bounded and expires ([`Guard::tick`]).
 //!
-//! Rules, in order:
-//! 1. client idempotency: a `(room, viewer, kind, client id)` seen within the
-//!    idempotency window is a *replay*: acknowledged again with the first
-//!    verdict, stored nothing.
+//! - Chat ([`Guard::decide`]): replay → banned → muted → too long → slow mode
+//!   → per-viewer rate → duplicate → flood → blocked terms → link → contact
+//!   info → spam wave → room cap (`busy`). The first reject wins; auto-mute
+//!   follows repeated rejects.
+//! - Likes: a per-viewer tap cap; taps beyond it are `rate_limited`.
+//! - Leads ([`Guard::lead_start`], [`Guard::lead_stage`],
+//!   [`Guard::lead_finish`]): checks run in stages, each on the shard that
+//!   owns the stage's key (room, phone HMAC, IP, viewer), so cross-room facts
+//!   are shard-local and need no lock (DESIGN.md).
 //!
-//! The anti-abuse rules (rate limits, filters, lead checks) slot in after the
-//! idempotency check, each returning a [`Reason`].
+//! A rule in dry-run records its would-be reject in [`Decision::dry_run`]
+//! and lets the event pass.
 
+pub mod config;
+pub mod limiter;
+pub mod phone;
+mod room;
+pub mod terms;
+pub mod text;
 pub mod window;
 
-use serde::Deserialize;
+use std::hash::{Hash, Hasher};
 
-use crate::event::{Event, EventKind};
-use crate::wire::{Reason, Verdict};
+use rustc_hash::{FxHashMap, FxHasher};
+
+pub use config::{ChatConfig, GuardConfig, LeadConfig, LikeConfig, RoomConfig};
+use limiter::{Gcra, SlidingCount};
+use room::{RaidEntry, RoomState};
+use terms::BlockedTerms;
 use window::Window;
 
-/// Guard settings (`[guard]` in the config file).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GuardConfig {
-    /// How long a chat / lead client id is remembered for replay detection,
-    /// seconds. Default 600.
-    pub idempotency_window_secs: u64,
-    /// Most client ids remembered per shard; beyond it the oldest are
-    /// forgotten early (counted). Default 1,000,000.
-    pub idempotency_capacity: usize,
-}
-
-impl Default for GuardConfig {
-    fn default() -> Self {
-        GuardConfig {
-            idempotency_window_secs: 600,
-            idempotency_capacity: 1_000_000,
-        }
-    }
-}
+use crate::event::{Event, EventKind};
+use crate::wire::{Lead, NoticeKind, Reason, ReasonSet, Verdict};
 
 /// The guard's answer for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     /// Outcome.
     pub verdict: Verdict,
-    /// Why (`Reason::None` when accepted without remark).
+    /// The deciding reason (`Reason::None` when accepted without remark).
     pub reason: Reason,
     /// Suggested wait before retrying, ms (0 = none).
     pub retry_after_ms: u32,
     /// The event repeats one already decided: ack again, store nothing.
     pub replay: bool,
+    /// Rules in dry-run that would have rejected this event.
+    pub dry_run: ReasonSet,
+    /// Likes: taps admitted (the rest were rate limited).
+    pub admitted: u32,
+    /// This decision auto-muted the viewer for this many seconds (0 = no).
+    pub muted_secs: u32,
 }
 
 impl Decision {
@@ -61,12 +64,199 @@ impl Decision {
         reason: Reason::None,
         retry_after_ms: 0,
         replay: false,
+        dry_run: ReasonSet::EMPTY,
+        admitted: 0,
+        muted_secs: 0,
     };
 
-    /// True when the event's row should be written to its table.
+    fn reject(reason: Reason, retry_after_ms: u32) -> Decision {
+        Decision {
+            verdict: Verdict::Rejected,
+            reason,
+            retry_after_ms,
+            ..Decision::ACCEPT
+        }
+    }
+
+    /// True when the event's content row is written (chat, likes).
     pub fn stores(&self) -> bool {
         !self.replay && self.verdict != Verdict::Rejected
     }
+}
+
+/// A lead on its way through the check stages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeadCheck {
+    /// Room.
+    pub room_id: u64,
+    /// Viewer.
+    pub viewer_id: u64,
+    /// E.164 form of the phone, empty if it did not parse.
+    pub phone_e164: String,
+    /// Keyed HMAC of the phone (hex): the phone stage's key.
+    pub phone_key: String,
+    /// Remote IP: the IP stage's key.
+    pub ip: String,
+    /// Reasons found so far (rejects and flags).
+    pub reasons: ReasonSet,
+    /// Reasons of rules in dry-run.
+    pub dry_run: ReasonSet,
+    /// Score penalties so far.
+    pub penalty: u32,
+}
+
+/// The stages a lead passes through, in order. Each runs on the shard that
+/// owns its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadStage {
+    /// Phone facts: duplicate in room, rooms per phone.
+    Phone,
+    /// IP velocity.
+    Ip,
+    /// Viewer velocity.
+    Viewer,
+}
+
+impl LeadStage {
+    /// Stages after the room's own checks, in order.
+    pub const ORDER: [LeadStage; 3] = [LeadStage::Phone, LeadStage::Ip, LeadStage::Viewer];
+
+    /// The routing key of this stage for `check`.
+    pub fn key(self, check: &LeadCheck) -> u64 {
+        let mut h = FxHasher::default();
+        match self {
+            LeadStage::Phone => check.phone_key.hash(&mut h),
+            LeadStage::Ip => check.ip.hash(&mut h),
+            LeadStage::Viewer => check.viewer_id.hash(&mut h),
+        }
+        h.finish()
+    }
+}
+
+/// A finished lead decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeadVerdict {
+    /// The ack's decision (verdict, deciding reason).
+    pub decision: Decision,
+    /// 0–100.
+    pub score: u8,
+    /// Every reason found (rejects and flags).
+    pub reasons: ReasonSet,
+}
+
+/// A live change to a room or rule (admin API, config at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Set slow mode (seconds; 0 = off).
+    SlowMode {
+        /// Room.
+        room: u64,
+        /// Seconds.
+        secs: u32,
+    },
+    /// Set the room-wide chat cap and/or the per-viewer chat limit.
+    RoomLimits {
+        /// Room.
+        room: u64,
+        /// Messages per second room-wide.
+        chat_per_sec: Option<u32>,
+        /// Messages per viewer per `viewer_period_secs`.
+        viewer_messages: Option<u32>,
+    },
+    /// Add blocked terms to a room (`None` = global).
+    AddTerms {
+        /// Room, or global.
+        room: Option<u64>,
+        /// Patterns.
+        terms: Vec<String>,
+    },
+    /// Remove blocked terms.
+    RemoveTerms {
+        /// Room, or global.
+        room: Option<u64>,
+        /// Patterns.
+        terms: Vec<String>,
+    },
+    /// Mute a viewer for `secs` (0 = until unmuted).
+    Mute {
+        /// Room.
+        room: u64,
+        /// Viewer.
+        viewer: u64,
+        /// Seconds.
+        secs: u64,
+    },
+    /// Unmute a viewer.
+    Unmute {
+        /// Room.
+        room: u64,
+        /// Viewer.
+        viewer: u64,
+    },
+    /// Ban a viewer from a room (closes their sessions).
+    Ban {
+        /// Room.
+        room: u64,
+        /// Viewer.
+        viewer: u64,
+    },
+    /// Lift a ban.
+    Unban {
+        /// Room.
+        room: u64,
+        /// Viewer.
+        viewer: u64,
+    },
+    /// Switch a rule's dry-run.
+    DryRun {
+        /// The rule's reason.
+        rule: Reason,
+        /// On or off.
+        on: bool,
+    },
+}
+
+/// What the I/O layer must do after a [`Control`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing to announce.
+    None,
+    /// Send a notice to every viewer of the room.
+    Broadcast {
+        /// Room.
+        room: u64,
+        /// Notice kind.
+        kind: NoticeKind,
+        /// Value.
+        value: u32,
+    },
+    /// Send a notice to one viewer's sessions in the room.
+    Viewer {
+        /// Room.
+        room: u64,
+        /// Viewer.
+        viewer: u64,
+        /// Notice kind.
+        kind: NoticeKind,
+        /// Value.
+        value: u32,
+    },
+    /// Close the viewer's sessions in the room (banned).
+    Kick {
+        /// Room.
+        room: u64,
+        /// Viewer.
+        viewer: u64,
+    },
+}
+
+/// A control that cannot be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// A blocked term is not valid.
+    #[error("blocked term: {0}")]
+    Term(#[from] terms::TermError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,56 +270,780 @@ struct ClientKey {
 /// Per-shard guard state.
 #[derive(Debug)]
 pub struct Guard {
+    cfg: GuardConfig,
     seen: Window<ClientKey, (Verdict, Reason)>,
+    dry_run: ReasonSet,
+    global_terms: Vec<String>,
+    global: Option<BlockedTerms>,
+    rooms: FxHashMap<u64, RoomState>,
+    chat_viewer: Gcra,
+    likes: Gcra,
+    /// (phone key, room) → first lead time: duplicate leads.
+    phone_rooms: Window<(String, u64), ()>,
+    /// phone key → rooms with a lead in the velocity window.
+    phone_velocity: Window<String, Vec<(u64, i64)>>,
+    ip_velocity: Window<String, SlidingCount>,
+    viewer_velocity: Window<u64, SlidingCount>,
+    last_sweep_ms: i64,
 }
 
+fn text_hash(s: &str) -> u64 {
+    let mut h = FxHasher::default();
+    s.hash(&mut h);
+    h.finish()
+}
+
+const HARD_LEAD_REJECTS: [Reason; 8] = [
+    Reason::PhoneInvalid,
+    Reason::PhoneUnreachable,
+    Reason::NoConsent,
+    Reason::BotHoneypot,
+    Reason::TooFast,
+    Reason::VelocityViewer,
+    Reason::VelocityIp,
+    Reason::VelocityPhone,
+];
+
 impl Guard {
-    /// A guard with `cfg`.
-    pub fn new(cfg: &GuardConfig) -> Self {
-        Guard {
+    /// A guard with `cfg`. Unknown dry-run rule names and invalid global
+    /// terms are configuration errors.
+    pub fn new(cfg: &GuardConfig) -> Result<Self, String> {
+        let mut dry_run = ReasonSet::EMPTY;
+        for name in &cfg.dry_run {
+            let r = Reason::from_name(name)
+                .ok_or_else(|| format!("guard.dry_run: unknown rule {name:?}"))?;
+            dry_run.insert(r);
+        }
+        let global = if cfg.chat.blocked_terms.is_empty() {
+            None
+        } else {
+            Some(
+                BlockedTerms::new(&cfg.chat.blocked_terms)
+                    .map_err(|e| format!("guard.chat.blocked_terms: {e}"))?,
+            )
+        };
+        let c = &cfg.chat;
+        let l = &cfg.leads;
+        let vel_ms = (l.velocity_window_secs as i64).saturating_mul(1000);
+        Ok(Guard {
             seen: Window::new(
                 (cfg.idempotency_window_secs as i64).saturating_mul(1000),
                 cfg.idempotency_capacity,
             ),
+            dry_run,
+            global_terms: cfg.chat.blocked_terms.clone(),
+            global,
+            rooms: FxHashMap::default(),
+            chat_viewer: Gcra::new(
+                c.viewer_messages,
+                c.viewer_period_secs * 1000,
+                c.viewer_burst,
+            ),
+            likes: Gcra::new(cfg.likes.viewer_per_sec, 1_000, cfg.likes.viewer_burst),
+            phone_rooms: Window::new(
+                (l.duplicate_window_secs as i64).saturating_mul(1000),
+                l.capacity,
+            ),
+            phone_velocity: Window::new(vel_ms, l.capacity),
+            ip_velocity: Window::new(vel_ms, l.capacity),
+            viewer_velocity: Window::new(vel_ms, l.capacity),
+            last_sweep_ms: 0,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Is `rule` in dry-run?
+    pub fn is_dry_run(&self, rule: Reason) -> bool {
+        self.dry_run.contains(rule)
+    }
+
+    fn room(&mut self, room: u64) -> &mut RoomState {
+        self.rooms.entry(room).or_default()
+    }
+
+    /// Decide on a session, chat or like event at `now_ms` (Unix ms).
+    /// Leads go through [`Guard::lead_start`].
+    pub fn decide(&mut self, now_ms: i64, ev: &Event) -> Decision {
+        match &ev.kind {
+            EventKind::Join { .. } => {
+                let banned = {
+                    let v = self
+                        .room(ev.room_id)
+                        .viewers
+                        .entry(ev.viewer_id)
+                        .or_default();
+                    v.sessions += 1;
+                    v.banned
+                };
+                if banned {
+                    return Decision::reject(Reason::Banned, 0);
+                }
+                Decision::ACCEPT
+            }
+            EventKind::Leave { .. } => {
+                if let Some(v) = self.room(ev.room_id).viewers.get_mut(&ev.viewer_id) {
+                    v.sessions = v.sessions.saturating_sub(1);
+                }
+                Decision::ACCEPT
+            }
+            EventKind::Like { count } => self.like(now_ms, ev.room_id, ev.viewer_id, *count),
+            EventKind::Chat {
+                client_msg_id,
+                text,
+            } => {
+                let key = ClientKey {
+                    room: ev.room_id,
+                    viewer: ev.viewer_id,
+                    lead: false,
+                    id: *client_msg_id,
+                };
+                if let Some(&(verdict, reason)) = self.seen.get(&key, now_ms) {
+                    return Decision {
+                        verdict,
+                        reason,
+                        replay: true,
+                        ..Decision::ACCEPT
+                    };
+                }
+                let d = self.chat(now_ms, ev.room_id, ev.viewer_id, text);
+                // `busy` is an overload answer, not a verdict on the message:
+                // a resend after `retry_after_ms` is decided afresh.
+                if d.reason != Reason::Busy {
+                    self.seen.insert(key, (d.verdict, d.reason), now_ms);
+                }
+                d
+            }
+            EventKind::Lead { .. } => Decision::ACCEPT,
         }
     }
 
-    /// Decide on `ev` at `now_ms` (Unix milliseconds).
-    pub fn decide(&mut self, now_ms: i64, ev: &Event) -> Decision {
-        let key = match &ev.kind {
-            EventKind::Chat { client_msg_id, .. } => ClientKey {
-                room: ev.room_id,
-                viewer: ev.viewer_id,
-                lead: false,
-                id: *client_msg_id,
-            },
-            EventKind::Lead { lead, .. } => ClientKey {
-                room: ev.room_id,
-                viewer: ev.viewer_id,
-                lead: true,
-                id: lead.client_lead_id,
-            },
-            EventKind::Join { .. } | EventKind::Leave { .. } | EventKind::Like { .. } => {
-                return Decision::ACCEPT;
-            }
-        };
-        if let Some(&(verdict, reason)) = self.seen.get(&key, now_ms) {
+    fn like(&mut self, now_ms: i64, room: u64, viewer: u64, count: u32) -> Decision {
+        let gcra = self.likes;
+        let dry = self.dry_run.contains(Reason::RateLimited);
+        let v = self
+            .rooms
+            .entry(room)
+            .or_default()
+            .viewers
+            .entry(viewer)
+            .or_default();
+        let admitted = gcra.admit_n(&mut v.like_tat, now_ms, count);
+        if admitted == count {
             return Decision {
-                verdict,
-                reason,
-                retry_after_ms: 0,
-                replay: true,
+                admitted,
+                ..Decision::ACCEPT
             };
         }
-        let decision = Decision::ACCEPT;
-        self.seen
-            .insert(key, (decision.verdict, decision.reason), now_ms);
-        decision
+        if dry {
+            let mut d = Decision {
+                admitted: count,
+                ..Decision::ACCEPT
+            };
+            d.dry_run.insert(Reason::RateLimited);
+            return d;
+        }
+        // Some or all taps over the cap: the rest are counted as rejected.
+        Decision {
+            verdict: if admitted == 0 {
+                Verdict::Rejected
+            } else {
+                Verdict::Accepted
+            },
+            reason: Reason::RateLimited,
+            admitted,
+            ..Decision::ACCEPT
+        }
     }
 
-    /// Housekeeping when idle: expire old state.
+    fn chat(&mut self, now: i64, room_id: u64, viewer_id: u64, text: &str) -> Decision {
+        let mut d = Decision::ACCEPT;
+        let decided = self.chat_rules(now, room_id, viewer_id, text, &mut d);
+        if !decided {
+            let room = self.room(room_id);
+            let v = room.viewers.entry(viewer_id).or_default();
+            v.last_chat_ms = now;
+            return d;
+        }
+        // Auto-mute after repeated rejects (overload `busy` is not the
+        // viewer's fault and does not count).
+        let c = &self.cfg.chat;
+        if c.automute_rejects > 0
+            && !matches!(d.reason, Reason::Busy | Reason::Muted | Reason::Banned)
+        {
+            let (window, mute_ms, n) = (
+                (c.automute_window_secs as i64).saturating_mul(1000),
+                (c.automute_secs as i64).saturating_mul(1000),
+                c.automute_rejects as usize,
+            );
+            let v = self.room(room_id).viewers.entry(viewer_id).or_default();
+            if v.rejects.hit(now, window, n) + 1 >= n {
+                v.muted_until = v.muted_until.max(now.saturating_add(mute_ms));
+                v.rejects = SlidingCount::default();
+                d.muted_secs = (mute_ms / 1000) as u32;
+            }
+        }
+        d
+    }
+
+    /// Run the chat rules; true when one rejected (`d` holds it).
+    fn chat_rules(
+        &mut self,
+        now: i64,
+        room_id: u64,
+        viewer_id: u64,
+        text: &str,
+        d: &mut Decision,
+    ) -> bool {
+        let cfg = &self.cfg.chat;
+        let default_slow = cfg.slow_mode_secs;
+        let max_chars = cfg.max_chars;
+        let dup_ms = (cfg.duplicate_window_secs as i64).saturating_mul(1000);
+        let room_default = cfg.room_per_sec;
+        let chat_gcra = self.chat_viewer;
+        let (viewer_msgs, period_ms, burst) = (
+            cfg.viewer_messages,
+            cfg.viewer_period_secs * 1000,
+            cfg.viewer_burst,
+        );
+        let dry = self.dry_run;
+        let hit = |d: &mut Decision, reason: Reason, retry: u32| -> bool {
+            if dry.contains(reason) {
+                d.dry_run.insert(reason);
+                false
+            } else {
+                *d = Decision {
+                    dry_run: d.dry_run,
+                    ..Decision::reject(reason, retry)
+                };
+                true
+            }
+        };
+
+        let room = self.rooms.entry(room_id).or_default();
+        let slow = room.slow_mode_secs.unwrap_or(default_slow);
+        let viewer_gcra = match room.viewer_messages {
+            Some(n) => Gcra::new(n, period_ms, burst),
+            None => chat_gcra,
+        };
+        let _ = viewer_msgs;
+        let v = room.viewers.entry(viewer_id).or_default();
+        if v.banned && hit(d, Reason::Banned, 0) {
+            return true;
+        }
+        if v.muted_until > now {
+            let left = if v.muted_until == i64::MAX {
+                0
+            } else {
+                (v.muted_until - now).min(i64::from(u32::MAX)) as u32
+            };
+            if hit(d, Reason::Muted, left) {
+                return true;
+            }
+        }
+        if text.chars().count() > max_chars && hit(d, Reason::TooLong, 0) {
+            return true;
+        }
+        if slow > 0 && v.last_chat_ms > 0 {
+            let next = v.last_chat_ms + i64::from(slow) * 1000;
+            if now < next && hit(d, Reason::SlowMode, (next - now) as u32) {
+                return true;
+            }
+        }
+        if let Err(wait) = viewer_gcra.check(&mut v.chat_tat, now) {
+            if hit(d, Reason::RateLimited, wait) {
+                return true;
+            }
+        }
+        let norm = text::normalize(text);
+        let h = text_hash(&norm);
+        while v.recent.front().is_some_and(|(_, t)| now - t >= dup_ms) {
+            v.recent.pop_front();
+        }
+        let duplicate = v.recent.iter().any(|(x, _)| *x == h);
+        if duplicate && hit(d, Reason::Duplicate, 0) {
+            return true;
+        }
+        v.recent.push_back((h, now));
+        while v.recent.len() > 64 {
+            v.recent.pop_front();
+        }
+        if text::is_flood(&norm) && hit(d, Reason::Flood, 0) {
+            return true;
+        }
+        let skel = text::skeleton(&norm);
+        let blocked = room.terms.as_ref().and_then(|t| t.matches(&skel)).is_some()
+            || self
+                .global
+                .as_ref()
+                .and_then(|t| t.matches(&skel))
+                .is_some();
+        if blocked && hit(d, Reason::BlockedTerm, 0) {
+            return true;
+        }
+        if text::has_link(&norm) && hit(d, Reason::Link, 0) {
+            return true;
+        }
+        if text::contact_kind(&norm).is_some() && hit(d, Reason::ContactInfo, 0) {
+            return true;
+        }
+        if self.raid(now, room_id, viewer_id, h) && hit(d, Reason::SpamWave, 0) {
+            return true;
+        }
+        let room = self.rooms.entry(room_id).or_default();
+        let room_gcra = room.room_limiter(room_default);
+        if let Err(wait) = room_gcra.check(&mut room.room_tat, now) {
+            if hit(d, Reason::Busy, wait) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Record a copy of text `h` by `viewer`; true when a wave is on.
+    fn raid(&mut self, now: i64, room_id: u64, viewer: u64, h: u64) -> bool {
+        let c = &self.cfg.chat;
+        let (k, window, cap) = (
+            c.raid_viewers.max(2) as usize,
+            (c.raid_window_secs as i64).saturating_mul(1000),
+            c.raid_capacity.max(1),
+        );
+        let room = self.rooms.entry(room_id).or_default();
+        if !room.raids.contains_key(&h) {
+            while room.raids.len() >= cap {
+                match room.raid_order.pop_front() {
+                    Some(old) => {
+                        room.raids.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+            room.raid_order.push_back(h);
+        }
+        let e: &mut RaidEntry = room.raids.entry(h).or_default();
+        if now - e.last_ms >= window {
+            // Quiet for a whole window: any wave is over.
+            e.wave = false;
+        }
+        e.last_ms = now;
+        e.viewers.retain(|(_, t)| now - t < window);
+        let len = e.viewers.len();
+        match e.viewers.iter_mut().find(|(v, _)| *v == viewer) {
+            Some(slot) => slot.1 = now,
+            None if len < k => e.viewers.push((viewer, now)),
+            None => {}
+        }
+        if e.viewers.len() >= k {
+            e.wave = true;
+        }
+        e.wave
+    }
+
+    /// Room-stage checks of a lead (form, phone format). `phone_key` maps
+    /// the E.164 phone to its keyed HMAC (the I/O layer holds the key).
+    /// Returns `Err(decision)` for a replay.
+    pub fn lead_start(
+        &mut self,
+        now_ms: i64,
+        ev: &Event,
+        lead: &Lead,
+        ip: &str,
+        phone_key: impl Fn(&str) -> String,
+    ) -> Result<LeadCheck, Decision> {
+        let key = ClientKey {
+            room: ev.room_id,
+            viewer: ev.viewer_id,
+            lead: true,
+            id: lead.client_lead_id,
+        };
+        if let Some(&(verdict, reason)) = self.seen.get(&key, now_ms) {
+            return Err(Decision {
+                verdict,
+                reason,
+                replay: true,
+                ..Decision::ACCEPT
+            });
+        }
+        let l = &self.cfg.leads;
+        let mut c = LeadCheck {
+            room_id: ev.room_id,
+            viewer_id: ev.viewer_id,
+            phone_e164: String::new(),
+            phone_key: String::new(),
+            ip: ip.to_owned(),
+            reasons: ReasonSet::EMPTY,
+            dry_run: ReasonSet::EMPTY,
+            penalty: 0,
+        };
+        let mut flags = Vec::new();
+        match phone::to_e164(&lead.phone, &l.default_country) {
+            Ok(e164) => {
+                match phone::classify(&e164) {
+                    phone::PhoneClass::Mobile => {}
+                    phone::PhoneClass::VirtualOperator => flags.push(Reason::VirtualOperator),
+                    phone::PhoneClass::Unreachable => flags.push(Reason::PhoneUnreachable),
+                    phone::PhoneClass::Invalid => flags.push(Reason::PhoneInvalid),
+                }
+                if phone::looks_fake(&e164) {
+                    flags.push(Reason::FakePattern);
+                }
+                c.phone_key = phone_key(&e164);
+                c.phone_e164 = e164;
+            }
+            Err(_) => {
+                flags.push(Reason::PhoneInvalid);
+                c.phone_key = phone_key(lead.phone.trim());
+            }
+        }
+        if !lead.consent {
+            flags.push(Reason::NoConsent);
+        }
+        if !lead.honeypot.is_empty() {
+            flags.push(Reason::BotHoneypot);
+        }
+        if lead.fill_ms < l.min_fill_ms {
+            flags.push(Reason::TooFast);
+        }
+        for r in flags {
+            self.flag(&mut c, r);
+        }
+        Ok(c)
+    }
+
+    fn flag(&self, c: &mut LeadCheck, r: Reason) {
+        if self.dry_run.contains(r) {
+            c.dry_run.insert(r);
+            return;
+        }
+        c.reasons.insert(r);
+        let l = &self.cfg.leads;
+        c.penalty += match r {
+            Reason::VirtualOperator => u32::from(l.virtual_operator_penalty),
+            Reason::FakePattern => u32::from(l.fake_pattern_penalty),
+            _ => 0,
+        };
+    }
+
+    /// Run one stage's checks (on the shard owning `stage.key(check)`).
+    pub fn lead_stage(&mut self, now_ms: i64, stage: LeadStage, c: &mut LeadCheck) {
+        let l = &self.cfg.leads;
+        let window = (l.velocity_window_secs as i64).saturating_mul(1000);
+        match stage {
+            LeadStage::Phone => {
+                let max_rooms = l.max_rooms_per_phone as usize;
+                if c.phone_e164.is_empty() {
+                    return;
+                }
+                let dup_key = (c.phone_key.clone(), c.room_id);
+                if self.phone_rooms.get(&dup_key, now_ms).is_some() {
+                    self.flag(c, Reason::DuplicateLead);
+                } else {
+                    self.phone_rooms.insert(dup_key, (), now_ms);
+                }
+                let mut rooms = self
+                    .phone_velocity
+                    .get(&c.phone_key, now_ms)
+                    .cloned()
+                    .unwrap_or_default();
+                rooms.retain(|(_, t)| now_ms - t < window);
+                if !rooms.iter().any(|(r, _)| *r == c.room_id) {
+                    rooms.push((c.room_id, now_ms));
+                }
+                let too_many = rooms.len() > max_rooms;
+                rooms.truncate(max_rooms + 1);
+                self.phone_velocity
+                    .insert(c.phone_key.clone(), rooms, now_ms);
+                if too_many {
+                    self.flag(c, Reason::VelocityPhone);
+                }
+            }
+            LeadStage::Ip => {
+                let max = l.max_per_ip as usize;
+                let mut count = self
+                    .ip_velocity
+                    .get(&c.ip, now_ms)
+                    .cloned()
+                    .unwrap_or_default();
+                let before = count.hit(now_ms, window, max + 1);
+                self.ip_velocity.insert(c.ip.clone(), count, now_ms);
+                if before >= max {
+                    self.flag(c, Reason::VelocityIp);
+                }
+            }
+            LeadStage::Viewer => {
+                let max = l.max_per_viewer as usize;
+                let mut count = self
+                    .viewer_velocity
+                    .get(&c.viewer_id, now_ms)
+                    .cloned()
+                    .unwrap_or_default();
+                let before = count.hit(now_ms, window, max + 1);
+                self.viewer_velocity.insert(c.viewer_id, count, now_ms);
+                if before >= max {
+                    self.flag(c, Reason::VelocityViewer);
+                }
+            }
+        }
+    }
+
+    /// The final verdict of a lead whose stages all ran. Called on the
+    /// lead's room shard? No: on the last stage's shard; it only reads the
+    /// check and the config. Records the client id for replays on the room
+    /// shard via [`Guard::lead_seen`].
+    pub fn lead_finish(&self, c: &LeadCheck) -> LeadVerdict {
+        let l = &self.cfg.leads;
+        let mut reasons = c.reasons;
+        if let Some(r) = HARD_LEAD_REJECTS
+            .iter()
+            .copied()
+            .find(|r| reasons.contains(*r))
+        {
+            return LeadVerdict {
+                decision: Decision {
+                    dry_run: c.dry_run,
+                    ..Decision::reject(r, 0)
+                },
+                score: 0,
+                reasons,
+            };
+        }
+        let score = 100u32.saturating_sub(c.penalty).min(100) as u8;
+        let (verdict, reason) = if reasons.contains(Reason::DuplicateLead) {
+            (Verdict::Duplicate, Reason::DuplicateLead)
+        } else if score < l.suspect_below {
+            reasons.insert(Reason::LowScore);
+            let first_flag = reasons
+                .iter()
+                .find(|r| *r != Reason::LowScore)
+                .unwrap_or(Reason::LowScore);
+            (Verdict::Suspect, first_flag)
+        } else {
+            (
+                Verdict::Accepted,
+                reasons.iter().next().unwrap_or(Reason::None),
+            )
+        };
+        LeadVerdict {
+            decision: Decision {
+                verdict,
+                reason,
+                dry_run: c.dry_run,
+                ..Decision::ACCEPT
+            },
+            score,
+            reasons,
+        }
+    }
+
+    /// Remember a lead's client id and verdict for replays (room shard).
+    pub fn lead_seen(
+        &mut self,
+        now_ms: i64,
+        room: u64,
+        viewer: u64,
+        client_lead_id: u64,
+        d: &Decision,
+    ) {
+        let key = ClientKey {
+            room,
+            viewer,
+            lead: true,
+            id: client_lead_id,
+        };
+        self.seen.insert(key, (d.verdict, d.reason), now_ms);
+    }
+
+    /// Apply a live control; returns what to announce.
+    pub fn control(&mut self, now_ms: i64, ctl: &Control) -> Result<Effect, ControlError> {
+        Ok(match ctl {
+            Control::SlowMode { room, secs } => {
+                let r = self.room(*room);
+                r.slow_mode_secs = Some(*secs);
+                r.pinned = true;
+                Effect::Broadcast {
+                    room: *room,
+                    kind: NoticeKind::SlowMode,
+                    value: *secs,
+                }
+            }
+            Control::RoomLimits {
+                room,
+                chat_per_sec,
+                viewer_messages,
+            } => {
+                let r = self.room(*room);
+                if chat_per_sec.is_some() {
+                    r.chat_per_sec = *chat_per_sec;
+                }
+                if viewer_messages.is_some() {
+                    r.viewer_messages = *viewer_messages;
+                }
+                r.pinned = true;
+                Effect::None
+            }
+            Control::AddTerms { room, terms } | Control::RemoveTerms { room, terms } => {
+                let add = matches!(ctl, Control::AddTerms { .. });
+                let edit = |list: &mut Vec<String>| {
+                    for t in terms {
+                        if add {
+                            if !list.contains(t) {
+                                list.push(t.clone());
+                            }
+                        } else {
+                            list.retain(|x| x != t);
+                        }
+                    }
+                };
+                match room {
+                    Some(id) => {
+                        let r = self.room(*id);
+                        let before = r.term_list.clone();
+                        edit(&mut r.term_list);
+                        r.pinned = true;
+                        if let Err(e) = r.rebuild_terms() {
+                            r.term_list = before;
+                            return Err(e.into());
+                        }
+                    }
+                    None => {
+                        let mut list = self.global_terms.clone();
+                        edit(&mut list);
+                        self.global = if list.is_empty() {
+                            None
+                        } else {
+                            Some(BlockedTerms::new(&list)?)
+                        };
+                        self.global_terms = list;
+                    }
+                }
+                Effect::None
+            }
+            Control::Mute { room, viewer, secs } => {
+                let until = if *secs == 0 {
+                    i64::MAX
+                } else {
+                    now_ms.saturating_add((*secs as i64).saturating_mul(1000))
+                };
+                let r = self.room(*room);
+                r.pinned = true;
+                r.viewers.entry(*viewer).or_default().muted_until = until;
+                Effect::Viewer {
+                    room: *room,
+                    viewer: *viewer,
+                    kind: NoticeKind::Muted,
+                    value: (*secs).min(u64::from(u32::MAX)) as u32,
+                }
+            }
+            Control::Unmute { room, viewer } => {
+                if let Some(v) = self.room(*room).viewers.get_mut(viewer) {
+                    v.muted_until = 0;
+                }
+                Effect::Viewer {
+                    room: *room,
+                    viewer: *viewer,
+                    kind: NoticeKind::Unmuted,
+                    value: 0,
+                }
+            }
+            Control::Ban { room, viewer } => {
+                let r = self.room(*room);
+                r.pinned = true;
+                r.viewers.entry(*viewer).or_default().banned = true;
+                Effect::Kick {
+                    room: *room,
+                    viewer: *viewer,
+                }
+            }
+            Control::Unban { room, viewer } => {
+                if let Some(v) = self.room(*room).viewers.get_mut(viewer) {
+                    v.banned = false;
+                }
+                Effect::None
+            }
+            Control::DryRun { rule, on } => {
+                if *on {
+                    self.dry_run.insert(*rule);
+                } else {
+                    self.dry_run.remove(*rule);
+                }
+                Effect::None
+            }
+        })
+    }
+
+    /// Current settings of a room (admin API).
+    pub fn room_settings(&self, room: u64) -> RoomSettingsView {
+        let c = &self.cfg.chat;
+        let r = self.rooms.get(&room);
+        RoomSettingsView {
+            room,
+            slow_mode_secs: r.and_then(|r| r.slow_mode_secs).unwrap_or(c.slow_mode_secs),
+            chat_per_sec: r.and_then(|r| r.chat_per_sec).unwrap_or(c.room_per_sec),
+            viewer_messages: r
+                .and_then(|r| r.viewer_messages)
+                .unwrap_or(c.viewer_messages),
+            blocked_terms: r.map(|r| r.term_list.clone()).unwrap_or_default(),
+            global_terms: self.global_terms.clone(),
+            muted: r
+                .map(|r| {
+                    r.viewers
+                        .iter()
+                        .filter(|(_, v)| v.muted_until > 0)
+                        .map(|(id, _)| *id)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            banned: r
+                .map(|r| {
+                    r.viewers
+                        .iter()
+                        .filter(|(_, v)| v.banned)
+                        .map(|(id, _)| *id)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            dry_run: self.dry_run.names(),
+            viewers_tracked: r.map_or(0, |r| r.viewers.len()),
+        }
+    }
+
+    /// Expire state; cheap to call often (sweeps at most once a second).
     pub fn tick(&mut self, now_ms: i64) {
+        if now_ms - self.last_sweep_ms < 1_000 {
+            return;
+        }
+        self.last_sweep_ms = now_ms;
         self.seen.expire(now_ms);
+        self.phone_rooms.expire(now_ms);
+        self.phone_velocity.expire(now_ms);
+        self.ip_velocity.expire(now_ms);
+        self.viewer_velocity.expire(now_ms);
+        let c = &self.cfg.chat;
+        let dup_ms = (c.duplicate_window_secs as i64).saturating_mul(1000);
+        let raid_ms = (c.raid_window_secs as i64).saturating_mul(1000);
+        let mute_window = (c.automute_window_secs as i64).saturating_mul(1000);
+        let (chat, likes) = (self.chat_viewer, self.likes);
+        self.rooms.retain(|_, room| {
+            room.viewers.retain(|_, v| {
+                v.recent.retain(|(_, t)| now_ms - t < dup_ms);
+                v.rejects.expire(now_ms, mute_window);
+                v.sessions > 0
+                    || v.banned
+                    || v.muted_until > now_ms
+                    || !v.recent.is_empty()
+                    || !v.rejects.is_empty()
+                    || !chat.idle(v.chat_tat, now_ms)
+                    || !likes.idle(v.like_tat, now_ms)
+            });
+            room.raids.retain(|_, e| now_ms - e.last_ms < raid_ms);
+            let raids = &room.raids;
+            room.raid_order.retain(|h| raids.contains_key(h));
+            room.pinned || !room.viewers.is_empty() || !room.raids.is_empty()
+        });
+    }
+
+    /// Rooms with state on this shard.
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
     }
 
     /// Client ids currently remembered.
@@ -143,64 +1057,27 @@ impl Guard {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chat(viewer: u64, id: u64) -> Event {
-        Event {
-            room_id: 1,
-            viewer_id: viewer,
-            session_id: 1,
-            received_at_ms: 0,
-            kind: EventKind::Chat {
-                client_msg_id: id,
-                text: "hi".into(),
-            },
-        }
-    }
-
-    #[test]
-    fn resend_is_a_replay_stored_once() {
-        let mut g = Guard::new(&GuardConfig::default());
-        let first = g.decide(0, &chat(1, 10));
-        assert!(first.stores());
-        let again = g.decide(5_000, &chat(1, 10));
-        assert!(again.replay && !again.stores());
-        assert_eq!(again.verdict, Verdict::Accepted);
-        // Another viewer may use the same client id.
-        assert!(g.decide(5_000, &chat(2, 10)).stores());
-    }
-
-    #[test]
-    fn chat_and_lead_ids_are_separate_namespaces() {
-        let mut g = Guard::new(&GuardConfig::default());
-        assert!(g.decide(0, &chat(1, 10)).stores());
-        let lead = Event {
-            kind: EventKind::Lead {
-                lead: Box::default(),
-                ip: String::new(),
-            },
-            ..chat(1, 0)
-        };
-        let mut lead10 = lead.clone();
-        if let EventKind::Lead { lead, .. } = &mut lead10.kind {
-            lead.client_lead_id = 10;
-        }
-        assert!(g.decide(0, &lead10).stores());
-        assert!(g.decide(1, &lead10).replay);
-    }
-
-    #[test]
-    fn window_forgets_after_ttl() {
-        let cfg = GuardConfig {
-            idempotency_window_secs: 10,
-            ..GuardConfig::default()
-        };
-        let mut g = Guard::new(&cfg);
-        assert!(g.decide(0, &chat(1, 1)).stores());
-        assert!(g.decide(9_999, &chat(1, 1)).replay);
-        g.tick(20_000);
-        assert_eq!(g.remembered(), 0);
-    }
+/// A room's effective settings (admin API `GET`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomSettingsView {
+    /// Room.
+    pub room: u64,
+    /// Slow mode seconds.
+    pub slow_mode_secs: u32,
+    /// Room-wide chat cap.
+    pub chat_per_sec: u32,
+    /// Per-viewer messages per period.
+    pub viewer_messages: u32,
+    /// The room's blocked terms.
+    pub blocked_terms: Vec<String>,
+    /// Global blocked terms.
+    pub global_terms: Vec<String>,
+    /// Muted viewers.
+    pub muted: Vec<u64>,
+    /// Banned viewers.
+    pub banned: Vec<u64>,
+    /// Rules in dry-run.
+    pub dry_run: Vec<&'static str>,
+    /// Viewers with guard state in the room.
+    pub viewers_tracked: usize,
 }

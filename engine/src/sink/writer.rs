@@ -18,8 +18,10 @@ use crate::shard::DeferredAck;
 /// A row plus the ack (if any) to send once it is committed.
 #[derive(Debug)]
 pub struct Item<R> {
-    /// The row.
-    pub row: R,
+    /// The row; `None` for an ack that only has to wait for every row
+    /// queued before it (a lead resend answered while the original's row is
+    /// not committed yet).
+    pub row: Option<R>,
     /// Sent after the row's batch is committed (leads: durable acks).
     pub ack: Option<DeferredAck>,
 }
@@ -27,7 +29,10 @@ pub struct Item<R> {
 impl<R> Item<R> {
     /// A row with no deferred ack.
     pub fn row(row: R) -> Self {
-        Item { row, ack: None }
+        Item {
+            row: Some(row),
+            ack: None,
+        }
     }
 }
 
@@ -144,7 +149,7 @@ where
                 msg = rx.recv() => {
                     let Some(items) = msg else { break };
                     for item in items {
-                        let size = item.row.size();
+                        let size = item.row.as_ref().map_or(0, RowSize::size);
                         if let Some(sealed) = batcher.push(item, size, now()) {
                             self.commit(sealed, &mut last_insert, false).await;
                         }
@@ -171,10 +176,13 @@ where
     ) {
         let stats = &self.metrics.tables[self.index];
         let token = format!("{}-{}-{}", self.settings.boot_id, self.table, sealed.seq);
-        let n = sealed.rows.len() as u64;
+        let n = sealed.rows.iter().filter(|i| i.row.is_some()).count() as u64;
         let mut delay = self.settings.retry_initial;
         let started = Instant::now();
         loop {
+            if n == 0 {
+                break;
+            }
             if let Some(prev) = *last {
                 let gap = prev.elapsed();
                 if gap < self.settings.min_interval {
@@ -230,8 +238,8 @@ where
             .with_setting("insert_deduplicate", "1")
             .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
             .with_timeouts(timeout, timeout);
-        for item in rows {
-            insert.write(&item.row).await?;
+        for row in rows.iter().filter_map(|i| i.row.as_ref()) {
+            insert.write(row).await?;
         }
         insert.end().await
     }
@@ -239,7 +247,10 @@ where
     fn set_aside(&self, rows: &[Item<R>], token: &str, error: &str) {
         let stats = &self.metrics.tables[self.index];
         stats.dead_batches.fetch_add(1, Relaxed);
-        stats.dead_rows.fetch_add(rows.len() as u64, Relaxed);
+        stats.dead_rows.fetch_add(
+            rows.iter().filter(|i| i.row.is_some()).count() as u64,
+            Relaxed,
+        );
         let dir = &self.settings.dead_letter_dir;
         let path = dir.join(format!("{token}.jsonl"));
         let mut out = String::new();
@@ -247,8 +258,8 @@ where
             &serde_json::json!({"table": self.table, "token": token, "error": error}).to_string(),
         );
         out.push('\n');
-        for item in rows {
-            match serde_json::to_string(&item.row) {
+        for row in rows.iter().filter_map(|i| i.row.as_ref()) {
+            match serde_json::to_string(row) {
                 Ok(line) => out.push_str(&line),
                 Err(e) => {
                     out.push_str(&serde_json::json!({"unserializable": e.to_string()}).to_string())

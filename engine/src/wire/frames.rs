@@ -150,8 +150,12 @@ pub enum Verdict {
     /// Stored, but flagged: a lead whose score is below the threshold, or a
     /// duplicate lead kept for the record.
     Suspect = 2,
-    /// Not stored as content; recorded in `moderation_events`.
+    /// Not stored as content; recorded in `moderation_events` (leads: stored
+    /// in `leads` with this verdict and its reasons).
     Rejected = 3,
+    /// A lead for a phone already received in this room: stored for the
+    /// record, not handed to consultants as new.
+    Duplicate = 4,
 }
 
 impl Verdict {
@@ -161,6 +165,7 @@ impl Verdict {
             1 => Some(Verdict::Accepted),
             2 => Some(Verdict::Suspect),
             3 => Some(Verdict::Rejected),
+            4 => Some(Verdict::Duplicate),
             _ => None,
         }
     }
@@ -171,6 +176,7 @@ impl Verdict {
             Verdict::Accepted => "accepted",
             Verdict::Suspect => "suspect",
             Verdict::Rejected => "rejected",
+            Verdict::Duplicate => "duplicate",
         }
     }
 }

@@ -19,7 +19,7 @@ pub use frames::{
     AckKind, ArchivedClientFrame, ArchivedServerFrame, ClientFrame, Hello, Lead, Notice,
     NoticeKind, RoomSettings, ServerFrame, Verdict, Welcome,
 };
-pub use reason::{CloseCode, Reason};
+pub use reason::{CloseCode, Reason, ReasonSet};
 
 /// The ALPN protocol identifier both sides must negotiate.
 pub const ALPN: &[u8] = b"roomgate/1";

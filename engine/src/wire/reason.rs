@@ -35,6 +35,52 @@ reasons! {
     Busy = 1, "busy";
     /// Client id seen before; the ack repeats the first verdict.
     Replay = 2, "replay";
+    /// Too many messages / taps from this viewer; retry after `retry_after_ms`.
+    RateLimited = 10, "rate_limited";
+    /// Slow mode: wait `retry_after_ms` between messages.
+    SlowMode = 11, "slow_mode";
+    /// The same text from this viewer within the duplicate window.
+    Duplicate = 12, "duplicate";
+    /// The same text from many viewers at once (copy-paste raid).
+    SpamWave = 13, "spam_wave";
+    /// A blocked term (room or global list), evasions included.
+    BlockedTerm = 14, "blocked_term";
+    /// A link in chat.
+    Link = 15, "link";
+    /// Contact details in chat (phone, WeChat, QQ): poaching viewers.
+    ContactInfo = 16, "contact_info";
+    /// Longer than the room's maximum message length.
+    TooLong = 17, "too_long";
+    /// A repeated-character flood.
+    Flood = 18, "flood";
+    /// The viewer is muted in this room; retry after `retry_after_ms`.
+    Muted = 19, "muted";
+    /// The viewer is banned from this room.
+    Banned = 20, "banned";
+    /// The phone number is not a valid number.
+    PhoneInvalid = 30, "phone_invalid";
+    /// The phone number cannot take a call (IoT / data-only ranges).
+    PhoneUnreachable = 31, "phone_unreachable";
+    /// Flag: a virtual-operator number (lower score).
+    VirtualOperator = 32, "virtual_operator";
+    /// The consent box was not ticked.
+    NoConsent = 33, "no_consent";
+    /// The hidden honeypot field was filled (a bot).
+    BotHoneypot = 34, "bot_honeypot";
+    /// Submitted too soon after the form was shown.
+    TooFast = 35, "too_fast";
+    /// The same phone already left a lead in this room recently.
+    DuplicateLead = 36, "duplicate_lead";
+    /// Too many leads from this viewer.
+    VelocityViewer = 37, "velocity_viewer";
+    /// Too many leads from this IP address.
+    VelocityIp = 38, "velocity_ip";
+    /// The same phone in too many rooms.
+    VelocityPhone = 39, "velocity_phone";
+    /// Flag: the number looks made up (runs like 12345678, 88888888).
+    FakePattern = 40, "fake_pattern";
+    /// Flag: the lead's score is below the suspect threshold.
+    LowScore = 41, "low_score";
 }
 
 impl Reason {
@@ -42,7 +88,65 @@ impl Reason {
     pub fn code(self) -> u16 {
         self as u16
     }
+
+    /// Parse a stable name (config files, admin API).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.as_str() == name)
+    }
 }
+
+/// A set of reasons, as a bitset over [`Reason::ALL`] positions (cheap to
+/// copy, no allocation on the hot path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct ReasonSet(u64);
+
+impl ReasonSet {
+    /// The empty set.
+    pub const EMPTY: ReasonSet = ReasonSet(0);
+
+    fn bit(r: Reason) -> u64 {
+        let i = Reason::ALL.iter().position(|x| *x == r).unwrap_or(0);
+        1u64 << (i as u32 % 64)
+    }
+
+    /// Add a reason.
+    pub fn insert(&mut self, r: Reason) {
+        self.0 |= Self::bit(r);
+    }
+
+    /// Remove a reason.
+    pub fn remove(&mut self, r: Reason) {
+        self.0 &= !Self::bit(r);
+    }
+
+    /// Membership.
+    pub fn contains(self, r: Reason) -> bool {
+        self.0 & Self::bit(r) != 0
+    }
+
+    /// True when empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The reasons, in code order.
+    pub fn iter(self) -> impl Iterator<Item = Reason> {
+        Reason::ALL
+            .iter()
+            .copied()
+            .filter(move |r| self.contains(*r))
+    }
+
+    /// Their names, in code order.
+    pub fn names(self) -> Vec<&'static str> {
+        self.iter().map(Reason::as_str).collect()
+    }
+}
+
+const _: () = assert!(
+    Reason::ALL.len() <= 64,
+    "ReasonSet holds at most 64 reasons"
+);
 
 /// QUIC application close codes. A connection closed by the server carries one
 /// of these; the reason phrase is the [`CloseCode::as_str`] text.

@@ -3,6 +3,7 @@
 //! (`scripts/clickhouse.py`), a fresh database per test.
 
 mod client;
+mod guard;
 mod harness;
 mod outage;
 mod protocol;
