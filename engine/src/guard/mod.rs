@@ -457,12 +457,22 @@ impl Guard {
 
     fn chat(&mut self, now: i64, room_id: u64, viewer_id: u64, text: &str) -> Decision {
         let mut d = Decision::ACCEPT;
-        let decided = self.chat_rules(now, room_id, viewer_id, text, &mut d);
+        let tat_before = self.room(room_id).viewers.entry(viewer_id).or_default().chat_tat;
+        let mut h = 0;
+        let decided = self.chat_rules(now, room_id, viewer_id, text, &mut d, &mut h);
+        let v = self.room(room_id).viewers.entry(viewer_id).or_default();
         if !decided {
-            let room = self.room(room_id);
-            let v = room.viewers.entry(viewer_id).or_default();
+            // Only accepted messages count for slow mode and duplicates.
             v.last_chat_ms = now;
+            v.recent.push_back((h, now));
+            while v.recent.len() > 64 {
+                v.recent.pop_front();
+            }
             return d;
+        }
+        // A rejected message does not use up the viewer's rate budget.
+        if d.reason != Reason::RateLimited {
+            v.chat_tat = tat_before;
         }
         // Auto-mute after repeated rejects (overload `busy` is not the
         // viewer's fault and does not count).
@@ -493,6 +503,7 @@ impl Guard {
         viewer_id: u64,
         text: &str,
         d: &mut Decision,
+        h_out: &mut u64,
     ) -> bool {
         let cfg = &self.cfg.chat;
         let default_slow = cfg.slow_mode_secs;
@@ -563,10 +574,7 @@ impl Guard {
         if duplicate && hit(d, Reason::Duplicate, 0) {
             return true;
         }
-        v.recent.push_back((h, now));
-        while v.recent.len() > 64 {
-            v.recent.pop_front();
-        }
+        *h_out = h;
         if text::is_flood(&norm) && hit(d, Reason::Flood, 0) {
             return true;
         }
@@ -1081,3 +1089,6 @@ pub struct RoomSettingsView {
     /// Viewers with guard state in the room.
     pub viewers_tracked: usize,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Guard unit tests (in progress).
