@@ -61,10 +61,28 @@ const MOBILE_PREFIXES: &[u16] = &[
     180, 181, 182, 183, 184, 185, 186, 187, 188, 189,
 ];
 
-/// A short chat line; `seq` makes it unique-ish (as a real room's messages
-/// are), so the engine's copy-paste filters see ordinary traffic.
+/// `seq` spelled in lowercase letters (0 → "a", 26 → "ba"): a tag that makes
+/// lines unique without adding digit runs, which the engine's contact filter
+/// would rightly read as phone or QQ numbers ("666 1035").
+fn letter_tag(mut seq: u64) -> String {
+    let mut out = Vec::new();
+    loop {
+        out.push(b'a' + (seq % 26) as u8);
+        seq /= 26;
+        if seq == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// A short chat line; a letter tag from `seq` makes it unique-ish (as a real
+/// room's messages are), so the engine's copy-paste filters see ordinary
+/// traffic.
 pub fn chat_text<R: Rng>(rng: &mut R, seq: u64) -> String {
     let line = CHAT_LINES.choose(rng).copied().unwrap_or("主播好");
+    let seq = letter_tag(seq);
     match rng.gen_range(0..4) {
         0 => format!("{line} {seq}"),
         1 => format!("{line} #{seq}"),

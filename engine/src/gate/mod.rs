@@ -85,9 +85,39 @@ pub fn endpoint(cfg: &ServerConfig) -> Result<quinn::Endpoint> {
         .datagram_receive_buffer_size(None);
     let mut server = quinn::ServerConfig::with_crypto(crypto);
     server.transport_config(Arc::new(transport));
-    let ep = quinn::Endpoint::server(server, cfg.listen)
-        .with_context(|| format!("bind QUIC endpoint on {}", cfg.listen))?;
+    let socket =
+        udp_socket(cfg.listen).with_context(|| format!("bind QUIC endpoint on {}", cfg.listen))?;
+    let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
+    let ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
+    .with_context(|| format!("start QUIC endpoint on {}", cfg.listen))?;
     Ok(ep)
+}
+
+/// Socket buffer size asked of the kernel (it may grant less; Linux caps it
+/// at net.core.rmem_max / wmem_max).
+const UDP_BUFFER: usize = 8 << 20;
+
+/// A UDP socket with large buffers: 10,000 viewers saying `Bye` at once
+/// overflow the default ~208 KiB receive buffer.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Best effort: dual-stack where the platform allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    for set in [Socket::set_recv_buffer_size, Socket::set_send_buffer_size] {
+        if let Err(e) = set(&socket, UDP_BUFFER) {
+            tracing::warn!(error = %e, "cannot enlarge UDP socket buffer");
+        }
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Accept connections until shutdown, then wait for every connection task to

@@ -72,6 +72,10 @@ pub struct ChatConfig {
     pub automute_window_secs: u64,
     /// …for this many seconds. Default 300.
     pub automute_secs: u64,
+    /// Only texts at least this long (normalized characters) count towards
+    /// a raid: short cheers ("666", "主播好") are organically repeated by
+    /// many viewers at once. Default 8.
+    pub raid_min_chars: usize,
     /// Texts tracked per room for raid detection (oldest forgotten first).
     /// Default 20,000.
     pub raid_capacity: usize,
@@ -93,6 +97,7 @@ impl Default for ChatConfig {
             automute_rejects: 5,
             automute_window_secs: 60,
             automute_secs: 300,
+            raid_min_chars: 8,
             raid_capacity: 20_000,
         }
     }

@@ -457,7 +457,12 @@ impl Guard {
 
     fn chat(&mut self, now: i64, room_id: u64, viewer_id: u64, text: &str) -> Decision {
         let mut d = Decision::ACCEPT;
-        let tat_before = self.room(room_id).viewers.entry(viewer_id).or_default().chat_tat;
+        let tat_before = self
+            .room(room_id)
+            .viewers
+            .entry(viewer_id)
+            .or_default()
+            .chat_tat;
         let mut h = 0;
         let decided = self.chat_rules(now, room_id, viewer_id, text, &mut d, &mut h);
         let v = self.room(room_id).viewers.entry(viewer_id).or_default();
@@ -594,7 +599,11 @@ impl Guard {
         if text::contact_kind(&norm).is_some() && hit(d, Reason::ContactInfo, 0) {
             return true;
         }
-        if self.raid(now, room_id, viewer_id, h) && hit(d, Reason::SpamWave, 0) {
+        let raid_min = self.cfg.chat.raid_min_chars;
+        if norm.chars().count() >= raid_min
+            && self.raid(now, room_id, viewer_id, h)
+            && hit(d, Reason::SpamWave, 0)
+        {
             return true;
         }
         let room = self.rooms.entry(room_id).or_default();
