@@ -745,7 +745,7 @@ impl Worker {
                         .entry(ev.room_id)
                         .or_default()
                         .insert(ev.session_id, (ev.viewer_id, r.clone()));
-                    let slow = self.guard.room_settings(ev.room_id).slow_mode_secs;
+                    let slow = self.guard.slow_mode_secs(ev.room_id);
                     if slow > 0 {
                         self.effect(&Effect::Viewer {
                             room: ev.room_id,

@@ -109,17 +109,20 @@ pub struct LeadCheck {
 /// owns its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeadStage {
-    /// Phone facts: duplicate in room, rooms per phone.
-    Phone,
     /// IP velocity.
     Ip,
     /// Viewer velocity.
     Viewer,
+    /// Phone facts: duplicate in room, rooms per phone. Last, so it knows
+    /// whether the lead is rejected and only registers phones of leads
+    /// that will be stored as leads (a rejected lead must not make the
+    /// viewer's corrected resubmission a duplicate).
+    Phone,
 }
 
 impl LeadStage {
     /// Stages after the room's own checks, in order.
-    pub const ORDER: [LeadStage; 3] = [LeadStage::Phone, LeadStage::Ip, LeadStage::Viewer];
+    pub const ORDER: [LeadStage; 3] = [LeadStage::Ip, LeadStage::Viewer, LeadStage::Phone];
 
     /// The routing key of this stage for `check`.
     pub fn key(self, check: &LeadCheck) -> u64 {
@@ -285,6 +288,8 @@ pub struct Guard {
     ip_velocity: Window<String, SlidingCount>,
     viewer_velocity: Window<u64, SlidingCount>,
     last_sweep_ms: i64,
+    /// Latest time passed in (for read-only views such as `room_settings`).
+    last_now_ms: i64,
 }
 
 fn text_hash(s: &str) -> u64 {
@@ -348,6 +353,7 @@ impl Guard {
             ip_velocity: Window::new(vel_ms, l.capacity),
             viewer_velocity: Window::new(vel_ms, l.capacity),
             last_sweep_ms: 0,
+            last_now_ms: 0,
             cfg: cfg.clone(),
         })
     }
@@ -364,6 +370,7 @@ impl Guard {
     /// Decide on a session, chat or like event at `now_ms` (Unix ms).
     /// Leads go through [`Guard::lead_start`].
     pub fn decide(&mut self, now_ms: i64, ev: &Event) -> Decision {
+        self.last_now_ms = self.last_now_ms.max(now_ms);
         match &ev.kind {
             EventKind::Join { .. } => {
                 let banned = {
@@ -406,9 +413,14 @@ impl Guard {
                     };
                 }
                 let d = self.chat(now_ms, ev.room_id, ev.viewer_id, text);
-                // `busy` is an overload answer, not a verdict on the message:
-                // a resend after `retry_after_ms` is decided afresh.
-                if d.reason != Reason::Busy {
+                // A reject that says "retry after" (overload, rate, slow
+                // mode, mute) is not a verdict on the message: a resend with
+                // the same id after `retry_after_ms` is decided afresh.
+                let retryable = matches!(
+                    d.reason,
+                    Reason::Busy | Reason::RateLimited | Reason::SlowMode | Reason::Muted
+                );
+                if !retryable {
                     self.seen.insert(key, (d.verdict, d.reason), now_ms);
                 }
                 d
@@ -559,6 +571,10 @@ impl Guard {
         if text.chars().count() > max_chars && hit(d, Reason::TooLong, 0) {
             return true;
         }
+        let norm = text::normalize(text);
+        if norm.is_empty() && hit(d, Reason::Empty, 0) {
+            return true;
+        }
         if slow > 0 && v.last_chat_ms > 0 {
             let next = v.last_chat_ms + i64::from(slow) * 1000;
             if now < next && hit(d, Reason::SlowMode, (next - now) as u32) {
@@ -570,7 +586,6 @@ impl Guard {
                 return true;
             }
         }
-        let norm = text::normalize(text);
         let h = text_hash(&norm);
         while v.recent.front().is_some_and(|(_, t)| now - t >= dup_ms) {
             v.recent.pop_front();
@@ -751,9 +766,10 @@ impl Guard {
                     return;
                 }
                 let dup_key = (c.phone_key.clone(), c.room_id);
+                let rejected = HARD_LEAD_REJECTS.iter().any(|r| c.reasons.contains(*r));
                 if self.phone_rooms.get(&dup_key, now_ms).is_some() {
                     self.flag(c, Reason::DuplicateLead);
-                } else {
+                } else if !rejected {
                     self.phone_rooms.insert(dup_key, (), now_ms);
                 }
                 let mut rooms = self
@@ -826,6 +842,19 @@ impl Guard {
         let score = 100u32.saturating_sub(c.penalty).min(100) as u8;
         let (verdict, reason) = if reasons.contains(Reason::DuplicateLead) {
             (Verdict::Duplicate, Reason::DuplicateLead)
+        } else if score < l.suspect_below && self.dry_run.contains(Reason::LowScore) {
+            let mut dry = c.dry_run;
+            dry.insert(Reason::LowScore);
+            return LeadVerdict {
+                decision: Decision {
+                    verdict: Verdict::Accepted,
+                    reason: reasons.iter().next().unwrap_or(Reason::None),
+                    dry_run: dry,
+                    ..Decision::ACCEPT
+                },
+                score,
+                reasons,
+            };
         } else if score < l.suspect_below {
             reasons.insert(Reason::LowScore);
             let first_flag = reasons
@@ -871,6 +900,7 @@ impl Guard {
 
     /// Apply a live control; returns what to announce.
     pub fn control(&mut self, now_ms: i64, ctl: &Control) -> Result<Effect, ControlError> {
+        self.last_now_ms = self.last_now_ms.max(now_ms);
         Ok(match ctl {
             Control::SlowMode { room, secs } => {
                 let r = self.room(*room);
@@ -987,6 +1017,14 @@ impl Guard {
         })
     }
 
+    /// The room's slow mode, seconds (cheap: for every join).
+    pub fn slow_mode_secs(&self, room: u64) -> u32 {
+        self.rooms
+            .get(&room)
+            .and_then(|r| r.slow_mode_secs)
+            .unwrap_or(self.cfg.chat.slow_mode_secs)
+    }
+
     /// Current settings of a room (admin API).
     pub fn room_settings(&self, room: u64) -> RoomSettingsView {
         let c = &self.cfg.chat;
@@ -1004,7 +1042,7 @@ impl Guard {
                 .map(|r| {
                     r.viewers
                         .iter()
-                        .filter(|(_, v)| v.muted_until > 0)
+                        .filter(|(_, v)| v.muted_until > self.last_now_ms)
                         .map(|(id, _)| *id)
                         .collect()
                 })
@@ -1025,6 +1063,7 @@ impl Guard {
 
     /// Expire state; cheap to call often (sweeps at most once a second).
     pub fn tick(&mut self, now_ms: i64) {
+        self.last_now_ms = self.last_now_ms.max(now_ms);
         if now_ms - self.last_sweep_ms < 1_000 {
             return;
         }
@@ -1039,7 +1078,9 @@ impl Guard {
         let raid_ms = (c.raid_window_secs as i64).saturating_mul(1000);
         let mute_window = (c.automute_window_secs as i64).saturating_mul(1000);
         let (chat, likes) = (self.chat_viewer, self.likes);
+        let default_slow = c.slow_mode_secs;
         self.rooms.retain(|_, room| {
+            let slow_ms = i64::from(room.slow_mode_secs.unwrap_or(default_slow)) * 1000;
             room.viewers.retain(|_, v| {
                 v.recent.retain(|(_, t)| now_ms - t < dup_ms);
                 v.rejects.expire(now_ms, mute_window);
@@ -1048,6 +1089,7 @@ impl Guard {
                     || v.muted_until > now_ms
                     || !v.recent.is_empty()
                     || !v.rejects.is_empty()
+                    || now_ms - v.last_chat_ms < slow_ms
                     || !chat.idle(v.chat_tat, now_ms)
                     || !likes.idle(v.like_tat, now_ms)
             });

@@ -57,6 +57,8 @@ reasons! {
     Muted = 19, "muted";
     /// The viewer is banned from this room.
     Banned = 20, "banned";
+    /// Nothing left after normalization (blank or invisible characters only).
+    Empty = 21, "empty";
     /// The phone number is not a valid number.
     PhoneInvalid = 30, "phone_invalid";
     /// The phone number cannot take a call (IoT / data-only ranges).
