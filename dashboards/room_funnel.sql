@@ -23,8 +23,9 @@
 
 -- query: Room funnel per minute (last 3 hours)
 -- One row per room and minute. watch_minutes is the watch time of the
--- sessions that ended in that minute. accepted_lead_rate = accepted leads /
--- stored leads. rejects = chat and lead rejects (moderation_events).
+-- sessions that ended in that minute. leads counts every lead (all
+-- verdicts); accepted_lead_rate = accepted leads / leads. rejects = chat
+-- rejects and like pushes over the per-viewer cap (moderation_events).
 SELECT
     room_id, minute, joins, leaves, watch_minutes, chat, likes, leads, leads_accepted,
     round(leads_accepted / nullIf(leads, 0), 3) AS accepted_lead_rate,
@@ -94,41 +95,39 @@ LEFT JOIN
 ORDER BY viewers DESC;
 
 -- query: Leads per room with verdict breakdown (last 7 days)
--- by_verdict counts stored leads per verdict; rejected_leads counts lead
--- rejects recorded in moderation_events. distinct_phones uses the keyed
--- phone HMAC, never the phone itself.
+-- Every lead is stored with its verdict (accepted, suspect, duplicate,
+-- rejected); by_verdict also shows verdicts added later. distinct_phones
+-- uses the keyed phone HMAC, never the phone itself. Reasons: next query.
 SELECT
     room_id,
-    leads_stored,
-    accepted,
-    by_verdict,
-    rejected_leads,
-    round(accepted / nullIf(leads_stored + rejected_leads, 0), 3) AS accepted_rate_of_all,
-    distinct_phones,
-    with_consent,
-    median_fill_ms
-FROM
-(
-    SELECT
-        room_id,
-        count()                                          AS leads_stored,
-        countIf(verdict = 'accepted')                    AS accepted,
-        sumMap(map(toString(verdict), toUInt64(1)))      AS by_verdict,
-        uniqExact(phone_hmac)                            AS distinct_phones,
-        countIf(consent)                                 AS with_consent,
-        quantileExact(0.5)(fill_ms)                      AS median_fill_ms
-    FROM roomgate.leads
-    WHERE ts >= now() - INTERVAL 7 DAY
-    GROUP BY room_id
-) AS l
-FULL OUTER JOIN
-(
-    SELECT room_id, count() AS rejected_leads
-    FROM roomgate.moderation_events
-    WHERE kind = 'lead' AND NOT dry_run AND ts >= now() - INTERVAL 7 DAY
-    GROUP BY room_id
-) AS r USING (room_id)
-ORDER BY leads_stored DESC;
+    count()                                           AS leads,
+    countIf(verdict = 'accepted')                     AS accepted,
+    countIf(verdict = 'suspect')                      AS suspect,
+    countIf(verdict = 'duplicate')                    AS duplicate,
+    countIf(verdict = 'rejected')                     AS rejected,
+    round(countIf(verdict = 'accepted') / count(), 3) AS accepted_rate,
+    sumMap(map(toString(verdict), toUInt64(1)))       AS by_verdict,
+    round(avg(score), 1)                              AS avg_score,
+    uniqExact(phone_hmac)                             AS distinct_phones,
+    countIf(consent)                                  AS with_consent,
+    quantileExact(0.5)(fill_ms)                       AS median_fill_ms
+FROM roomgate.leads
+WHERE ts >= now() - INTERVAL 7 DAY
+GROUP BY room_id
+ORDER BY leads DESC;
+
+-- query: Lead reasons (last 7 days)
+-- Every reason found on leads, rejects and flags, by verdict.
+SELECT
+    room_id,
+    reason,
+    verdict,
+    count() AS leads
+FROM roomgate.leads
+ARRAY JOIN reasons AS reason
+WHERE ts >= now() - INTERVAL 7 DAY
+GROUP BY room_id, reason, verdict
+ORDER BY room_id, leads DESC;
 
 -- query: Concurrent viewers per minute (approximation, last 24 hours)
 -- A session counts in every minute between its join and its leave (or
@@ -175,7 +174,9 @@ ORDER BY room_id, messages DESC
 LIMIT 10 BY room_id;
 
 -- query: Moderation by reason (last 24 hours)
--- dry_run = true rows are would-be rejects of rules in dry-run mode.
+-- Chat rejects and like taps over the cap (kind = 'chat' / 'like');
+-- dry_run = true rows are would-be rejects of rules in dry-run mode. Lead
+-- rejects are in roomgate.leads (verdict = 'rejected'), not here.
 SELECT
     room_id,
     kind,

@@ -17,7 +17,11 @@ CREATE TABLE IF NOT EXISTS {db}.room_minute
 )
 ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY (room_id, minute);
+ORDER BY (room_id, minute)
+-- Retries are deduplicated in the source tables; with this window (and the
+-- engine's deduplicate_blocks_in_dependent_materialized_views=1) the views'
+-- blocks are too, so a retried insert never counts twice here.
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.room_minute_sessions_mv TO {db}.room_minute AS
 SELECT room_id, toStartOfMinute(ts) AS minute,

@@ -212,52 +212,60 @@ impl Default for ClickHouseConfig {
 }
 
 /// `[batch]`: the default policy and per-table overrides.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Policy for every table without an override.
+    /// Policy for every table, unless overridden.
     pub default: BatchPolicy,
-    /// `leads` override. Default max age 250 ms: a lead's ack waits for its
-    /// row to be committed, so this bounds lead ack latency.
-    pub leads: Option<BatchPolicy>,
-    /// `chat_messages` override.
-    pub chat_messages: Option<BatchPolicy>,
-    /// `like_ticks` override.
-    pub like_ticks: Option<BatchPolicy>,
-    /// `sessions` override.
-    pub sessions: Option<BatchPolicy>,
-    /// `moderation_events` override.
-    pub moderation_events: Option<BatchPolicy>,
+    /// `leads` overrides. Built-in: `max_age_ms = 250`, since a lead's ack
+    /// waits for its row to be committed and this bounds lead ack latency.
+    pub leads: BatchOverride,
+    /// `chat_messages` overrides.
+    pub chat_messages: BatchOverride,
+    /// `like_ticks` overrides.
+    pub like_ticks: BatchOverride,
+    /// `sessions` overrides.
+    pub sessions: BatchOverride,
+    /// `moderation_events` overrides.
+    pub moderation_events: BatchOverride,
 }
 
-impl Default for BatchConfig {
-    fn default() -> Self {
-        BatchConfig {
-            default: BatchPolicy::default(),
-            leads: Some(BatchPolicy {
-                max_age_ms: 250,
-                ..BatchPolicy::default()
-            }),
-            chat_messages: None,
-            like_ticks: None,
-            sessions: None,
-            moderation_events: None,
-        }
-    }
+/// Per-table overrides: a field not given falls back to the table's
+/// built-in value, then to `[batch.default]`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchOverride {
+    /// Seal at this many rows.
+    pub max_rows: Option<usize>,
+    /// Seal at this many estimated bytes.
+    pub max_bytes: Option<usize>,
+    /// Seal when the oldest row is this old, ms.
+    pub max_age_ms: Option<u64>,
 }
+
+/// Built-in maximum age of a `leads` batch, ms.
+pub const LEADS_MAX_AGE_MS: u64 = 250;
 
 impl BatchConfig {
-    /// The policy for `table`.
+    /// The effective policy for `table`.
     pub fn policy(&self, table: &str) -> BatchPolicy {
-        let o = match table {
-            "leads" => self.leads,
-            "chat_messages" => self.chat_messages,
-            "like_ticks" => self.like_ticks,
-            "sessions" => self.sessions,
-            "moderation_events" => self.moderation_events,
-            _ => None,
+        let (o, builtin_age) = match table {
+            "leads" => (self.leads, Some(LEADS_MAX_AGE_MS)),
+            "chat_messages" => (self.chat_messages, None),
+            "like_ticks" => (self.like_ticks, None),
+            "sessions" => (self.sessions, None),
+            "moderation_events" => (self.moderation_events, None),
+            _ => (BatchOverride::default(), None),
         };
-        o.unwrap_or(self.default)
+        let d = self.default;
+        BatchPolicy {
+            max_rows: o.max_rows.unwrap_or(d.max_rows),
+            max_bytes: o.max_bytes.unwrap_or(d.max_bytes),
+            max_age_ms: o
+                .max_age_ms
+                .or(builtin_age.map(|b| b.min(d.max_age_ms)))
+                .unwrap_or(d.max_age_ms),
+        }
     }
 }
 
@@ -378,12 +386,19 @@ mod tests {
     #[test]
     fn defaults_and_overrides_parse() {
         let c = Config::from_toml(
-            "[shards]\ncount = 3\n[batch.leads]\nmax_age_ms = 100\n[clickhouse]\ndatabase = \"x\"\n",
+            "[shards]\ncount = 3\n[batch.default]\nmax_rows = 9\n[batch.leads]\nmax_bytes = 100\n[clickhouse]\ndatabase = \"x\"\n",
         )
         .unwrap();
         assert_eq!(c.shards.count, 3);
-        assert_eq!(c.batch.policy("leads").max_age_ms, 100);
-        assert_eq!(c.batch.policy("chat_messages").max_rows, 50_000);
+        // An override of one field keeps the others: the leads age stays
+        // 250 ms, rows come from [batch.default].
+        let leads = c.batch.policy("leads");
+        assert_eq!(
+            (leads.max_rows, leads.max_bytes, leads.max_age_ms),
+            (9, 100, 250)
+        );
+        assert_eq!(c.batch.policy("chat_messages").max_rows, 9);
+        assert_eq!(c.batch.policy("chat_messages").max_age_ms, 1_000);
         assert!(Config::from_toml("[nope]\n").is_err());
     }
 

@@ -149,7 +149,7 @@ impl Engine {
             limits,
             room_settings: RoomSettings {
                 slow_mode_secs: 0,
-                max_chat_chars: limits.max_chat_chars as u32,
+                max_chat_chars: limits.max_chat_chars.min(cfg.guard.chat.max_chars) as u32,
                 max_frame_bytes: limits.max_frame as u32,
             },
             handshake_timeout: Duration::from_millis(cfg.server.handshake_timeout_ms),
@@ -158,7 +158,8 @@ impl Engine {
             max_connections: cfg.server.max_connections,
             moderation: sink_tx.moderation.clone(),
             shutdown: shutdown_rx,
-            next_session: AtomicU64::new((boot_ms as u64 / 1000) << 20),
+            // Random high half: unique across restarts and across nodes.
+            next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 32),
         });
         drop(sink_tx);
         tracing::info!(

@@ -170,6 +170,14 @@ fn main() -> Result<()> {
             rt.block_on(roomgate::engine::run(cfg, stop_signal()))
         }
         Cmd::Migrate => {
+            if !cfg
+                .clickhouse
+                .database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                anyhow::bail!("clickhouse.database must be [A-Za-z0-9_]+");
+            }
             let applied = rt.block_on(roomgate::engine::migrate(&cfg))?;
             println!(
                 "migrations applied: {applied:?} (database {})",

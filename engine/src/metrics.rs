@@ -96,8 +96,8 @@ pub struct Metrics {
     pub tables: [TableStats; 5],
     /// Moderation rows dropped because the sink queue was full (overload).
     pub moderation_dropped: AtomicU64,
-    /// Client ids forgotten early by the idempotency window.
-    pub idempotency_evicted: AtomicU64,
+    /// Client ids forgotten early by the idempotency window, per shard.
+    pub idempotency_evicted: Vec<AtomicU64>,
 }
 
 fn close_index(c: CloseCode) -> usize {
@@ -131,7 +131,7 @@ impl Metrics {
             queue_depth: (0..shards).map(|_| AtomicI64::new(0)).collect(),
             tables: Default::default(),
             moderation_dropped: AtomicU64::new(0),
-            idempotency_evicted: AtomicU64::new(0),
+            idempotency_evicted: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -222,6 +222,25 @@ impl Metrics {
         }
         head(
             &mut s,
+            "roomgate_dry_run_total",
+            "counter",
+            "Would-be rejects of rules in dry-run, by kind and rule.",
+        );
+        for k in Kind::ALL {
+            for r in Reason::ALL.iter().filter(|r| **r != Reason::None) {
+                let n = self.dry_runs[k as usize][reason_index(*r)].load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        s,
+                        "roomgate_dry_run_total{{kind=\"{}\",rule=\"{}\"}} {n}",
+                        k.as_str(),
+                        r.as_str()
+                    );
+                }
+            }
+        }
+        head(
+            &mut s,
             "roomgate_queue_overflow_total",
             "counter",
             "Shard queue overflow outcomes by kind (waited, busy, coalesced).",
@@ -260,6 +279,28 @@ impl Metrics {
             s,
             "roomgate_like_taps_total {}",
             self.like_taps.load(Relaxed)
+        );
+        head(
+            &mut s,
+            "roomgate_like_taps_admitted_total",
+            "counter",
+            "Like taps admitted by the guard (stored in like_ticks).",
+        );
+        let _ = writeln!(
+            s,
+            "roomgate_like_taps_admitted_total {}",
+            self.like_taps_admitted.load(Relaxed)
+        );
+        head(
+            &mut s,
+            "roomgate_like_taps_limited_total",
+            "counter",
+            "Like taps over the per-viewer cap (rate_limited).",
+        );
+        let _ = writeln!(
+            s,
+            "roomgate_like_taps_limited_total {}",
+            self.like_taps_limited.load(Relaxed)
         );
         head(
             &mut s,
@@ -402,7 +443,10 @@ impl Metrics {
         let _ = writeln!(
             s,
             "roomgate_idempotency_evicted_total {}",
-            self.idempotency_evicted.load(Relaxed)
+            self.idempotency_evicted
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .sum::<u64>()
         );
         s
     }

@@ -442,9 +442,8 @@ impl Worker {
         send_rows(&self.sink.leads, &mut self.out.leads, m, 2);
         send_rows(&self.sink.sessions, &mut self.out.sessions, m, 3);
         send_rows(&self.sink.moderation, &mut self.out.moderation, m, 4);
-        self.metrics
-            .idempotency_evicted
-            .fetch_max(self.guard.evicted_early(), Ordering::Relaxed);
+        self.metrics.idempotency_evicted[self.index]
+            .store(self.guard.evicted_early(), Ordering::Relaxed);
     }
 
     /// Hand completed seconds (all, when `now` is `None`) to the sink.

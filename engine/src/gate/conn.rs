@@ -1,6 +1,6 @@
 //! One viewer connection: handshake, `Hello`, the frame loop, acks out.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,12 @@ enum Out {
 struct ConnReplier {
     tx: mpsc::Sender<Out>,
     conn: quinn::Connection,
+    /// The close code the engine closed this connection with (`NOT_CLOSED`
+    /// until then), so the session records why it ended.
+    closed_with: Arc<AtomicU32>,
 }
+
+const NOT_CLOSED: u32 = u32::MAX;
 
 impl Replier for ConnReplier {
     fn reply(&self, frame: ServerFrame) {
@@ -39,13 +44,19 @@ impl Replier for ConnReplier {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // The viewer does not read its acks: bounded memory wins.
-                close(&self.conn, CloseCode::SlowConsumer);
+                self.close(CloseCode::SlowConsumer);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
     fn close(&self, code: CloseCode) {
+        let _ = self.closed_with.compare_exchange(
+            NOT_CLOSED,
+            code.code(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         close(&self.conn, code);
     }
 }
@@ -81,24 +92,32 @@ pub(super) async fn refuse(incoming: quinn::Incoming, ctx: Arc<GateCtx>) {
 pub(super) async fn run(incoming: quinn::Incoming, ctx: Arc<GateCtx>) {
     let ip = incoming.remote_address().ip().to_string();
     let deadline = Instant::now() + ctx.handshake_timeout;
+    // `connections_open` was incremented by the accept loop.
+    let code = handshake_and_session(incoming, &ctx, ip, deadline).await;
+    ctx.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    if let Some(code) = code {
+        ctx.metrics.close(code);
+    }
+}
+
+async fn handshake_and_session(
+    incoming: quinn::Incoming,
+    ctx: &Arc<GateCtx>,
+    ip: String,
+    deadline: Instant,
+) -> Option<CloseCode> {
     let Ok(connecting) = incoming.accept() else {
-        return;
+        return None;
     };
     let conn = match tokio::time::timeout_at(deadline.into(), connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "handshake failed");
-            return;
+            return None;
         }
-        Err(_) => {
-            ctx.metrics.close(CloseCode::HelloTimeout);
-            return;
-        }
+        Err(_) => return Some(CloseCode::HelloTimeout),
     };
-    ctx.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-    let code = session(&conn, &ctx, ip, deadline).await;
-    ctx.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-    ctx.metrics.close(code);
+    Some(session(&conn, ctx, ip, deadline).await)
 }
 
 /// Read exactly one frame during the hello phase.
@@ -166,9 +185,11 @@ async fn session(
         .fetch_add(1, Ordering::Relaxed);
     let session_id = ctx.session_id();
     let (tx, rx) = mpsc::channel(ctx.max_pending_acks.max(4));
+    let closed_with = Arc::new(AtomicU32::new(NOT_CLOSED));
     let replier: Arc<dyn Replier> = Arc::new(ConnReplier {
         tx: tx.clone(),
         conn: conn.clone(),
+        closed_with: closed_with.clone(),
     });
     let writer = tokio::spawn(write_loop(send, rx, conn.clone()));
     let _ = tx
@@ -193,7 +214,11 @@ async fn session(
         ip: s.ip.clone(),
     })
     .await;
-    let code = s.frames(conn, &mut recv, &mut dec, &tx).await;
+    let mut code = s.frames(conn, &mut recv, &mut dec, &tx).await;
+    // A close the engine itself made (ban, slow consumer) names the reason.
+    if let Some(c) = CloseCode::from_code(u64::from(closed_with.load(Ordering::Relaxed))) {
+        code = c;
+    }
     s.flush_likes_wait().await;
     s.push_wait(EventKind::Leave {
         joined_at_ms: now_ms,

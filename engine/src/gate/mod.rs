@@ -72,6 +72,9 @@ pub fn endpoint(cfg: &ServerConfig) -> Result<quinn::Endpoint> {
     transport
         .max_concurrent_bidi_streams(cfg.max_streams_per_connection.into())
         .max_concurrent_uni_streams(0u8.into())
+        // Server keep-alives: a silent viewer whose app is alive stays
+        // connected; a vanished one still times out.
+        .keep_alive_interval(Some(Duration::from_millis(cfg.idle_timeout_ms / 3)))
         .max_idle_timeout(Some(
             Duration::from_millis(cfg.idle_timeout_ms)
                 .try_into()
@@ -132,8 +135,11 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<GateCtx>) {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let open = ctx.metrics.connections_open.load(Ordering::Relaxed);
+                // Counted from accept (not from the end of the handshake), so
+                // a burst of handshakes cannot overshoot the cap.
+                let open = ctx.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
                 if open >= ctx.max_connections as i64 {
+                    ctx.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     ctx.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
                     // Complete the handshake so the viewer sees a clear code
                     // instead of a transport-level refusal.
