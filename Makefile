@@ -52,7 +52,7 @@ e2e: venv ## end-to-end: ClickHouse + engine + loadgen (1,000 viewers), exact co
 	python3 scripts/e2e.py --clickhouse-url http://127.0.0.1:$(TEST_CLICKHOUSE_PORT) --bin-dir target/debug
 
 bench: ## run the criterion benches (release profile; figures in BENCHMARKS.md)
-	$(CARGO) bench -p roomgate-benches
+	$(CARGO) bench -p roomgate-benches --benches
 
 clean: ## remove build outputs (cargo target/ and build/)
 	$(CARGO) clean
