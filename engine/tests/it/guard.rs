@@ -99,6 +99,13 @@ async fn abuse_is_stopped_and_the_legitimate_viewer_is_not() {
     // Every test client shares 127.0.0.1: IP velocity has its own unit test.
     cfg.guard.leads.max_per_ip = 1_000;
     cfg.server.admin_token = Some("test-admin-token".into());
+    // A room configured in the file: slow mode and a room blocked term.
+    cfg.rooms = vec![roomgate::guard::RoomConfig {
+        id: 78,
+        slow_mode_secs: Some(10),
+        blocked_terms: vec!["加群".into()],
+        ..Default::default()
+    }];
     let certs = cfg.server.dev_cert_dir.clone().unwrap();
     let engine = Engine::start(cfg.clone()).await.unwrap();
     let addr = engine.quic_addr();
@@ -241,6 +248,22 @@ async fn abuse_is_stopped_and_the_legitimate_viewer_is_not() {
         }
     }
 
+    // [[rooms]] from the config file: announced at join, enforced.
+    let mut configured = Viewer::join(addr, &certs, 78, 3).await;
+    assert_eq!(notice(&mut configured).await, (NoticeKind::SlowMode, 10));
+    assert_eq!(
+        chat(&mut configured, 1, "大家 加 群 吧").await.1,
+        Reason::BlockedTerm
+    );
+    assert_eq!(
+        chat(&mut configured, 2, "hello everyone").await.0,
+        Verdict::Accepted
+    );
+    assert_eq!(
+        chat(&mut configured, 3, "hello again").await.1,
+        Reason::SlowMode
+    );
+
     // Live controls: dry-run a rule, slow mode, mute and ban.
     let token = "test-admin-token";
     assert_eq!(
@@ -328,14 +351,14 @@ async fn abuse_is_stopped_and_the_legitimate_viewer_is_not() {
 
     let q = |sql: &'static str| scalar(&cfg, sql);
     // Chat: the legitimate viewer's three, 2 raiders, 5 flooder messages,
-    // 1 dry-run contact message.
+    // 1 dry-run contact message, 1 in the configured room.
     assert_eq!(
         q("SELECT count() FROM {db}.chat_messages WHERE viewer_id = 1").await,
         3
     );
     assert_eq!(
         q("SELECT count() FROM {db}.chat_messages").await,
-        3 + 2 + 5 + 1
+        3 + 2 + 5 + 1 + 1
     );
     assert_eq!(
         q("SELECT count() FROM {db}.chat_messages WHERE has(dry_run_reasons, 'contact_info')")
@@ -350,13 +373,13 @@ async fn abuse_is_stopped_and_the_legitimate_viewer_is_not() {
     };
     assert_eq!(reasons("spam_wave", 0).await, raid_rejects);
     assert_eq!(reasons("rate_limited", 0).await, limited + 1); // + the like frame
-    assert_eq!(reasons("blocked_term", 0).await, 2);
+    assert_eq!(reasons("blocked_term", 0).await, 3);
     assert_eq!(reasons("link", 0).await, 1);
     assert_eq!(reasons("contact_info", 0).await, 1);
     assert_eq!(reasons("contact_info", 1).await, 1);
     assert_eq!(reasons("flood", 0).await, 1);
     assert_eq!(reasons("muted", 0).await, 1);
-    assert_eq!(reasons("slow_mode", 0).await, 1);
+    assert_eq!(reasons("slow_mode", 0).await, 2);
     assert_eq!(
         q("SELECT count() FROM {db}.moderation_events WHERE viewer_id = 1").await,
         0
