@@ -1,27 +1,38 @@
 //! `roomgate-loadgen`: simulated live-stream rooms against a roomgate engine.
 //!
 //! # Layout
-//! - [`cli`]: flags, validated into a typed config.
-//! - [`schedule`]: open-loop Poisson arrivals and the join ramp (pure).
-//! - [`content`]: realistic chat lines and lead forms (pure).
-//! - [`room`]: a room's connected viewers and the driver feeding them events.
-//! - [`viewer`]: one viewer's QUIC session (writer, reader, drain, bye).
+//! - [`cli`]: flags over a scenario, validated into a typed config.
+//! - [`scenario`]: the scenario file: classes, join, churn, storms, tolerances.
+//! - [`truth`]: behaviour classes and their viewer index ranges (ground truth).
+//! - [`plan`]: a room's events — when, from whom, what (pure, seeded).
+//! - [`schedule`]: Poisson processes, seed streams, like batching (pure).
+//! - [`content`]: chat lines, lead forms and abuse, checked with the
+//!   engine's own detectors (pure).
+//! - [`room`]: a room's connected viewers and the driver feeding them.
+//! - [`viewer`]: one viewer's QUIC session(s) (writer, reader, drain, bye, churn).
 //! - [`endpoint`]: TLS and QUIC client configuration, UDP endpoints.
-//! - [`stats`]: counters and latency histograms.
+//! - [`stats`]: counters, latency histograms, timeline samples, lead records.
 //! - [`report`]: status line, summary JSON and text table.
+//! - [`html`]: the self-contained HTML report.
+//! - [`verify`]: the run against ClickHouse: stored, missing, precision, recall.
 //! - [`run`]: wires a run together and shuts it down in order.
 
 mod cli;
 mod content;
 mod endpoint;
+mod html;
+mod plan;
 mod report;
 mod room;
 mod run;
+mod scenario;
 mod schedule;
 mod stats;
+mod truth;
+mod verify;
 mod viewer;
 
-use std::process::ExitCode;
+use std::{io::Write as _, path::Path, process::ExitCode};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -29,10 +40,13 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Exit code when `verify` (or `--verify`) finds a failed check.
+const VERIFY_FAILED: u8 = 3;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run().await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("roomgate-loadgen: error: {e:#}");
             ExitCode::FAILURE
@@ -40,9 +54,11 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Exit code 0 once the run started, whatever the server did; errors are
-/// reserved for runs that cannot start (config, secret, certificate, sockets).
-async fn run() -> Result<()> {
+/// Exit code 0 once the run started, whatever the server did (with
+/// `--verify`: 0 when verify passed, 3 when a check failed); 1 for runs
+/// that cannot start (config, secret, certificate, sockets) or cannot be
+/// verified (ClickHouse unreachable, bad summary).
+async fn run() -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -50,18 +66,103 @@ async fn run() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = cli::Args::parse();
-    let cfg = cli::Config::from_args(args, std::env::var(cli::SECRET_ENV).ok())?;
+    let cli = cli::Cli::parse();
+    if let Some(cli::Command::Verify(v)) = cli.command {
+        return verify_cmd(v).await;
+    }
+    let cfg = cli::Config::from_args(cli.run, std::env::var(cli::SECRET_ENV).ok())?;
     let json_path = cfg.summary_json.clone();
-    let summary = run::run(cfg).await?;
+    let html_path = cfg.report_html.clone();
+    let target = cfg.verify.clone();
+    let mut summary = run::run(cfg).await?;
     print!("{}", report::text(&summary));
     for w in report::warnings(&summary) {
         tracing::warn!("{w}");
     }
-    if let Some(path) = json_path {
-        let json = serde_json::to_string_pretty(&summary).context("serialize summary")?;
-        std::fs::write(&path, json + "\n")
-            .with_context(|| format!("--summary-json {}: cannot write", path.display()))?;
+    let mut code = ExitCode::SUCCESS;
+    if let Some((target, settle)) = target {
+        let gt = summary
+            .ground_truth
+            .as_ref()
+            .context("the run has no ground truth")?;
+        let records = gt.lead_records.clone();
+        let tolerances = gt.tolerances.clone();
+        let r = verify::verify(&target, &summary, &records, &tolerances, settle)
+            .await
+            .context("verify")?;
+        println!();
+        print!("{}", verify::text(&r));
+        if !r.passed {
+            code = ExitCode::from(VERIFY_FAILED);
+        }
+        summary.verify = Some(r);
     }
-    Ok(())
+    if let Some(path) = json_path {
+        write_summary(&mut summary, &path)?;
+    }
+    if let Some(path) = html_path {
+        write_file(&path, &html::page(&summary))?;
+        eprintln!("report: {}", path.display());
+    }
+    Ok(code)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Write the summary and, next to it, the lead records (one JSON line each).
+fn write_summary(summary: &mut report::Summary, path: &Path) -> Result<()> {
+    if let Some(gt) = summary.ground_truth.as_mut() {
+        let leads_path = verify::leads_path(path);
+        let mut buf = Vec::new();
+        for l in &gt.lead_records {
+            serde_json::to_writer(&mut buf, l).context("serialize a lead record")?;
+            buf.push(b'\n');
+        }
+        if let Some(dir) = leads_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+        }
+        std::fs::File::create(&leads_path)
+            .and_then(|mut f| f.write_all(&buf))
+            .with_context(|| format!("{}: cannot write", leads_path.display()))?;
+        gt.leads_file = leads_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+    }
+    let json = serde_json::to_string_pretty(summary).context("serialize summary")?;
+    write_file(path, &(json + "\n")).with_context(|| format!("--summary-json {}", path.display()))
+}
+
+async fn verify_cmd(v: cli::VerifyArgs) -> Result<ExitCode> {
+    let (target, settle) = v.clickhouse.target()?;
+    let text = std::fs::read_to_string(&v.summary_json)
+        .with_context(|| format!("--summary-json {}: cannot read", v.summary_json.display()))?;
+    let mut summary: report::Summary = serde_json::from_str(&text)
+        .with_context(|| format!("--summary-json {}: not a summary", v.summary_json.display()))?;
+    let records = verify::load_leads(&summary, &v.summary_json)?;
+    let mut tolerances = summary
+        .ground_truth
+        .as_ref()
+        .map(|g| g.tolerances.clone())
+        .unwrap_or_default();
+    v.tolerances.apply(&mut tolerances)?;
+    let r = verify::verify(&target, &summary, &records, &tolerances, settle).await?;
+    print!("{}", verify::text(&r));
+    let code = if r.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(VERIFY_FAILED)
+    };
+    if let Some(path) = v.report_html {
+        summary.verify = Some(r);
+        write_file(&path, &html::page(&summary))?;
+        eprintln!("report: {}", path.display());
+    }
+    Ok(code)
 }

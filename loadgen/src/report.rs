@@ -9,8 +9,11 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    scenario::Tolerances,
     schedule::Kind,
-    stats::{AckCounts, Stats},
+    stats::{LeadRecord, Stats, Verdicts},
+    truth::{Class, ClassRange},
+    verify::VerifyReport,
 };
 
 /// Counts for chat and lead.
@@ -66,8 +69,8 @@ pub struct AckSummary {
     pub reasons: BTreeMap<String, u64>,
 }
 
-impl From<&AckCounts> for AckSummary {
-    fn from(a: &AckCounts) -> Self {
+impl From<&Verdicts> for AckSummary {
+    fn from(a: &Verdicts) -> Self {
         AckSummary {
             accepted: a.accepted,
             suspect: a.suspect,
@@ -137,7 +140,7 @@ impl From<&Histogram<u64>> for Latency {
 }
 
 /// Latencies: chat and lead from intended send to first ack, handshake from
-/// connect to `Welcome`.
+/// connect to `Welcome`, join from the intended join time to `Welcome`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latencies {
     /// Chat.
@@ -146,6 +149,155 @@ pub struct Latencies {
     pub lead: Latency,
     /// Handshake.
     pub handshake: Latency,
+    /// Join: intended join time → `Welcome` (includes waiting for a
+    /// handshake slot: the join storm's view).
+    #[serde(default)]
+    pub join: Latency,
+}
+
+/// Percentile spectra (the HdrHistogram plot): `[percentile, µs]` points.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spectra {
+    /// Chat.
+    pub chat: Vec<[f64; 2]>,
+    /// Lead.
+    pub lead: Vec<[f64; 2]>,
+    /// Handshake.
+    pub handshake: Vec<[f64; 2]>,
+    /// Join.
+    pub join: Vec<[f64; 2]>,
+}
+
+/// `[percentile, value]` points at 0, 50, 75, 87.5, … % (four per halving
+/// of the tail) up to the maximum.
+pub fn spectrum(h: &Histogram<u64>) -> Vec<[f64; 2]> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut k = 0;
+    loop {
+        let q = 1.0 - 0.5f64.powf(f64::from(k) / 4.0);
+        if q > 0.99999 || 1.0 / (1.0 - q) > h.len() as f64 {
+            break;
+        }
+        out.push([round3(q * 100.0), h.value_at_quantile(q) as f64]);
+        k += 1;
+    }
+    out.push([100.0, h.max() as f64]);
+    out
+}
+
+/// Latency of one timeline bucket, µs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BucketLatency {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Maximum.
+    pub max: u64,
+    /// Samples.
+    pub count: u64,
+}
+
+/// One timeline bucket: rates over the bucket, latency of the events whose
+/// intended send time fell in it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimePoint {
+    /// End of the bucket, seconds from the start.
+    pub t: f64,
+    /// Chat first sends per second.
+    pub chat_per_s: f64,
+    /// Like taps per second.
+    pub taps_per_s: f64,
+    /// Like frames per second.
+    pub like_frames_per_s: f64,
+    /// Lead first sends per second.
+    pub lead_per_s: f64,
+    /// Chat acks per second.
+    pub chat_acks_per_s: f64,
+    /// Lead acks per second.
+    pub lead_acks_per_s: f64,
+    /// Chat first acks rejected, per second.
+    pub chat_rejected_per_s: f64,
+    /// Lead first acks not accepted, per second.
+    pub lead_flagged_per_s: f64,
+    /// Connected viewers at the end of the bucket.
+    pub viewers: u64,
+    /// Chat latency.
+    pub chat: Option<BucketLatency>,
+    /// Lead latency.
+    pub lead: Option<BucketLatency>,
+}
+
+/// Throughput and latency over time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// Bucket width, seconds.
+    pub bucket_s: f64,
+    /// One point per bucket.
+    pub points: Vec<TimePoint>,
+}
+
+/// One class's traffic, summed over rooms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassSummary {
+    /// Viewers of the class over all rooms.
+    pub viewers: u64,
+    /// Every event of the class is abuse.
+    pub abusive: bool,
+    /// Chat and lead first sends; like taps.
+    pub sent: AllKinds,
+    /// Like frames.
+    pub like_frames: u64,
+    /// Chat and lead resends.
+    pub resent: ChatLead,
+    /// Ack outcomes.
+    pub acked: Acked,
+    /// Frames whose ack never came.
+    pub unacked: ChatLead,
+    /// Events planned for the class but not sent (no free connected viewer,
+    /// viewer gone, queue full).
+    pub not_sent: AllKinds,
+}
+
+/// What `verify` needs to map ClickHouse rows back to this run and its
+/// classes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroundTruth {
+    /// Scenario file, if any.
+    pub scenario: Option<String>,
+    /// The scenario's description.
+    pub description: String,
+    /// Seed.
+    pub seed: u64,
+    /// Viewer ids are `room_id * viewer_id_stride + index`.
+    pub viewer_id_stride: u64,
+    /// Rooms of the run.
+    pub room_ids: Vec<u64>,
+    /// Viewers per room.
+    pub viewers_per_room: u32,
+    /// Class of each viewer index range (the same in every room).
+    pub classes: Vec<ClassRange>,
+    /// Client ids (chat and lead) of this run lie in `[first, last]`.
+    pub client_ids: [u64; 2],
+    /// Wall clock at the start of the run, Unix ms.
+    pub started_unix_ms: i64,
+    /// Wall clock at the end of the run, Unix ms.
+    pub ended_unix_ms: i64,
+    /// File (next to the summary) with one JSON line per lead sent: room,
+    /// viewer, client id, acked verdict (or `unacked`), class.
+    pub leads_file: Option<String>,
+    /// Leads in it.
+    pub leads: usize,
+    /// The scenario's `[verify]` tolerances.
+    pub tolerances: Tolerances,
+    /// The leads themselves (in memory only; written to `leads_file`).
+    #[serde(skip)]
+    pub lead_records: Vec<LeadRecord>,
 }
 
 /// Connection outcomes.
@@ -157,6 +309,10 @@ pub struct Connections {
     pub connected: u64,
     /// Attempts that did not.
     pub failed: u64,
+    /// Viewers that left and came back (churn): their second attempts are
+    /// in `attempted` too.
+    #[serde(default)]
+    pub rejoined: u64,
     /// Why attempts failed (close code name or error kind).
     pub failures: BTreeMap<String, u64>,
     /// How every attempted connection ended: `normal` after `Bye`, a close
@@ -230,6 +386,21 @@ pub struct Summary {
     pub duration_s: f64,
     /// Seconds from start to the end of shutdown (ramp, load, drain, close).
     pub wall_s: f64,
+    /// Per class (by name): what it sent and what came back.
+    #[serde(default)]
+    pub classes: BTreeMap<String, ClassSummary>,
+    /// What `verify` needs.
+    #[serde(default)]
+    pub ground_truth: Option<GroundTruth>,
+    /// Throughput and latency over time.
+    #[serde(default)]
+    pub timeline: Option<Timeline>,
+    /// Latency percentile spectra.
+    #[serde(default)]
+    pub latency_spectrum: Option<Spectra>,
+    /// The verify report, when the run was verified (`--verify`).
+    #[serde(default)]
+    pub verify: Option<VerifyReport>,
 }
 
 /// Build the summary from the run's counters.
@@ -251,8 +422,8 @@ pub fn summarize(
             lead: stats.resent.get(Kind::Lead),
         },
         acked: Acked {
-            chat: (&d.acks[Kind::Chat.index()]).into(),
-            lead: (&d.acks[Kind::Lead.index()]).into(),
+            chat: (&d.acks[Kind::Chat.index()].verdicts).into(),
+            lead: (&d.acks[Kind::Lead.index()].verdicts).into(),
         },
         unacked: ChatLead {
             chat: stats.unacked.get(Kind::Chat),
@@ -272,11 +443,13 @@ pub fn summarize(
             chat: (&d.acks[Kind::Chat.index()].latency).into(),
             lead: (&d.acks[Kind::Lead.index()].latency).into(),
             handshake: (&d.handshake).into(),
+            join: (&d.join).into(),
         },
         connections: Connections {
             attempted: stats.attempted.load(Relaxed),
             connected: stats.connected.load(Relaxed),
             failed: stats.failed.load(Relaxed),
+            rejoined: stats.rejoins.load(Relaxed),
             failures: d.failures.clone(),
             close_codes: d.close_codes.clone(),
         },
@@ -297,7 +470,87 @@ pub fn summarize(
         config,
         duration_s: round3(duration.as_secs_f64()),
         wall_s: round3(wall.as_secs_f64()),
+        classes: BTreeMap::new(),
+        ground_truth: None,
+        timeline: None,
+        latency_spectrum: None,
+        verify: None,
     }
+}
+
+fn bucket_latency(h: &Option<Histogram<u64>>) -> Option<BucketLatency> {
+    h.as_ref().filter(|h| !h.is_empty()).map(|h| BucketLatency {
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        max: h.max(),
+        count: h.len(),
+    })
+}
+
+/// Add what the basic summary lacks: per-class counts (`counts` = viewers
+/// per class over all rooms), the timeline and the latency spectra.
+pub fn add_details(s: &mut Summary, stats: &Stats, counts: &[(Class, u64)]) {
+    let d = stats.detail();
+    for &(class, viewers) in counts {
+        let k = |f: &crate::stats::PerClassKind| AllKinds::from(|kind| f.get(class, kind));
+        let cl = |f: &crate::stats::PerClassKind| ChatLead {
+            chat: f.get(class, Kind::Chat),
+            lead: f.get(class, Kind::Lead),
+        };
+        let acks = &d.class_acks[class.index()];
+        s.classes.insert(
+            class.as_str().to_owned(),
+            ClassSummary {
+                viewers,
+                abusive: class.is_abusive(),
+                sent: k(&stats.class_sent),
+                like_frames: stats.class_frames.get(class, Kind::Like),
+                resent: cl(&stats.class_resent),
+                acked: Acked {
+                    chat: (&acks[0]).into(),
+                    lead: (&acks[1]).into(),
+                },
+                unacked: cl(&stats.class_unacked),
+                not_sent: k(&stats.class_not_sent),
+            },
+        );
+    }
+    s.latency_spectrum = Some(Spectra {
+        chat: spectrum(&d.acks[Kind::Chat.index()].latency),
+        lead: spectrum(&d.acks[Kind::Lead.index()].latency),
+        handshake: spectrum(&d.handshake),
+        join: spectrum(&d.join),
+    });
+    let samples = stats.samples();
+    let width = stats.origin().map_or(1.0, |(_, w)| w.as_secs_f64());
+    let mut prev = crate::stats::Sample::default();
+    let mut points = Vec::with_capacity(samples.len());
+    for (i, x) in samples.iter().enumerate() {
+        let dt = (x.t - prev.t).max(1e-9);
+        let rate = |a: u64, b: u64| round3(a.saturating_sub(b) as f64 / dt);
+        let none = [None, None];
+        let lat = d.buckets.get(i).unwrap_or(&none);
+        points.push(TimePoint {
+            t: round3(x.t),
+            chat_per_s: rate(x.chat, prev.chat),
+            taps_per_s: rate(x.taps, prev.taps),
+            like_frames_per_s: rate(x.like_frames, prev.like_frames),
+            lead_per_s: rate(x.lead, prev.lead),
+            chat_acks_per_s: rate(x.chat_acks, prev.chat_acks),
+            lead_acks_per_s: rate(x.lead_acks, prev.lead_acks),
+            chat_rejected_per_s: rate(x.chat_rejected, prev.chat_rejected),
+            lead_flagged_per_s: rate(x.lead_flagged, prev.lead_flagged),
+            viewers: x.viewers,
+            chat: bucket_latency(&lat[0]),
+            lead: bucket_latency(&lat[1]),
+        });
+        prev = *x;
+    }
+    s.timeline = Some(Timeline {
+        bucket_s: width,
+        points,
+    });
 }
 
 fn round3(x: f64) -> f64 {
@@ -384,6 +637,9 @@ pub fn text(s: &Summary) -> String {
         c.attempted, c.connected, c.failed
     );
     let _ = writeln!(o, "  ended: {}", map_line(&c.close_codes));
+    if c.rejoined > 0 {
+        let _ = writeln!(o, "  rejoined after leaving (churn): {}", c.rejoined);
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -456,7 +712,11 @@ pub fn text(s: &Summary) -> String {
         ("chat", &s.latency_us.chat),
         ("lead", &s.latency_us.lead),
         ("handshake", &s.latency_us.handshake),
+        ("join", &s.latency_us.join),
     ] {
+        if name == "join" && l.count == 0 {
+            continue;
+        }
         let _ = writeln!(
             o,
             "{name:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -467,6 +727,10 @@ pub fn text(s: &Summary) -> String {
             ms(l.p999),
             ms(l.max)
         );
+    }
+    if !(s.classes.is_empty() || s.classes.len() == 1 && s.classes.contains_key("viewer")) {
+        let _ = writeln!(o);
+        let _ = write!(o, "{}", class_table(s));
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "reasons: chat {}", map_line(&s.acked.chat.reasons));
@@ -488,6 +752,51 @@ pub fn text(s: &Summary) -> String {
     for w in warnings(s) {
         let _ = writeln!(o, "WARNING: {w}");
     }
+    o
+}
+
+/// Per class: what was sent and how the engine answered (acks).
+pub fn class_table(s: &Summary) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<15} {:>7} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "class",
+        "viewers",
+        "chat",
+        "accepted",
+        "rejected",
+        "like_taps",
+        "leads",
+        "accepted",
+        "flagged",
+        "unacked",
+        "not_sent"
+    );
+    let mut rows: Vec<(&String, &ClassSummary)> = s.classes.iter().collect();
+    rows.sort_by_key(|(name, _)| Class::from_name(name).map_or(usize::MAX, Class::index));
+    for (name, c) in rows {
+        let lead_flagged = c.acked.lead.rejected + c.acked.lead.suspect + c.acked.lead.duplicate;
+        let _ = writeln!(
+            o,
+            "{:<15} {:>7} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            format!("{name}{}", if c.abusive { "*" } else { "" }),
+            c.viewers,
+            c.sent.chat,
+            c.acked.chat.accepted,
+            c.acked.chat.rejected,
+            c.sent.like,
+            c.sent.lead,
+            c.acked.lead.accepted,
+            lead_flagged,
+            c.unacked.chat + c.unacked.lead,
+            c.not_sent.total()
+        );
+    }
+    let _ = writeln!(
+        o,
+        "(* abusive; acks as the viewers saw them — `verify` checks ClickHouse)"
+    );
     o
 }
 
@@ -525,7 +834,12 @@ pub fn status_line(
                 h.value_at_quantile(0.99)
             }
         };
-        (c.total(), l.total(), p99(&c.latency), p99(&l.latency))
+        (
+            c.verdicts.total(),
+            l.verdicts.total(),
+            p99(&c.latency),
+            p99(&l.latency),
+        )
     };
     let dropped = stats.dropped_local.total();
     format!(
@@ -548,6 +862,7 @@ pub fn status_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::AckEvent;
 
     fn sample_stats() -> Stats {
         let s = Stats::default();
@@ -556,13 +871,25 @@ mod tests {
         s.sent.add(Kind::Like, 10);
         s.taps_sent.store(10, Relaxed);
         s.resent.add(Kind::Chat, 1);
-        s.record_ack(Kind::Chat, 1, 0, false, Some(Duration::from_millis(2)));
-        s.record_ack(Kind::Chat, 1, 2, true, None);
-        s.record_ack(Kind::Chat, 3, 1, false, Some(Duration::from_millis(5)));
-        s.record_ack(Kind::Lead, 1, 0, false, Some(Duration::from_millis(1500)));
+        let ack = |kind, verdict, reason, replay, ms: Option<u64>| AckEvent {
+            kind,
+            class: Class::Viewer,
+            verdict,
+            reason,
+            replay,
+            latency: ms.map(|m| (Duration::from_millis(m), tokio::time::Instant::now())),
+        };
+        s.record_ack(ack(Kind::Chat, 1, 0, false, Some(2)));
+        s.record_ack(ack(Kind::Chat, 1, 2, true, None));
+        s.record_ack(ack(Kind::Chat, 3, 1, false, Some(5)));
+        s.record_ack(ack(Kind::Lead, 1, 0, false, Some(1500)));
         s.unacked.add(Kind::Chat, 1);
         s.attempted.store(2, Relaxed);
-        s.record_welcome(Duration::from_millis(4), &Default::default());
+        s.record_welcome(
+            Duration::from_millis(4),
+            Duration::from_millis(4),
+            &Default::default(),
+        );
         s.record_failure("bad_ticket", "closed by peer");
         s.record_close("normal");
         s

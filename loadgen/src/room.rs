@@ -1,104 +1,120 @@
-//! One room: the set of its connected viewers and the driver that turns the
-//! room's arrival schedule into commands for uniformly random viewers.
+//! One room: its connected viewers and the driver that turns the room's
+//! [`RoomPlan`] into commands for them.
 //!
 //! The driver is open-loop: it never waits for a viewer. An event whose
 //! viewer's queue is full is dropped and counted as `dropped_local`.
 
 use std::{
+    ops::Range,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
-use rand::{rngs::StdRng, Rng, SeedableRng};
-use roomgate::wire::Lead;
+use rand::{rngs::StdRng, Rng};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
 };
 
 use crate::{
-    content,
-    schedule::{stream_seed, Kind, LikePlan, RoomSchedule},
+    plan::{Action, Due, Presence, RoomPlan},
+    schedule::Kind,
     stats::Stats,
+    truth::{Class, ClassLayout},
 };
 
 /// What the room driver asks a viewer to send.
 #[derive(Debug)]
-pub enum Command {
-    /// Send a chat message.
-    Chat {
-        /// Message text.
-        text: String,
-        /// When the message was meant to be sent.
-        intended: Instant,
-        /// Send it again with the same id this long after the first send.
-        resend: Option<Duration>,
-    },
-    /// Send a lead (its `client_lead_id` is assigned by the viewer).
-    Lead {
-        /// The form.
-        lead: Box<Lead>,
-        /// When the lead was meant to be sent.
-        intended: Instant,
-        /// Send it again with the same id this long after the first send.
-        resend: Option<Duration>,
-    },
-    /// Send one `Like` frame.
-    Like {
-        /// Taps in the frame.
-        count: u32,
-    },
+pub struct Command {
+    /// What to send.
+    pub action: Action,
+    /// When it was meant to be sent.
+    pub intended: Instant,
+    /// Its class (ground truth; the viewer's class).
+    pub class: Class,
+    /// Send it again with the same id this long after the first send.
+    pub resend: Option<Duration>,
 }
 
 impl Command {
     /// The kind of event.
     pub fn kind(&self) -> Kind {
-        match self {
-            Command::Chat { .. } => Kind::Chat,
-            Command::Lead { .. } => Kind::Lead,
-            Command::Like { .. } => Kind::Like,
-        }
+        self.action.kind()
     }
 }
 
-/// Connected viewers of one room: a dense vector for O(1) uniform picks and
-/// O(1) removal (swap-remove with a slot → position index).
+/// Connected viewers of one room: a sender per viewer index, and per class
+/// a dense vector of the connected indices for O(1) random picks and O(1)
+/// removal (swap-remove with an index → position map).
 #[derive(Debug)]
 pub struct Registry {
+    layout: Arc<ClassLayout>,
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug)]
 struct Inner {
     closed: bool,
-    dense: Vec<(u32, mpsc::Sender<Command>)>,
+    slots: Vec<Option<mpsc::Sender<Command>>>,
+    dense: Vec<Vec<u32>>,
     pos: Vec<u32>,
+}
+
+/// Outcome of handing an event to a viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Queued for the viewer.
+    Queued,
+    /// The viewer is not connected (or the class has no free viewer).
+    NoViewer,
+    /// The viewer's queue was full.
+    Full,
+    /// The viewer is going away.
+    Closed,
+}
+
+/// The registry under its lock, as the planner sees it.
+struct Locked<'a> {
+    layout: &'a ClassLayout,
+    g: MutexGuard<'a, Inner>,
+}
+
+impl Presence for Locked<'_> {
+    fn is_present(&self, slot: u32) -> bool {
+        self.g.slots.get(slot as usize).is_some_and(Option::is_some)
+    }
+
+    fn random_present(
+        &self,
+        range: Range<u32>,
+        rng: &mut StdRng,
+        ok: &dyn Fn(u32) -> bool,
+    ) -> Option<u32> {
+        let class = self.layout.class_of(range.start);
+        let dense = &self.g.dense[class.index()];
+        if dense.is_empty() {
+            return None;
+        }
+        (0..16)
+            .map(|_| dense[rng.gen_range(0..dense.len())])
+            .find(|s| ok(*s))
+    }
 }
 
 const ABSENT: u32 = u32::MAX;
 
-/// Outcome of handing an event to a random viewer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dispatch {
-    /// Queued for a viewer.
-    Queued,
-    /// The room has no connected viewer.
-    NoViewer,
-    /// The chosen viewer's queue was full.
-    Full,
-    /// The chosen viewer is going away.
-    Closed,
-}
-
 impl Registry {
-    /// An empty registry for viewer slots `0..viewers`.
-    pub fn new(viewers: u32) -> Self {
+    /// An empty registry for a room laid out as `layout`.
+    pub fn new(layout: Arc<ClassLayout>) -> Self {
+        let n = layout.viewers as usize;
         Registry {
             inner: Mutex::new(Inner {
                 closed: false,
-                dense: Vec::with_capacity(viewers as usize),
-                pos: vec![ABSENT; viewers as usize],
+                slots: vec![None; n],
+                dense: vec![Vec::new(); Class::COUNT],
+                pos: vec![ABSENT; n],
             }),
+            layout,
         }
     }
 
@@ -106,24 +122,24 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Add a connected viewer. `false` once the load has stopped: the sender
-    /// is dropped, so the viewer's queue reports closed and it drains.
+    /// Add a connected viewer. `false` once the load has stopped (the
+    /// sender is dropped, so the viewer's queue reads closed and it leaves).
     pub fn join(&self, slot: u32, tx: mpsc::Sender<Command>) -> bool {
+        let class = self.layout.class_of(slot).index();
         let mut g = self.lock();
-        let Some(p) = g.pos.get(slot as usize).copied() else {
-            return false;
-        };
-        if g.closed || p != ABSENT {
+        if g.closed || g.slots.get(slot as usize).is_none_or(Option::is_some) {
             return false;
         }
-        let at = g.dense.len() as u32;
+        g.slots[slot as usize] = Some(tx);
+        let at = g.dense[class].len() as u32;
+        g.dense[class].push(slot);
         g.pos[slot as usize] = at;
-        g.dense.push((slot, tx));
         true
     }
 
     /// Remove a viewer (no-op if absent).
     pub fn leave(&self, slot: u32) {
+        let class = self.layout.class_of(slot).index();
         let mut g = self.lock();
         let Some(p) = g.pos.get(slot as usize).copied() else {
             return;
@@ -131,9 +147,10 @@ impl Registry {
         if p == ABSENT {
             return;
         }
+        g.slots[slot as usize] = None;
         g.pos[slot as usize] = ABSENT;
-        g.dense.swap_remove(p as usize);
-        if let Some(&(moved, _)) = g.dense.get(p as usize) {
+        g.dense[class].swap_remove(p as usize);
+        if let Some(&moved) = g.dense[class].get(p as usize) {
             g.pos[moved as usize] = p;
         }
     }
@@ -142,85 +159,69 @@ impl Registry {
     pub fn close(&self) {
         let mut g = self.lock();
         g.closed = true;
-        g.dense.clear();
+        g.slots.iter_mut().for_each(|s| *s = None);
+        g.dense.iter_mut().for_each(Vec::clear);
         g.pos.iter_mut().for_each(|p| *p = ABSENT);
     }
 
     /// Connected viewers.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.lock().dense.len()
+        self.lock().dense.iter().map(Vec::len).sum()
     }
 
-    /// Hand each command to a uniformly random connected viewer, holding the
-    /// lock once for the whole batch. Returns one outcome per command.
-    fn dispatch<R: Rng>(&self, rng: &mut R, cmds: Vec<Command>, out: &mut Vec<(Kind, Dispatch)>) {
-        let g = self.lock();
-        for cmd in cmds {
-            let kind = cmd.kind();
-            let outcome = if g.dense.is_empty() {
-                Dispatch::NoViewer
-            } else {
-                let (_, tx) = &g.dense[rng.gen_range(0..g.dense.len())];
-                match tx.try_send(cmd) {
-                    Ok(()) => Dispatch::Queued,
-                    Err(mpsc::error::TrySendError::Full(_)) => Dispatch::Full,
-                    Err(mpsc::error::TrySendError::Closed(_)) => Dispatch::Closed,
+    /// Plan everything due by `upto` (with `t0` the start of the run) and
+    /// hand each event to its viewer, holding the lock once for the batch.
+    fn step(
+        &self,
+        plan: &mut RoomPlan,
+        t0: Instant,
+        upto: Duration,
+        due: &mut Vec<Due>,
+        out: &mut Vec<(Kind, Class, Dispatch)>,
+    ) {
+        let locked = Locked {
+            layout: &self.layout,
+            g: self.lock(),
+        };
+        plan.pop_due(upto, &locked, due);
+        for d in due.drain(..) {
+            match d {
+                Due::NoViewer { kind, class } => out.push((kind, class, Dispatch::NoViewer)),
+                Due::Send(p) => {
+                    let kind = p.action.kind();
+                    let outcome = match locked.g.slots.get(p.slot as usize) {
+                        Some(Some(tx)) => match tx.try_send(Command {
+                            action: p.action,
+                            intended: t0 + p.at,
+                            class: p.class,
+                            resend: p.resend,
+                        }) {
+                            Ok(()) => Dispatch::Queued,
+                            Err(mpsc::error::TrySendError::Full(_)) => Dispatch::Full,
+                            Err(mpsc::error::TrySendError::Closed(_)) => Dispatch::Closed,
+                        },
+                        _ => Dispatch::NoViewer,
+                    };
+                    out.push((kind, p.class, outcome));
                 }
-            };
-            out.push((kind, outcome));
+            }
         }
     }
 }
 
-/// Parameters of one room's driver.
-#[derive(Debug, Clone)]
-pub struct RoomLoad {
-    /// Room id (seeds its streams).
-    pub room_id: u64,
-    /// Run seed.
-    pub seed: u64,
-    /// Chat messages per second.
-    pub chat_rate: f64,
-    /// How like taps become frames.
-    pub likes: LikePlan,
-    /// Leads per second.
-    pub lead_rate: f64,
-    /// Share of chats/leads resent with the same id.
-    pub resend_share: f64,
-    /// Load stops this long after `t0`.
-    pub duration: Duration,
-}
-
-/// Seed stream for content and resend decisions (schedules use 0..3): with
-/// its own stream, what is sent is the same for a seed however the
-/// connections happen to come up.
-const CONTENT_STREAM: u64 = 100;
-/// Seed stream for picking the viewer of each event.
-const PICK_STREAM: u64 = 101;
-
-/// With probability `share`, a resend delay of 50–500 ms.
-fn resend_after<R: Rng>(rng: &mut R, share: f64) -> Option<Duration> {
-    (share > 0.0 && rng.gen_bool(share)).then(|| Duration::from_millis(rng.gen_range(50..=500)))
-}
-
-/// Drive one room from `t0` until `duration` has passed or `stop` fires, then
+/// Drive one room's plan from `t0` until it is over or `stop` fires, then
 /// close the registry so its viewers drain.
 pub async fn drive(
-    load: RoomLoad,
+    mut plan: RoomPlan,
     registry: Arc<Registry>,
     stats: Arc<Stats>,
     t0: Instant,
     mut stop: watch::Receiver<bool>,
 ) {
-    let rates = [load.chat_rate, load.likes.frame_rate, load.lead_rate];
-    let mut schedule = RoomSchedule::new(rates, load.seed, load.room_id, load.duration);
-    let mut rng = StdRng::seed_from_u64(stream_seed(load.seed, load.room_id, CONTENT_STREAM));
-    let mut pick = StdRng::seed_from_u64(stream_seed(load.seed, load.room_id, PICK_STREAM));
-    let mut seq = 0u64;
-    let mut batch = Vec::new();
+    let mut due = Vec::new();
     let mut outcomes = Vec::new();
-    while let Some(next) = schedule.next_at() {
+    while let Some(next) = plan.next_at() {
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
@@ -228,41 +229,16 @@ pub async fn drive(
         }
         // Everything due by now, each with its own intended time: if this
         // task was late, the lateness shows up as latency, not as lost load.
-        let upto = t0.elapsed();
-        while let Some((kind, at)) = schedule.pop_due(upto) {
-            let intended = t0 + at;
-            let cmd = match kind {
-                Kind::Chat => {
-                    let resend = resend_after(&mut rng, load.resend_share);
-                    seq += 1;
-                    Command::Chat {
-                        text: content::chat_text(&mut rng, seq),
-                        intended,
-                        resend,
-                    }
-                }
-                Kind::Lead => {
-                    let resend = resend_after(&mut rng, load.resend_share);
-                    Command::Lead {
-                        lead: Box::new(content::lead(&mut rng)),
-                        intended,
-                        resend,
-                    }
-                }
-                Kind::Like => Command::Like {
-                    count: load.likes.taps_per_frame,
-                },
+        registry.step(&mut plan, t0, t0.elapsed(), &mut due, &mut outcomes);
+        for (kind, class, outcome) in outcomes.drain(..) {
+            let counter = match outcome {
+                Dispatch::Queued => continue,
+                Dispatch::NoViewer => &stats.no_viewer,
+                Dispatch::Full => &stats.dropped_local,
+                Dispatch::Closed => &stats.disconnected,
             };
-            batch.push(cmd);
-        }
-        registry.dispatch(&mut pick, std::mem::take(&mut batch), &mut outcomes);
-        for (kind, outcome) in outcomes.drain(..) {
-            match outcome {
-                Dispatch::Queued => {}
-                Dispatch::NoViewer => stats.no_viewer.add(kind, 1),
-                Dispatch::Full => stats.dropped_local.add(kind, 1),
-                Dispatch::Closed => stats.disconnected.add(kind, 1),
-            }
+            counter.add(kind, 1);
+            stats.class_not_sent.add(class, kind, 1);
         }
     }
     registry.close();
@@ -271,53 +247,72 @@ pub async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{content::Content, scenario::Scenario};
 
-    #[test]
-    fn registry_picks_only_joined_viewers_and_closes() {
-        let r = Registry::new(4);
-        let mut rxs = Vec::new();
-        for slot in [0, 2, 3] {
-            let (tx, rx) = mpsc::channel(8);
-            assert!(r.join(slot, tx));
-            rxs.push((slot, rx));
-        }
-        r.leave(0);
-        r.leave(0);
-        assert_eq!(r.len(), 2);
-        let mut rng = StdRng::seed_from_u64(1);
-        let cmds = (0..6).map(|_| Command::Like { count: 1 }).collect();
-        let mut out = Vec::new();
-        r.dispatch(&mut rng, cmds, &mut out);
-        assert!(out.iter().all(|(_, d)| *d == Dispatch::Queued));
-        let got: usize = rxs
-            .iter_mut()
-            .map(|(slot, rx)| {
-                let mut n = 0;
-                while rx.try_recv().is_ok() {
-                    n += 1;
-                }
-                assert!(*slot != 0 || n == 0, "a viewer that left gets nothing");
-                n
-            })
-            .sum();
-        assert_eq!(got, 6);
-        r.close();
-        let (tx, _rx) = mpsc::channel(1);
-        assert!(!r.join(1, tx), "no joins after the load stopped");
-        out.clear();
-        r.dispatch(&mut rng, vec![Command::Like { count: 1 }], &mut out);
-        assert_eq!(out[0].1, Dispatch::NoViewer);
+    fn setup(toml: &str) -> (Arc<Registry>, RoomPlan) {
+        let sc = Arc::new(Scenario::parse(toml).unwrap());
+        let layout = Arc::new(sc.layout().unwrap());
+        let content = Arc::new(Content::new(&sc.blocked_terms()).unwrap());
+        (
+            Arc::new(Registry::new(layout.clone())),
+            RoomPlan::new(sc, layout, content, 1),
+        )
     }
 
     #[test]
-    fn full_queue_is_reported() {
-        let r = Registry::new(1);
+    fn events_go_only_to_connected_viewers_of_their_class() {
+        let (r, mut plan) =
+            setup("viewers = 4\nduration = 10\n[classes.chatter]\nshare = 0.5\nchat_rate = 20\n");
+        let mut rxs = Vec::new();
+        for slot in [0, 2, 3] {
+            let (tx, rx) = mpsc::channel(1000);
+            assert!(r.join(slot, tx));
+            rxs.push((slot, rx));
+        }
+        let (tx, _) = mpsc::channel(1);
+        assert!(!r.join(0, tx), "already joined");
+        r.leave(2);
+        r.leave(2);
+        assert_eq!(r.len(), 2);
+        let (mut due, mut out) = (Vec::new(), Vec::new());
+        r.step(
+            &mut plan,
+            Instant::now(),
+            Duration::from_secs(10),
+            &mut due,
+            &mut out,
+        );
+        assert!(out.len() > 100);
+        assert!(out
+            .iter()
+            .all(|(k, c, d)| *k == Kind::Chat && *c == Class::Chatter && *d == Dispatch::Queued));
+        for (slot, rx) in rxs.iter_mut() {
+            let mut n = 0;
+            while rx.try_recv().is_ok() {
+                n += 1;
+            }
+            // Chatters are 0 and 1; only 0 is connected and gets everything.
+            assert_eq!(n > 0, *slot == 0, "slot {slot}: {n}");
+        }
+        r.close();
         let (tx, _rx) = mpsc::channel(1);
-        assert!(r.join(0, tx));
-        let mut rng = StdRng::seed_from_u64(1);
-        let mut out = Vec::new();
-        let cmds = (0..2).map(|_| Command::Like { count: 1 }).collect();
-        r.dispatch(&mut rng, cmds, &mut out);
-        assert_eq!(out[1].1, Dispatch::Full);
+        assert!(!r.join(1, tx), "no joins after the load stopped");
+    }
+
+    #[test]
+    fn absent_viewers_and_full_queues_are_reported() {
+        let (r, mut plan) =
+            setup("viewers = 2\nduration = 10\n[classes.chatter]\nshare = 1\nchat_rate = 20\n");
+        let (mut due, mut out) = (Vec::new(), Vec::new());
+        let t0 = Instant::now();
+        r.step(&mut plan, t0, Duration::from_secs(1), &mut due, &mut out);
+        assert!(!out.is_empty());
+        assert!(out.iter().all(|o| o.2 == Dispatch::NoViewer));
+        let (tx, _rx) = mpsc::channel(1);
+        assert!(r.join(1, tx));
+        out.clear();
+        r.step(&mut plan, t0, Duration::from_secs(10), &mut due, &mut out);
+        assert_eq!(out[0].2, Dispatch::Queued);
+        assert!(out[1..].iter().all(|o| o.2 == Dispatch::Full));
     }
 }

@@ -1,4 +1,4 @@
-//! Open-loop arrival schedules: when each event is *meant* to be sent.
+//! Open-loop arrival processes: when each event is *meant* to be sent.
 //!
 //! Pure and deterministic for a seed: no clocks, no sockets. Times are offsets
 //! from the start of the run. The room driver turns these offsets into
@@ -117,45 +117,6 @@ impl LikePlan {
     }
 }
 
-/// One room's arrivals of every kind merged in time order, up to `end`.
-#[derive(Debug, Clone)]
-pub struct RoomSchedule {
-    procs: [Poisson; 3],
-    next: [Option<Duration>; 3],
-    end: Duration,
-}
-
-impl RoomSchedule {
-    /// Arrivals at `rates[kind.index()]` per second (for likes: frames per
-    /// second), for `end` from the start; seeded per room and kind.
-    pub fn new(rates: [f64; 3], seed: u64, room_id: u64, end: Duration) -> Self {
-        let mut procs =
-            Kind::ALL.map(|k| Poisson::new(rates[k.index()], stream_seed(seed, room_id, k as u64)));
-        let next = [0, 1, 2].map(|i| procs[i].next_arrival().filter(|t| *t < end));
-        RoomSchedule { procs, next, end }
-    }
-
-    /// Offset of the earliest pending arrival; `None` when the schedule is over.
-    pub fn next_at(&self) -> Option<Duration> {
-        self.next.iter().flatten().min().copied()
-    }
-
-    /// Pop the earliest arrival if it is due at or before `upto`.
-    pub fn pop_due(&mut self, upto: Duration) -> Option<(Kind, Duration)> {
-        let (i, at) = self
-            .next
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| t.map(|t| (i, t)))
-            .min_by_key(|&(i, t)| (t, i))?;
-        if at > upto {
-            return None;
-        }
-        self.next[i] = self.procs[i].next_arrival().filter(|t| *t < self.end);
-        Some((Kind::ALL[i], at))
-    }
-}
-
 /// When viewer `i` of `n` starts connecting: a linear ramp over `ramp`.
 pub fn ramp_offset(i: u64, n: u64, ramp: Duration) -> Duration {
     if n == 0 {
@@ -217,59 +178,6 @@ mod tests {
     fn zero_rate_never_arrives() {
         assert_eq!(Poisson::new(0.0, 1).next_arrival(), None);
         assert_eq!(Poisson::new(f64::NAN, 1).next_arrival(), None);
-    }
-
-    #[test]
-    fn room_schedule_merges_kinds_in_time_order_within_end() {
-        let end = Duration::from_secs(100);
-        let mut s = RoomSchedule::new([50.0, 1000.0, 2.0], 1, 1, end);
-        let mut counts = [0u64; 3];
-        let mut last = Duration::ZERO;
-        while let Some((k, at)) = s.pop_due(Duration::MAX) {
-            assert!(at >= last && at < end);
-            last = at;
-            counts[k.index()] += 1;
-        }
-        assert_eq!(s.next_at(), None);
-        for (i, rate) in [50.0, 1000.0, 2.0].into_iter().enumerate() {
-            let expected: f64 = rate * 100.0;
-            // Poisson count: standard deviation sqrt(expected); allow 5 sigma.
-            let tol = 5.0 * expected.sqrt();
-            assert!(
-                (counts[i] as f64 - expected).abs() < tol,
-                "kind {i}: {} vs {expected}",
-                counts[i]
-            );
-        }
-        // Same seed, same schedule; another room, another schedule.
-        let replay: Vec<_> = {
-            let mut s = RoomSchedule::new([50.0, 1000.0, 2.0], 1, 1, end);
-            std::iter::from_fn(|| s.pop_due(Duration::MAX))
-                .take(500)
-                .collect()
-        };
-        let again: Vec<_> = {
-            let mut s = RoomSchedule::new([50.0, 1000.0, 2.0], 1, 1, end);
-            std::iter::from_fn(|| s.pop_due(Duration::MAX))
-                .take(500)
-                .collect()
-        };
-        let other: Vec<_> = {
-            let mut s = RoomSchedule::new([50.0, 1000.0, 2.0], 1, 2, end);
-            std::iter::from_fn(|| s.pop_due(Duration::MAX))
-                .take(500)
-                .collect()
-        };
-        assert_eq!(replay, again);
-        assert_ne!(replay, other);
-    }
-
-    #[test]
-    fn pop_due_waits_for_its_time() {
-        let mut s = RoomSchedule::new([10.0, 0.0, 0.0], 3, 1, Duration::from_secs(10));
-        let first = s.next_at().unwrap();
-        assert_eq!(s.pop_due(first - Duration::from_nanos(1)), None);
-        assert_eq!(s.pop_due(first), Some((Kind::Chat, first)));
     }
 
     #[test]

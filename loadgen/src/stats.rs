@@ -3,27 +3,41 @@
 //!
 //! Latencies are microseconds in HdrHistograms (3 significant digits, up to
 //! one hour). Chat and lead latency is measured from each event's *intended*
-//! send time to its first ack; handshake latency from `connect` to `Welcome`.
+//! send time to its first ack; handshake latency from `connect` to `Welcome`,
+//! join latency from the intended join time to `Welcome` (so it includes any
+//! wait for a handshake slot). Per time bucket there is a smaller histogram
+//! (2 significant digits) per kind, keyed by intended send time, for the
+//! report's latency-over-time chart; and a sampler records cumulative
+//! counters once per bucket for throughput over time.
 
 use std::{
     collections::BTreeMap,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
-        Mutex, MutexGuard,
+        Mutex, MutexGuard, OnceLock,
     },
     time::Duration,
 };
 
 use hdrhistogram::Histogram;
 use roomgate::wire::{Reason, RoomSettings, Verdict};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-use crate::schedule::Kind;
+use crate::{schedule::Kind, truth::Class};
 
 /// Largest latency a histogram holds (larger values saturate), in µs.
 const HIST_MAX_US: u64 = 3_600 * 1_000_000;
 
-fn histogram() -> Histogram<u64> {
+/// A full-precision latency histogram.
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_max(HIST_MAX_US, 3).expect("static histogram bounds are valid")
+}
+
+/// A per-bucket latency histogram (2 significant digits: ~1 % error, a
+/// tenth of the memory).
+fn bucket_histogram() -> Histogram<u64> {
+    Histogram::new_with_max(HIST_MAX_US, 2).expect("static histogram bounds are valid")
 }
 
 /// A counter per [`Kind`].
@@ -47,9 +61,25 @@ impl PerKind {
     }
 }
 
-/// Ack outcomes for one kind (chat or lead).
-#[derive(Debug, Clone)]
-pub struct AckCounts {
+/// A counter per [`Class`] and [`Kind`].
+#[derive(Debug, Default)]
+pub struct PerClassKind([PerKind; Class::COUNT]);
+
+impl PerClassKind {
+    /// Add `n` for `class` and `kind`.
+    pub fn add(&self, class: Class, kind: Kind, n: u64) {
+        self.0[class.index()].add(kind, n);
+    }
+
+    /// Current value.
+    pub fn get(&self, class: Class, kind: Kind) -> u64 {
+        self.0[class.index()].get(kind)
+    }
+}
+
+/// Ack outcomes, by verdict and reason.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verdicts {
     /// Non-replay acks with verdict accepted.
     pub accepted: u64,
     /// Non-replay acks with verdict suspect.
@@ -65,26 +95,29 @@ pub struct AckCounts {
     pub unknown_verdict: u64,
     /// Reason codes (other than `none`) by name, over all acks.
     pub reasons: BTreeMap<String, u64>,
-    /// Intended send → first ack, µs.
-    pub latency: Histogram<u64>,
 }
 
-impl Default for AckCounts {
-    fn default() -> Self {
-        AckCounts {
-            accepted: 0,
-            suspect: 0,
-            rejected: 0,
-            duplicate: 0,
-            replay: 0,
-            unknown_verdict: 0,
-            reasons: BTreeMap::new(),
-            latency: histogram(),
+impl Verdicts {
+    /// Count one ack.
+    pub fn record(&mut self, verdict: u8, reason: u16, replay: bool) {
+        if replay {
+            self.replay += 1;
+        } else {
+            // By name, so a verdict added to the wire enum lands in
+            // `unknown_verdict` instead of breaking the build.
+            match Verdict::from_u8(verdict).map(Verdict::as_str) {
+                Some("accepted") => self.accepted += 1,
+                Some("suspect") => self.suspect += 1,
+                Some("rejected") => self.rejected += 1,
+                Some("duplicate") => self.duplicate += 1,
+                _ => self.unknown_verdict += 1,
+            }
+        }
+        if reason != Reason::None.code() {
+            bump(&mut self.reasons, &reason_name(reason));
         }
     }
-}
 
-impl AckCounts {
     /// Every ack received.
     pub fn total(&self) -> u64 {
         self.accepted
@@ -96,13 +129,79 @@ impl AckCounts {
     }
 }
 
+/// Ack outcomes and latency for one kind (chat or lead).
+#[derive(Debug, Clone)]
+pub struct AckCounts {
+    /// Verdicts and reasons.
+    pub verdicts: Verdicts,
+    /// Intended send → first ack, µs.
+    pub latency: Histogram<u64>,
+}
+
+impl Default for AckCounts {
+    fn default() -> Self {
+        AckCounts {
+            verdicts: Verdicts::default(),
+            latency: histogram(),
+        }
+    }
+}
+
+/// One lead the loadgen sent, and what it knows of its fate: the record
+/// `verify` checks ClickHouse against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadRecord {
+    /// Room.
+    pub room_id: u64,
+    /// Viewer.
+    pub viewer_id: u64,
+    /// Client lead id.
+    pub client_lead_id: u64,
+    /// The acked verdict (`accepted`, `suspect`, `rejected`, `duplicate`),
+    /// or `unacked` when no ack came (stored or not: unknown).
+    pub verdict: String,
+    /// The acked reason (`none` if none).
+    pub reason: String,
+    /// The viewer's class.
+    pub class: Class,
+}
+
+/// Cumulative counters at one instant, for throughput over time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Chat first sends.
+    pub chat: u64,
+    /// Like taps.
+    pub taps: u64,
+    /// Like frames.
+    pub like_frames: u64,
+    /// Lead first sends.
+    pub lead: u64,
+    /// Chat acks (all).
+    pub chat_acks: u64,
+    /// Lead acks (all).
+    pub lead_acks: u64,
+    /// Chat acks rejected (first acks).
+    pub chat_rejected: u64,
+    /// Lead acks not accepted (first acks: rejected, suspect, duplicate).
+    pub lead_flagged: u64,
+    /// Connected viewers (gauge).
+    pub viewers: u64,
+}
+
 /// The mutex-protected part of [`Stats`].
 #[derive(Debug)]
 pub struct Detail {
     /// Ack outcomes, indexed by [`Kind::index`] (the like slot stays empty).
     pub acks: [AckCounts; 3],
+    /// Ack outcomes per class: `[chat, lead]`.
+    pub class_acks: [[Verdicts; 2]; Class::COUNT],
     /// Connect → `Welcome`, µs.
     pub handshake: Histogram<u64>,
+    /// Intended join time → `Welcome`, µs.
+    pub join: Histogram<u64>,
     /// How each attempted connection ended, by close code or error name.
     pub close_codes: BTreeMap<String, u64>,
     /// Why failed connection attempts failed.
@@ -111,17 +210,25 @@ pub struct Detail {
     pub notices: BTreeMap<String, u64>,
     /// Settings from the first `Welcome`.
     pub settings: Option<RoomSettings>,
+    /// Per time bucket (by intended send time): `[chat, lead]` latency.
+    pub buckets: Vec<[Option<Histogram<u64>>; 2]>,
+    /// Every lead's first ack (or `unacked`).
+    pub leads: Vec<LeadRecord>,
 }
 
 impl Default for Detail {
     fn default() -> Self {
         Detail {
             acks: Default::default(),
+            class_acks: Default::default(),
             handshake: histogram(),
+            join: histogram(),
             close_codes: BTreeMap::new(),
             failures: BTreeMap::new(),
             notices: BTreeMap::new(),
             settings: None,
+            buckets: Vec::new(),
+            leads: Vec::new(),
         }
     }
 }
@@ -135,10 +242,20 @@ pub struct Stats {
     pub taps_sent: AtomicU64,
     /// Chat and lead resends written (same client id as a first send).
     pub resent: PerKind,
+    /// Per class: chat and lead first sends, like taps.
+    pub class_sent: PerClassKind,
+    /// Per class: like frames (in the like slot).
+    pub class_frames: PerClassKind,
+    /// Per class: chat and lead resends.
+    pub class_resent: PerClassKind,
+    /// Per class: frames whose ack never came (chat, lead).
+    pub class_unacked: PerClassKind,
+    /// Per class: events not sent (no viewer, viewer gone, queue full).
+    pub class_not_sent: PerClassKind,
     /// Events the loadgen could not hand to a viewer because its queue was
     /// full: the loadgen (or that connection's flow control) fell behind.
     pub dropped_local: PerKind,
-    /// Arrivals while the room had no connected viewer (start of the ramp).
+    /// Arrivals while the class had no connected (or free) viewer.
     pub no_viewer: PerKind,
     /// Events lost because their viewer's connection had ended.
     pub disconnected: PerKind,
@@ -160,6 +277,12 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Sessions currently open (gauge).
     pub active: AtomicU64,
+    /// Viewers that left and came back (churn): second sessions started.
+    pub rejoins: AtomicU64,
+    /// Start of the run and the timeline's bucket width.
+    origin: OnceLock<(Instant, Duration)>,
+    /// Cumulative counters, one per bucket.
+    samples: Mutex<Vec<Sample>>,
     detail: Mutex<Detail>,
 }
 
@@ -174,6 +297,11 @@ fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
 /// Name of a reason code for tables and JSON (`code_N` if unknown).
 pub fn reason_name(code: u16) -> String {
     Reason::from_code(code).map_or_else(|| format!("code_{code}"), |r| r.as_str().to_owned())
+}
+
+/// Name of a verdict code (`verdict_N` if unknown).
+pub fn verdict_name(code: u8) -> String {
+    Verdict::from_u8(code).map_or_else(|| format!("verdict_{code}"), |v| v.as_str().to_owned())
 }
 
 /// Name of a notice kind for tables and JSON.
@@ -191,50 +319,83 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
+/// One acknowledgement, as the reader saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct AckEvent {
+    /// Chat or lead.
+    pub kind: Kind,
+    /// The sending viewer's class.
+    pub class: Class,
+    /// Verdict code.
+    pub verdict: u8,
+    /// Reason code.
+    pub reason: u16,
+    /// `replay` flag.
+    pub replay: bool,
+    /// Latency sample (first ack of an id) and the event's intended time.
+    pub latency: Option<(Duration, Instant)>,
+}
+
 impl Stats {
     /// Lock the detail part (poisoning is ignored: counters stay usable).
     pub fn detail(&self) -> MutexGuard<'_, Detail> {
         self.detail.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Record one ack. `latency` is set for the first ack of a client id.
-    pub fn record_ack(
-        &self,
-        kind: Kind,
-        verdict: u8,
-        reason: u16,
-        replay: bool,
-        latency: Option<Duration>,
-    ) {
+    /// Start the timeline at `t0` with buckets of `width`.
+    pub fn start_timeline(&self, t0: Instant, width: Duration) {
+        let _ = self.origin.set((t0, width.max(Duration::from_millis(100))));
+    }
+
+    /// The timeline's start and bucket width, once started.
+    pub fn origin(&self) -> Option<(Instant, Duration)> {
+        self.origin.get().copied()
+    }
+
+    fn bucket(&self, at: Instant) -> Option<usize> {
+        let (t0, w) = self.origin()?;
+        Some((at.saturating_duration_since(t0).as_nanos() / w.as_nanos().max(1)) as usize)
+    }
+
+    /// Record one ack.
+    pub fn record_ack(&self, a: AckEvent) {
+        let bucket = a.latency.and_then(|(_, at)| self.bucket(at));
         let mut d = self.detail();
-        let a = &mut d.acks[kind.index()];
-        if replay {
-            a.replay += 1;
-        } else {
-            // By name, so a verdict added to the wire enum lands in
-            // `unknown_verdict` instead of breaking the build.
-            match Verdict::from_u8(verdict).map(Verdict::as_str) {
-                Some("accepted") => a.accepted += 1,
-                Some("suspect") => a.suspect += 1,
-                Some("rejected") => a.rejected += 1,
-                Some("duplicate") => a.duplicate += 1,
-                _ => a.unknown_verdict += 1,
+        let i = a.kind.index();
+        d.acks[i].verdicts.record(a.verdict, a.reason, a.replay);
+        if let Some(j) = match a.kind {
+            Kind::Chat => Some(0),
+            Kind::Lead => Some(1),
+            Kind::Like => None,
+        } {
+            d.class_acks[a.class.index()][j].record(a.verdict, a.reason, a.replay);
+            if let (Some((l, _)), Some(b)) = (a.latency, bucket) {
+                if d.buckets.len() <= b {
+                    d.buckets.resize_with(b + 1, Default::default);
+                }
+                d.buckets[b][j]
+                    .get_or_insert_with(bucket_histogram)
+                    .saturating_record(micros(l));
             }
         }
-        if reason != Reason::None.code() {
-            bump(&mut a.reasons, &reason_name(reason));
-        }
-        if let Some(l) = latency {
-            a.latency.saturating_record(micros(l));
+        if let Some((l, _)) = a.latency {
+            d.acks[i].latency.saturating_record(micros(l));
         }
     }
 
-    /// Record a successful handshake (connect → `Welcome`).
-    pub fn record_welcome(&self, took: Duration, settings: &RoomSettings) {
+    /// Remember a lead's fate for `verify`.
+    pub fn record_lead(&self, r: LeadRecord) {
+        self.detail().leads.push(r);
+    }
+
+    /// Record a successful handshake (connect → `Welcome`; `join` from the
+    /// intended join time).
+    pub fn record_welcome(&self, took: Duration, join: Duration, settings: &RoomSettings) {
         self.connected.fetch_add(1, Relaxed);
         self.active.fetch_add(1, Relaxed);
         let mut d = self.detail();
         d.handshake.saturating_record(micros(took));
+        d.join.saturating_record(micros(join));
         if d.settings.is_none() {
             d.settings = Some(settings.clone());
         }
@@ -262,25 +423,92 @@ impl Stats {
     pub fn record_notice(&self, kind: u8) {
         bump(&mut self.detail().notices, &notice_name(kind));
     }
+
+    /// Take a cumulative sample for the timeline.
+    pub fn sample(&self, t: Duration) {
+        let (chat_acks, lead_acks, chat_rejected, lead_flagged) = {
+            let d = self.detail();
+            let c = &d.acks[Kind::Chat.index()].verdicts;
+            let l = &d.acks[Kind::Lead.index()].verdicts;
+            (
+                c.total(),
+                l.total(),
+                c.rejected,
+                l.rejected + l.suspect + l.duplicate,
+            )
+        };
+        let s = Sample {
+            t: t.as_secs_f64(),
+            chat: self.sent.get(Kind::Chat),
+            taps: self.taps_sent.load(Relaxed),
+            like_frames: self.sent.get(Kind::Like),
+            lead: self.sent.get(Kind::Lead),
+            chat_acks,
+            lead_acks,
+            chat_rejected,
+            lead_flagged,
+            viewers: self.active.load(Relaxed),
+        };
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s);
+    }
+
+    /// The samples taken so far.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ack(kind: Kind, verdict: u8, reason: u16, replay: bool, ms: Option<u64>) -> AckEvent {
+        AckEvent {
+            kind,
+            class: Class::Viewer,
+            verdict,
+            reason,
+            replay,
+            latency: ms.map(|m| (Duration::from_millis(m), Instant::now())),
+        }
+    }
+
     #[test]
     fn verdicts_count_first_acks_and_replays_separately() {
         let s = Stats::default();
-        s.record_ack(Kind::Chat, 1, 0, false, Some(Duration::from_millis(3)));
-        s.record_ack(Kind::Chat, 1, 2, true, None);
-        s.record_ack(Kind::Chat, 3, 1, false, Some(Duration::from_millis(1)));
-        s.record_ack(Kind::Lead, 2, 0, false, Some(Duration::from_secs(1)));
+        s.record_ack(ack(Kind::Chat, 1, 0, false, Some(3)));
+        s.record_ack(ack(Kind::Chat, 1, 2, true, None));
+        s.record_ack(ack(Kind::Chat, 3, 1, false, Some(1)));
+        s.record_ack(ack(Kind::Lead, 2, 0, false, Some(1000)));
         let d = s.detail();
-        let c = &d.acks[Kind::Chat.index()];
+        let c = &d.acks[Kind::Chat.index()].verdicts;
         assert_eq!((c.accepted, c.suspect, c.rejected, c.replay), (1, 0, 1, 1));
         assert_eq!(c.reasons.get("busy"), Some(&1));
         assert_eq!(c.reasons.get("replay"), Some(&1));
-        assert_eq!(c.latency.len(), 2);
-        assert_eq!(d.acks[Kind::Lead.index()].suspect, 1);
+        assert_eq!(d.acks[Kind::Chat.index()].latency.len(), 2);
+        assert_eq!(d.acks[Kind::Lead.index()].verdicts.suspect, 1);
+        assert_eq!(d.class_acks[Class::Viewer.index()][0].total(), 3);
+        assert_eq!(d.class_acks[Class::Chatter.index()][0].total(), 0);
+        assert!(d.buckets.is_empty(), "no timeline before it starts");
+    }
+
+    #[test]
+    fn timeline_buckets_by_intended_time() {
+        let s = Stats::default();
+        let t0 = Instant::now();
+        s.start_timeline(t0, Duration::from_secs(1));
+        let mut a = ack(Kind::Chat, 1, 0, false, None);
+        a.latency = Some((Duration::from_millis(5), t0 + Duration::from_millis(2500)));
+        s.record_ack(a);
+        let d = s.detail();
+        assert_eq!(d.buckets.len(), 3);
+        assert_eq!(d.buckets[2][0].as_ref().map(|h| h.len()), Some(1));
+        assert!(d.buckets[0][0].is_none());
     }
 }

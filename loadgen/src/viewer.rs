@@ -3,15 +3,19 @@
 //! Lifecycle: connect, `Hello` → `Welcome` (timed as the handshake), join the
 //! room's registry, then
 //! 1. **load**: write whatever the room driver queues (plus scheduled
-//!    resends) until the driver stops;
+//!    resends) until the driver stops, or until the viewer's churn time;
 //! 2. **drain**: send the remaining resends, wait for every outstanding
 //!    chat/lead ack (bounded by the drain timeout);
 //! 3. **bye**: `Bye`, finish the stream, wait for the server to close the
 //!    connection (code 0 = `normal`).
 //!
+//! A viewer that churns leaves this way once, stays away, then connects
+//! again (a new session, same viewer id, client ids carrying on).
+//!
 //! A reader task decodes server frames and matches each ack to the
 //! `(kind, client id)` it answers; the first ack of an id is a latency sample
-//! measured from the event's intended send time.
+//! measured from the event's intended send time, and for a lead the record
+//! `verify` checks ClickHouse against.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -25,14 +29,16 @@ use roomgate::wire::{
 };
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::{
-    sync::{mpsc, Notify, OwnedSemaphorePermit},
+    sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore},
     time::{sleep_until, timeout, Instant},
 };
 
 use crate::{
+    plan::Action,
     room::{Command, Registry},
     schedule::Kind,
-    stats::Stats,
+    stats::{verdict_name, AckEvent, LeadRecord, Stats},
+    truth::Class,
 };
 
 /// `Hello.client`.
@@ -62,6 +68,10 @@ pub struct Ctx {
     /// re-run against the same engine does not collide with the previous
     /// run's ids (which the server would answer as replays).
     pub id_base: u64,
+    /// Bounds concurrent handshakes (a rejoin takes a slot too).
+    pub handshakes: Arc<Semaphore>,
+    /// Fires when the load stops (a viewer away stays away).
+    pub stop: watch::Receiver<bool>,
 }
 
 /// Who this viewer is and where it connects from.
@@ -73,15 +83,65 @@ pub struct ViewerSpec {
     pub viewer_id: u64,
     /// Index of this viewer within its room's registry.
     pub slot: u32,
+    /// The viewer's class.
+    pub class: Class,
     /// The room's registry of connected viewers.
     pub registry: Arc<Registry>,
     /// The client endpoint (UDP socket) to connect from.
     pub endpoint: Endpoint,
+    /// When the viewer was meant to start joining.
+    pub join_at: Instant,
+    /// Churn: leave at this time and come back after this long.
+    pub churn: Option<(Instant, Duration)>,
 }
 
-/// Run one viewer to completion. `permit` bounds concurrent handshakes and is
-/// released once `Welcome` arrives (or the attempt fails).
+/// Run one viewer to completion: one session, or two when it churns.
+/// `permit` bounds concurrent handshakes and is released once `Welcome`
+/// arrives (or the attempt fails).
 pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) {
+    let mut next_id = ctx.id_base;
+    let mut permit = Some(permit);
+    let mut intended = spec.join_at;
+    let mut leave_at = spec.churn.map(|c| c.0);
+    let mut stop = ctx.stop.clone();
+    loop {
+        let p = match permit.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                p = ctx.handshakes.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            },
+        };
+        let left = session(&ctx, &spec, p, intended, leave_at, &mut next_id).await;
+        let Some((_, away)) = spec.churn.filter(|_| left) else {
+            return;
+        };
+        // Away for a while, then back (unless the load ends first).
+        leave_at = None;
+        intended = Instant::now() + away;
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            () = sleep_until(intended) => {}
+        }
+        ctx.stats.rejoins.fetch_add(1, Relaxed);
+    }
+}
+
+/// One connection attempt and, if it connects, one session. True when the
+/// viewer left by churn (and will come back).
+async fn session(
+    ctx: &Ctx,
+    spec: &ViewerSpec,
+    permit: OwnedSemaphorePermit,
+    intended: Instant,
+    leave_at: Option<Instant>,
+    next_id: &mut u64,
+) -> bool {
     ctx.stats.attempted.fetch_add(1, Relaxed);
     let mut outcome = Outcome {
         stats: &ctx.stats,
@@ -89,17 +149,28 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
         recorded: false,
     };
     let started = Instant::now();
-    let session = match timeout(HANDSHAKE_TIMEOUT, handshake(&ctx, &spec)).await {
+    let session = match timeout(HANDSHAKE_TIMEOUT, handshake(ctx, spec)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(f)) => return outcome.failed(&f.label, &f.detail),
-        Err(_) => return outcome.failed("handshake_timeout", "no Welcome within 30 s"),
+        Ok(Err(f)) => {
+            outcome.failed(&f.label, &f.detail);
+            return false;
+        }
+        Err(_) => {
+            outcome.failed("handshake_timeout", "no Welcome within 30 s");
+            return false;
+        }
     };
     drop(permit);
-    ctx.stats
-        .record_welcome(started.elapsed(), &session.welcome.settings);
+    let now = Instant::now();
+    ctx.stats.record_welcome(
+        now - started,
+        now.saturating_duration_since(intended),
+        &session.welcome.settings,
+    );
     outcome.connected = true;
-    let label = session.run(&ctx, &spec).await;
+    let (label, left) = session.run(ctx, spec, leave_at, next_id).await;
     outcome.closed(&label);
+    left
 }
 
 /// Records how a viewer ended exactly once, even if its task is aborted at
@@ -323,15 +394,17 @@ impl Outstanding {
     }
 
     /// An ack arrived at `now`. `None` if nothing was outstanding for it;
-    /// otherwise the latency to record, if this is the id's first ack.
-    fn ack(&self, kind: Kind, id: u64, now: Instant) -> Option<Option<Duration>> {
+    /// otherwise the latency to record and the event's intended send time,
+    /// if this is the id's first ack.
+    fn ack(&self, kind: Kind, id: u64, now: Instant) -> Option<Option<(Duration, Instant)>> {
         let mut g = self.lock();
         let i = g
             .entries
             .iter()
             .position(|e| e.kind == kind && e.id == id)?;
         let e = &mut g.entries[i];
-        let latency = (!e.first_acked).then(|| now.saturating_duration_since(e.intended));
+        let latency =
+            (!e.first_acked).then(|| (now.saturating_duration_since(e.intended), e.intended));
         e.first_acked = true;
         e.expected -= 1;
         if e.expected == 0 {
@@ -352,6 +425,16 @@ impl Outstanding {
     fn is_settled(&self) -> bool {
         let g = self.lock();
         g.entries.is_empty() || g.reader_done
+    }
+
+    /// Leads whose first ack never came (at the end of the session).
+    fn unacked_leads(&self) -> Vec<u64> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::Lead && !e.first_acked)
+            .map(|e| e.id)
+            .collect()
     }
 
     /// Frames still unacked, per kind (at the end of the session).
@@ -386,6 +469,7 @@ struct Writer {
     send: SendStream,
     acks: Arc<Outstanding>,
     stats: Arc<Stats>,
+    class: Class,
     next_id: u64,
     /// Scheduled resends, ordered by `at`.
     pending: std::collections::VecDeque<Resend>,
@@ -398,22 +482,30 @@ impl Writer {
 
     /// Write one command; `false` if the stream is dead.
     async fn send_cmd(&mut self, cmd: Command) -> bool {
-        match cmd {
-            Command::Like { count } => {
+        let Command {
+            action,
+            intended,
+            class,
+            resend,
+        } = cmd;
+        debug_assert_eq!(class, self.class, "an event comes from its viewer's class");
+        match action {
+            Action::Like(count) => {
                 let bytes = encode(&ClientFrame::Like { count });
                 if self.send.write_all(&bytes).await.is_err() {
                     self.stats.disconnected.add(Kind::Like, 1);
+                    self.stats.class_not_sent.add(class, Kind::Like, 1);
                     return false;
                 }
                 self.stats.sent.add(Kind::Like, 1);
                 self.stats.taps_sent.fetch_add(u64::from(count), Relaxed);
+                self.stats
+                    .class_sent
+                    .add(class, Kind::Like, u64::from(count));
+                self.stats.class_frames.add(class, Kind::Like, 1);
                 true
             }
-            Command::Chat {
-                text,
-                intended,
-                resend,
-            } => {
+            Action::Chat(text) => {
                 let id = self.take_id();
                 let bytes = encode(&ClientFrame::Chat {
                     client_msg_id: id,
@@ -422,11 +514,7 @@ impl Writer {
                 self.send_tracked(Kind::Chat, id, intended, bytes, resend)
                     .await
             }
-            Command::Lead {
-                mut lead,
-                intended,
-                resend,
-            } => {
+            Action::Lead(mut lead) => {
                 let id = self.take_id();
                 lead.client_lead_id = id;
                 let bytes = encode(&ClientFrame::Lead(*lead));
@@ -455,9 +543,11 @@ impl Writer {
         if self.send.write_all(&bytes).await.is_err() {
             self.acks.unexpect(kind, id);
             self.stats.disconnected.add(kind, 1);
+            self.stats.class_not_sent.add(self.class, kind, 1);
             return false;
         }
         self.stats.sent.add(kind, 1);
+        self.stats.class_sent.add(self.class, kind, 1);
         if let Some(after) = resend {
             let r = Resend {
                 at: Instant::now() + after,
@@ -484,6 +574,7 @@ impl Writer {
                 return false;
             }
             self.stats.resent.add(r.kind, 1);
+            self.stats.class_resent.add(self.class, r.kind, 1);
         }
         true
     }
@@ -514,8 +605,16 @@ struct Session {
 }
 
 impl Session {
-    /// Run load, drain and bye; returns the label of how the connection ended.
-    async fn run(self, ctx: &Ctx, spec: &ViewerSpec) -> String {
+    /// Run load, drain and bye; returns the label of how the connection
+    /// ended and whether the viewer left by churn. `next_id` carries the
+    /// viewer's client ids across sessions.
+    async fn run(
+        self,
+        ctx: &Ctx,
+        spec: &ViewerSpec,
+        leave_at: Option<Instant>,
+        next_id: &mut u64,
+    ) -> (String, bool) {
         let Session {
             conn, send, recv, ..
         } = self;
@@ -524,30 +623,42 @@ impl Session {
         // After the load stopped `join` refuses; `tx` is then dropped and the
         // queue reads as closed, so the viewer goes straight to `Bye`.
         spec.registry.join(spec.slot, tx);
+        let who = Who {
+            room_id: spec.room_id,
+            viewer_id: spec.viewer_id,
+            class: spec.class,
+        };
         let reader = tokio::spawn(read_loop(
             recv,
             conn.clone(),
             acks.clone(),
             ctx.stats.clone(),
+            who,
         ));
         let mut w = Writer {
             send,
             acks: acks.clone(),
             stats: ctx.stats.clone(),
-            next_id: ctx.id_base,
+            class: spec.class,
+            next_id: *next_id,
             pending: Default::default(),
         };
         let closed = conn.closed();
         tokio::pin!(closed);
         let mut end: Option<ConnectionError> = None;
         let mut ok = true;
+        let mut left = false;
 
-        // 1. Load.
+        // 1. Load (until the driver stops, or the viewer leaves by churn).
         while ok {
             tokio::select! {
                 biased;
                 e = &mut closed => {
                     end = Some(e);
+                    break;
+                }
+                () = sleep_opt(leave_at) => {
+                    left = true;
                     break;
                 }
                 () = sleep_opt(w.next_resend()) => ok = w.send_due(Instant::now()).await,
@@ -561,6 +672,7 @@ impl Session {
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
             ctx.stats.disconnected.add(cmd.kind(), 1);
+            ctx.stats.class_not_sent.add(spec.class, cmd.kind(), 1);
         }
 
         // 2. Drain.
@@ -612,9 +724,29 @@ impl Session {
         }
         for (kind, n) in acks.unacked() {
             ctx.stats.unacked.add(kind, n);
+            ctx.stats.class_unacked.add(spec.class, kind, n);
         }
-        label
+        for id in acks.unacked_leads() {
+            ctx.stats.record_lead(LeadRecord {
+                room_id: spec.room_id,
+                viewer_id: spec.viewer_id,
+                client_lead_id: id,
+                verdict: "unacked".into(),
+                reason: "none".into(),
+                class: spec.class,
+            });
+        }
+        *next_id = w.next_id;
+        (label, left)
     }
+}
+
+/// Whose acks a reader receives.
+#[derive(Debug, Clone, Copy)]
+struct Who {
+    room_id: u64,
+    viewer_id: u64,
+    class: Class,
 }
 
 /// Decode server frames until the stream or connection ends.
@@ -623,6 +755,7 @@ async fn read_loop(
     conn: quinn::Connection,
     acks: Arc<Outstanding>,
     stats: Arc<Stats>,
+    who: Who,
 ) {
     let mut buf = Vec::new();
     loop {
@@ -649,7 +782,24 @@ async fn read_loop(
                         if replay && latency.is_some() {
                             stats.replay_before_first.add(kind, 1);
                         }
-                        stats.record_ack(kind, verdict, reason, replay, latency);
+                        if kind == Kind::Lead && latency.is_some() {
+                            stats.record_lead(LeadRecord {
+                                room_id: who.room_id,
+                                viewer_id: who.viewer_id,
+                                client_lead_id: client_id,
+                                verdict: verdict_name(verdict),
+                                reason: crate::stats::reason_name(reason),
+                                class: who.class,
+                            });
+                        }
+                        stats.record_ack(AckEvent {
+                            kind,
+                            class: who.class,
+                            verdict,
+                            reason,
+                            replay,
+                            latency,
+                        });
                     }
                     None => {
                         stats.unexpected_acks.fetch_add(1, Relaxed);
@@ -686,7 +836,7 @@ mod tests {
         let later = t + Duration::from_millis(1200);
         assert_eq!(
             o.ack(Kind::Lead, 7, later),
-            Some(Some(Duration::from_millis(1200)))
+            Some(Some((Duration::from_millis(1200), t)))
         );
         assert_eq!(
             o.ack(Kind::Lead, 7, later),
@@ -700,12 +850,15 @@ mod tests {
         assert!(o.ack(Kind::Chat, 1, later).unwrap().is_some());
         o.expect(Kind::Chat, 1, t, false);
         assert_eq!(o.unacked(), [(Kind::Chat, 1), (Kind::Lead, 0)]);
+        assert!(o.unacked_leads().is_empty());
         assert_eq!(o.ack(Kind::Chat, 1, later), Some(None));
         // A kind mismatch is not a match.
         o.expect(Kind::Chat, 2, t, true);
         assert_eq!(o.ack(Kind::Lead, 2, later), None);
         o.unexpect(Kind::Chat, 2);
-        assert!(o.is_settled());
+        // A lead with no ack at all is reported for verify.
+        o.expect(Kind::Lead, 9, t, true);
+        assert_eq!(o.unacked_leads(), [9]);
     }
 
     #[test]
