@@ -27,7 +27,7 @@ build-release: ## release build of roomgate and roomgate-loadgen
 demo: build-release venv ## start ClickHouse + engine, run a 10,000-viewer room for ~60 s, print what happened (KEEP_RUNNING=1 keeps it up)
 	@python3 scripts/demo.py
 
-test: venv fmt-check lint unit it bench-check e2e ## everything CI checks
+test: venv fmt-check lint unit it loadgen-it bench-check e2e ## everything CI checks
 	@echo "make test: all checks passed"
 
 fmt-check: ## rustfmt, check only
@@ -50,6 +50,16 @@ e2e: venv ## end-to-end: ClickHouse + engine + loadgen (1,000 viewers), exact co
 	$(CARGO) build --locked -p roomgate -p roomgate-loadgen
 	@CLICKHOUSE_HTTP_PORT=$(TEST_CLICKHOUSE_PORT) CLICKHOUSE_DATA=$(CURDIR)/build/clickhouse/test-data-$(TEST_CLICKHOUSE_PORT) python3 scripts/clickhouse.py up >/dev/null
 	python3 scripts/e2e.py --clickhouse-url http://127.0.0.1:$(TEST_CLICKHOUSE_PORT) --bin-dir target/debug
+
+.PHONY: loadgen-it loadtest
+SCENARIO ?= loadgen/scenarios/steady-10k.toml
+
+loadgen-it: venv ## loadgen integration test: a small scenario end to end; verify passes, then catches a missing, a duplicated and an unexpected row
+	@CLICKHOUSE_HTTP_PORT=$(TEST_CLICKHOUSE_PORT) CLICKHOUSE_DATA=$(CURDIR)/build/clickhouse/test-data-$(TEST_CLICKHOUSE_PORT) python3 scripts/clickhouse.py up >/dev/null
+	$(CARGO) test -p roomgate-loadgen --test it --locked
+
+loadtest: build-release venv ## run SCENARIO (default steady-10k) against a local release engine + ClickHouse, verify it, write build/loadtest/<name>/report.html
+	@python3 scripts/loadtest.py --scenario $(SCENARIO)
 
 bench: ## run the criterion benches (release profile; figures in BENCHMARKS.md)
 	$(CARGO) bench -p roomgate-benches --benches

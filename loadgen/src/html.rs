@@ -16,6 +16,21 @@ const PALETTE: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
+/// Segment colors of the verdict bars: fixed for the common outcomes, the
+/// rest from a palette without green (green is "passed").
+fn segment_color(name: &str, i: usize) -> &'static str {
+    const OTHERS: &[&str] = &[
+        "#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#1f77b4",
+        "#aec7e8", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d",
+    ];
+    match name {
+        "passed" | "accepted" => "#2ca02c",
+        "busy" => "#9e9e9e",
+        "unacked" => "#424242",
+        _ => OTHERS[i % OTHERS.len()],
+    }
+}
+
 /// Escape text for HTML / SVG.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -312,7 +327,7 @@ fn stacked_bars(title: &str, rows: &[(String, Vec<(String, u64)>)]) -> String {
             let _ = write!(
                 o,
                 r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{bar_h}" fill="{}"><title>{}: {} ({:.1}%)</title></rect>"#,
-                PALETTE[ci % PALETTE.len()],
+                segment_color(name, ci),
                 esc(name),
                 v,
                 *v as f64 * 100.0 / total as f64
@@ -344,7 +359,7 @@ fn stacked_bars(title: &str, rows: &[(String, Vec<(String, u64)>)]) -> String {
             o,
             r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{ly:.1}" class="legend">{}</text>"#,
             ly - 9.0,
-            PALETTE[i % PALETTE.len()],
+            segment_color(n, i),
             lx + 14.0,
             esc(n)
         );
@@ -601,7 +616,9 @@ pub fn page(s: &Summary) -> String {
             }
             quality.push_str("</table>");
         }
-        quality.push_str("<h2>Checks</h2><table><tr><th></th><th>check</th><th>detail</th></tr>");
+        quality.push_str(
+            r#"<h2>Checks</h2><table class="left"><tr><th></th><th>check</th><th>detail</th></tr>"#,
+        );
         for c in &v.checks {
             let _ = write!(
                 quality,
@@ -643,7 +660,7 @@ svg .xlabel{{font-size:11px;text-anchor:middle;fill:#444}} svg .ylabel{{font-siz
 svg .legend{{font-size:10px;fill:#333}} svg .barlabel{{font-size:10px;fill:#fff;text-anchor:middle}}
 svg .empty{{font-size:13px;fill:#999;text-anchor:middle}}
 table{{border-collapse:collapse;background:#fff}} td,th{{border:1px solid #ddd;padding:3px 8px;text-align:right}}
-td:nth-child(2),th{{text-align:left}}
+td:nth-child(2),th,table.left td{{text-align:left}}
 .pass{{color:#17803d;font-weight:600}} .fail{{color:#c62828;font-weight:600}} .na{{color:#666}}
 pre{{background:#fff;border:1px solid #ddd;padding:10px;overflow:auto;font-size:12px}}
 </style></head><body>
