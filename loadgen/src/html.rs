@@ -48,7 +48,7 @@ fn num(v: f64) -> String {
         format!("{:.0}k", v / 1e3)
     } else if a >= 1e3 {
         format!("{:.1}k", v / 1e3)
-    } else if a >= 10.0 || a == 0.0 {
+    } else if a >= 10.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else if a >= 1.0 {
         format!("{v:.1}")
@@ -701,16 +701,20 @@ mod tests {
         assert!(t.last().unwrap() <= &7.3);
         assert_eq!(num(1500.0), "1.5k");
         assert_eq!(num(0.25), "0.25");
+        assert_eq!(num(7.0), "7");
+        assert_eq!(num(2.5), "2.5");
         assert!((spectrum_x(99.0) - 2.0).abs() < 1e-9);
     }
 
     #[test]
     fn page_is_self_contained_and_escaped() {
-        let mut s = Summary::default();
-        s.ground_truth = Some(report::GroundTruth {
-            description: "<script>alert(1)</script>".into(),
-            ..Default::default()
-        });
+        let mut s = Summary {
+            ground_truth: Some(report::GroundTruth {
+                description: "<script>alert(1)</script>".into(),
+                ..Default::default()
+            }),
+            ..Summary::default()
+        };
         s.timeline = Some(report::Timeline {
             bucket_s: 1.0,
             points: (1..=5)

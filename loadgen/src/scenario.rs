@@ -80,7 +80,7 @@ impl Default for Scenario {
 }
 
 /// `[join]`: a linear ramp (`ramp`), or arrival phases (`[[join.phases]]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Join {
     /// Seconds over which all viewers start joining, evenly; 0 = a join
@@ -90,15 +90,6 @@ pub struct Join {
     /// Arrival phases, Tsung style: each brings `share` of the viewers,
     /// starting at `at` over `ramp` seconds (0 = storm). Default none.
     pub phases: Vec<JoinPhase>,
-}
-
-impl Default for Join {
-    fn default() -> Self {
-        Join {
-            ramp: None,
-            phases: Vec::new(),
-        }
-    }
 }
 
 /// Default `[join] ramp`.
