@@ -11,6 +11,7 @@ Environment:
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import DEV_ENV, ch_query, die, log_tail, start, stop, wait_http  # noqa: E402
@@ -46,6 +47,7 @@ def main():
     if subprocess.run([os.path.join(BIN, "roomgate"), "--clickhouse-url", url, "migrate"], env=env).returncode != 0:
         die("demo: migrations failed")
 
+    started = time.time()
     step(f"engine: QUIC on {LISTEN}, admin on http://{ADMIN}/metrics")
     engine_log = os.path.join(WORK, "engine.log")
     engine = start([os.path.join(BIN, "roomgate"), "--listen", LISTEN, "--admin", ADMIN,
@@ -59,6 +61,9 @@ def main():
             os.path.join(BIN, "roomgate-loadgen"), "--server", LISTEN,
             "--cert", os.path.join(WORK, "cert", "cert.pem"),
             "--rooms", "1", "--viewers", viewers, "--duration", duration, "--ramp", "15",
+            # Below the room-wide chat cap (40 msg/s), so a healthy room
+            # shows no `busy`; raise it to watch the cap at work.
+            "--chat-rate", os.environ.get("DEMO_CHAT_RATE", "30"),
             "--summary-json", summary,
         ], env=env)
         if lg.returncode != 0:
@@ -75,20 +80,22 @@ def main():
         if rc != 0:
             print(log_tail(engine_log), file=sys.stderr)
 
-    step("what reached ClickHouse (database roomgate)")
-    print(ch_query(url, """
-        SELECT 'chat_messages' AS table, count() AS rows FROM roomgate.chat_messages
-        UNION ALL SELECT 'like_ticks (rows)', count() FROM roomgate.like_ticks
-        UNION ALL SELECT 'like taps (sum)', sum(taps) FROM roomgate.like_ticks
-        UNION ALL SELECT 'leads', count() FROM roomgate.leads
-        UNION ALL SELECT 'sessions', count() FROM roomgate.sessions
-        UNION ALL SELECT 'moderation_events', count() FROM roomgate.moderation_events
+    since = int(started) - 1
+    step("what this run wrote to ClickHouse (database roomgate; earlier runs stay there too)")
+    print(ch_query(url, f"""
+        SELECT 'chat_messages' AS table, count() AS rows FROM roomgate.chat_messages WHERE ts >= {since}
+        UNION ALL SELECT 'like_ticks (rows)', count() FROM roomgate.like_ticks WHERE ts >= {since}
+        UNION ALL SELECT 'like taps (sum)', sum(taps) FROM roomgate.like_ticks WHERE ts >= {since}
+        UNION ALL SELECT 'leads', count() FROM roomgate.leads WHERE ts >= {since}
+        UNION ALL SELECT 'sessions', count() FROM roomgate.sessions WHERE ts >= {since}
+        UNION ALL SELECT 'moderation_events', count() FROM roomgate.moderation_events WHERE ts >= {since}
         FORMAT PrettyCompactMonoBlock"""))
     print("room funnel per minute (roomgate.room_minute):")
-    print(ch_query(url, """
+    print(ch_query(url, f"""
         SELECT room_id, minute, sum(joins) AS joins, sum(chat_messages) AS chat,
                sum(like_taps) AS likes, sum(leads) AS leads, sum(rejects) AS rejects
-        FROM roomgate.room_minute GROUP BY room_id, minute ORDER BY room_id, minute DESC LIMIT 5
+        FROM roomgate.room_minute WHERE minute >= toStartOfMinute(toDateTime({since}))
+        GROUP BY room_id, minute ORDER BY room_id, minute DESC LIMIT 5
         FORMAT PrettyCompactMonoBlock"""))
     print("a few leads, as analysts see them (no PII in clear):")
     print(ch_query(url, """
