@@ -66,7 +66,13 @@ fn decide(c: &mut Criterion) {
         let mut n = 0u64;
         b.iter(|| {
             n += 1;
-            let ev = event(n % VIEWERS, EventKind::Like { count: 3 });
+            let ev = event(
+                n % VIEWERS,
+                EventKind::Like {
+                    count: 3,
+                    spread_ms: 0,
+                },
+            );
             black_box(guard.decide(black_box(n as i64), &ev))
         })
     });

@@ -81,7 +81,17 @@ fn measure(viewers: u64) -> (isize, isize) {
                 ),
             );
         }
-        guard.decide(now, &ev(v, now, EventKind::Like { count: 5 }));
+        guard.decide(
+            now,
+            &ev(
+                v,
+                now,
+                EventKind::Like {
+                    count: 5,
+                    spread_ms: 0,
+                },
+            ),
+        );
         if v % 10 == 0 {
             let lead = Lead {
                 client_lead_id: 1,

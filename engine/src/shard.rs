@@ -786,7 +786,7 @@ impl Worker {
                     close,
                 }));
             }
-            EventKind::Like { count } => {
+            EventKind::Like { count, .. } => {
                 if d.admitted > 0 {
                     let sec = (ev.received_at_ms / 1000) as u32;
                     *self.likes.entry((ev.room_id, sec)).or_default() += u64::from(d.admitted);

@@ -208,6 +208,7 @@ async fn session(
         ip,
         replier,
         pending_likes: 0,
+        pending_since_ms: 0,
     };
     s.push_wait(EventKind::Join {
         client: hello.client.chars().take(64).collect(),
@@ -266,6 +267,8 @@ struct Session {
     ip: String,
     replier: Arc<dyn Replier>,
     pending_likes: u32,
+    /// When the oldest pending tap arrived (Unix ms).
+    pending_since_ms: i64,
 }
 
 impl Session {
@@ -359,6 +362,9 @@ impl Session {
             ClientFrame::Like { count } => {
                 m.frame(Kind::Like);
                 m.like_taps.fetch_add(u64::from(count), Ordering::Relaxed);
+                if self.pending_likes == 0 {
+                    self.pending_since_ms = crate::now_ms();
+                }
                 self.pending_likes = self.pending_likes.saturating_add(count);
                 self.flush_likes();
             }
@@ -422,8 +428,11 @@ impl Session {
         if self.pending_likes == 0 {
             return;
         }
+        let spread_ms =
+            (crate::now_ms() - self.pending_since_ms).clamp(0, i64::from(u32::MAX)) as u32;
         let env = self.envelope(EventKind::Like {
             count: self.pending_likes,
+            spread_ms,
         });
         match self.ctx.shards.try_push(env) {
             Ok(()) => self.pending_likes = 0,
@@ -435,7 +444,9 @@ impl Session {
     async fn flush_likes_wait(&mut self) {
         if self.pending_likes > 0 {
             let count = std::mem::take(&mut self.pending_likes);
-            self.push_wait(EventKind::Like { count }).await;
+            let spread_ms =
+                (crate::now_ms() - self.pending_since_ms).clamp(0, i64::from(u32::MAX)) as u32;
+            self.push_wait(EventKind::Like { count, spread_ms }).await;
         }
     }
 }

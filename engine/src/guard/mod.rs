@@ -393,7 +393,9 @@ impl Guard {
                 }
                 Decision::ACCEPT
             }
-            EventKind::Like { count } => self.like(now_ms, ev.room_id, ev.viewer_id, *count),
+            EventKind::Like { count, spread_ms } => {
+                self.like(now_ms, ev.room_id, ev.viewer_id, *count, *spread_ms)
+            }
             EventKind::Chat {
                 client_msg_id,
                 text,
@@ -429,7 +431,14 @@ impl Guard {
         }
     }
 
-    fn like(&mut self, now_ms: i64, room: u64, viewer: u64, count: u32) -> Decision {
+    fn like(
+        &mut self,
+        now_ms: i64,
+        room: u64,
+        viewer: u64,
+        count: u32,
+        spread_ms: u32,
+    ) -> Decision {
         let gcra = self.likes;
         let dry = self.dry_run.contains(Reason::RateLimited);
         let v = self
@@ -439,7 +448,13 @@ impl Guard {
             .viewers
             .entry(viewer)
             .or_default();
-        let admitted = gcra.admit_n(&mut v.like_tat, now_ms, count);
+        // Taps coalesced over `spread_ms` are judged as if they arrived over
+        // that span: what the cap allowed at its start, then the rest now.
+        let start = now_ms - i64::from(spread_ms);
+        let mut admitted = gcra.admit_n(&mut v.like_tat, start, count);
+        if admitted < count && spread_ms > 0 {
+            admitted += gcra.admit_n(&mut v.like_tat, now_ms, count - admitted);
+        }
         if admitted == count {
             return Decision {
                 admitted,

@@ -59,7 +59,17 @@ fn say(g: &mut Guard, now: i64, viewer: u64, id: u64, text: &str) -> Decision {
 }
 
 fn like(g: &mut Guard, now: i64, viewer: u64, count: u32) -> Decision {
-    g.decide(now, &event(ROOM, viewer, EventKind::Like { count }))
+    g.decide(
+        now,
+        &event(
+            ROOM,
+            viewer,
+            EventKind::Like {
+                count,
+                spread_ms: 0,
+            },
+        ),
+    )
 }
 
 fn join(g: &mut Guard, now: i64, room: u64, viewer: u64) -> Decision {
@@ -2055,7 +2065,7 @@ proptest! {
                 join(&mut g, now, room, viewer);
             }
             say_in(&mut g, now, room, viewer, i as u64, &text(i));
-            g.decide(now, &event(room, viewer, EventKind::Like { count: 30 }));
+            g.decide(now, &event(room, viewer, EventKind::Like { count: 30, spread_ms: 0 }));
             if sessions {
                 leave(&mut g, now, room, viewer);
             }
@@ -2153,4 +2163,30 @@ proptest! {
             g.tick(now);
         }
     }
+}
+
+#[test]
+fn coalesced_likes_are_judged_over_their_spread() {
+    // Two seconds of 15 taps/s held back by a full queue arrive as one
+    // event of 30 taps spread over 2 s: within the 20/s cap, all admitted.
+    let mut g = guard();
+    let ev = event(
+        ROOM,
+        1,
+        EventKind::Like {
+            count: 30,
+            spread_ms: 2_000,
+        },
+    );
+    assert_eq!(g.decide(T0, &ev).admitted, 30);
+    // The same 30 taps in one instant exceed the burst of 20.
+    let ev = event(
+        ROOM,
+        2,
+        EventKind::Like {
+            count: 30,
+            spread_ms: 0,
+        },
+    );
+    assert_eq!(g.decide(T0, &ev).admitted, 20);
 }
