@@ -522,30 +522,26 @@ impl Worker {
                 value,
             } => {
                 let frame = notice(kind, value);
-                for (v, r) in self
-                    .sessions
-                    .get(&room)
-                    .into_iter()
-                    .flat_map(|m| m.values())
-                {
-                    if *v == viewer {
-                        r.reply(frame.clone());
-                    }
+                for r in self.viewer_sessions(room, viewer) {
+                    r.reply(frame.clone());
                 }
             }
             Effect::Kick { room, viewer } => {
-                for (v, r) in self
-                    .sessions
-                    .get(&room)
-                    .into_iter()
-                    .flat_map(|m| m.values())
-                {
-                    if *v == viewer {
-                        r.close(CloseCode::Banned);
-                    }
+                for r in self.viewer_sessions(room, viewer) {
+                    r.close(CloseCode::Banned);
                 }
             }
         }
+    }
+
+    /// The open sessions of `viewer` in `room`.
+    fn viewer_sessions(&self, room: u64, viewer: u64) -> impl Iterator<Item = &Arc<dyn Replier>> {
+        self.sessions
+            .get(&room)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(move |(v, _)| *v == viewer)
+            .map(|(_, r)| r)
     }
 
     fn hops(&mut self, now: i64) -> usize {
