@@ -45,7 +45,12 @@ impl Gcra {
     }
 
     /// Admit up to `n` events at `now_ms`; returns how many were admitted.
+    /// Admitting nothing leaves the state as it was (as `n` failed checks
+    /// would), so `n = 0` is a no-op.
     pub fn admit_n(&self, tat: &mut Tat, now_ms: i64, n: u32) -> u32 {
+        if n == 0 {
+            return 0;
+        }
         let now = now_ms.saturating_mul(1000);
         let t = (*tat).max(now);
         let room = now + self.tau_us - t;
