@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::batch::BatchPolicy;
 use crate::guard::{GuardConfig, RoomConfig};
+use crate::table::Table;
 use crate::wire::Limits;
 
 /// The whole configuration file.
@@ -32,8 +33,42 @@ pub struct Config {
     pub batch: BatchConfig,
     /// PII keys for leads.
     pub pii: PiiConfig,
+    /// The write-ahead log and dead-letter store.
+    pub storage: StorageConfig,
     /// Per-room settings loaded at start (`[[rooms]]`).
     pub rooms: Vec<RoomConfig>,
+}
+
+/// `[storage]`: the write-ahead log, where acks become durable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Data directory: the log in `<dir>/wal`, set-aside batches in
+    /// `<dir>/dead-letter`. Relative paths are relative to the working
+    /// directory. In production use a local disk (not tmpfs, not NFS) that
+    /// survives restarts and deploys: the node's acked-but-uncommitted rows
+    /// live here. Default `roomgate-data`.
+    pub dir: PathBuf,
+    /// Segment size: the log rolls to a new file at this size, and deletes
+    /// whole segments once every row in them is committed. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Disk budget of the log, bytes. Above it the overflow policy applies
+    /// (leads wait, chat gets `busy`, likes coalesce) until committed
+    /// segments are deleted. Default 8 GiB.
+    pub max_bytes: u64,
+    /// Most bytes written per group commit (one fsync). Default 4 MiB.
+    pub max_group_bytes: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            dir: PathBuf::from("roomgate-data"),
+            segment_bytes: 64 << 20,
+            max_bytes: 8 << 30,
+            max_group_bytes: 4 << 20,
+        }
+    }
 }
 
 /// `[server]`.
@@ -176,21 +211,20 @@ pub struct ClickHouseConfig {
     pub database: String,
     /// Apply migrations at start-up. Default true.
     pub migrate_on_start: bool,
-    /// Where batches that fail with a non-retryable data error are written
-    /// as JSON lines. Default `./roomgate-dead-letter`.
-    pub dead_letter_dir: PathBuf,
     /// First retry delay, ms; doubles up to `retry_max_ms`. Default 200.
     pub retry_initial_ms: u64,
     /// Longest retry delay, ms. Default 10,000.
     pub retry_max_ms: u64,
     /// Minimum gap between two inserts into one table, ms: paces the
-    /// catch-up after an outage. Default 100.
+    /// catch-up after an outage (with full batches of `batch.max_rows`).
+    /// Default 250 (at most 4 inserts per second per table).
     pub min_insert_interval_ms: u64,
     /// Timeout of one insert request, ms. Default 30,000.
     pub insert_timeout_ms: u64,
-    /// After shutdown begins, how long a failing insert keeps being retried
-    /// before its batch is spilled to the dead-letter dir, ms. Default 30,000.
-    pub shutdown_grace_ms: u64,
+    /// At shutdown, how long the writers keep flushing the log to
+    /// ClickHouse, ms. What is not committed by then stays in the log and is
+    /// sent after the next start. Default 10,000.
+    pub shutdown_flush_ms: u64,
 }
 
 impl Default for ClickHouseConfig {
@@ -201,12 +235,11 @@ impl Default for ClickHouseConfig {
             password: String::new(),
             database: "roomgate".into(),
             migrate_on_start: true,
-            dead_letter_dir: PathBuf::from("roomgate-dead-letter"),
             retry_initial_ms: 200,
             retry_max_ms: 10_000,
-            min_insert_interval_ms: 100,
+            min_insert_interval_ms: 250,
             insert_timeout_ms: 30_000,
-            shutdown_grace_ms: 30_000,
+            shutdown_flush_ms: 10_000,
         }
     }
 }
@@ -217,8 +250,7 @@ impl Default for ClickHouseConfig {
 pub struct BatchConfig {
     /// Policy for every table, unless overridden.
     pub default: BatchPolicy,
-    /// `leads` overrides. Built-in: `max_age_ms = 250`, since a lead's ack
-    /// waits for its row to be committed and this bounds lead ack latency.
+    /// `leads` overrides.
     pub leads: BatchOverride,
     /// `chat_messages` overrides.
     pub chat_messages: BatchOverride,
@@ -243,28 +275,21 @@ pub struct BatchOverride {
     pub max_age_ms: Option<u64>,
 }
 
-/// Built-in maximum age of a `leads` batch, ms.
-pub const LEADS_MAX_AGE_MS: u64 = 250;
-
 impl BatchConfig {
     /// The effective policy for `table`.
-    pub fn policy(&self, table: &str) -> BatchPolicy {
-        let (o, builtin_age) = match table {
-            "leads" => (self.leads, Some(LEADS_MAX_AGE_MS)),
-            "chat_messages" => (self.chat_messages, None),
-            "like_ticks" => (self.like_ticks, None),
-            "sessions" => (self.sessions, None),
-            "moderation_events" => (self.moderation_events, None),
-            _ => (BatchOverride::default(), None),
+    pub fn policy(&self, table: Table) -> BatchPolicy {
+        let o = match table {
+            Table::Leads => self.leads,
+            Table::Chat => self.chat_messages,
+            Table::Likes => self.like_ticks,
+            Table::Sessions => self.sessions,
+            Table::Moderation => self.moderation_events,
         };
         let d = self.default;
         BatchPolicy {
-            max_rows: o.max_rows.unwrap_or(d.max_rows),
+            max_rows: o.max_rows.unwrap_or(d.max_rows).max(1),
             max_bytes: o.max_bytes.unwrap_or(d.max_bytes),
-            max_age_ms: o
-                .max_age_ms
-                .or(builtin_age.map(|b| b.min(d.max_age_ms)))
-                .unwrap_or(d.max_age_ms),
+            max_age_ms: o.max_age_ms.unwrap_or(d.max_age_ms),
         }
     }
 }
@@ -337,6 +362,12 @@ impl Config {
                 .map(|n| n.get())
                 .unwrap_or(1);
         }
+        if self.storage.segment_bytes < 4096 || self.storage.max_bytes < self.storage.segment_bytes
+        {
+            return bad(
+                "storage.segment_bytes must be at least 4096 and at most storage.max_bytes",
+            );
+        }
         if self.shards.queue_capacity < 16 {
             return bad("shards.queue_capacity must be at least 16");
         }
@@ -390,15 +421,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.shards.count, 3);
-        // An override of one field keeps the others: the leads age stays
-        // 250 ms, rows come from [batch.default].
-        let leads = c.batch.policy("leads");
+        // An override of one field keeps the others from [batch.default].
+        let leads = c.batch.policy(Table::Leads);
         assert_eq!(
             (leads.max_rows, leads.max_bytes, leads.max_age_ms),
-            (9, 100, 250)
+            (9, 100, 1_000)
         );
-        assert_eq!(c.batch.policy("chat_messages").max_rows, 9);
-        assert_eq!(c.batch.policy("chat_messages").max_age_ms, 1_000);
+        assert_eq!(c.batch.policy(Table::Chat).max_rows, 9);
+        assert_eq!(c.batch.policy(Table::Chat).max_age_ms, 1_000);
+        assert_eq!(c.storage.dir, PathBuf::from("roomgate-data"));
         assert!(Config::from_toml("[nope]\n").is_err());
     }
 

@@ -1,5 +1,8 @@
-//! Wiring: start the sink, shards, gate and admin port; shut them down in
-//! order (stop accepting → close sessions → drain shards → flush batches).
+//! Wiring: open the log (replaying it), start the writers, shards, gate and
+//! admin port; shut them down in order: stop reading frames → let the shards
+//! decide what they hold → make it durable → deliver every ack → close
+//! connections with `shutting_down` → flush to ClickHouse until a deadline
+//! (what is left stays in the log for the next start).
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -16,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::pii::PiiKeys;
 use crate::shard::{ShardSettings, Shards};
 use crate::sink::{self, WriterSettings};
+use crate::wal::{self, LogHandle, SeenLead};
 use crate::wire::RoomSettings;
 
 /// Apply migrations, retrying while ClickHouse is unreachable (up to ~60 s).
@@ -55,6 +59,12 @@ pub struct Engine {
     admin: tokio::task::JoinHandle<()>,
     gate: tokio::task::JoinHandle<()>,
     shutdown_tx: watch::Sender<bool>,
+    drained_tx: watch::Sender<bool>,
+    writers_stop: watch::Sender<Option<std::time::Instant>>,
+    ctx: Arc<GateCtx>,
+    log: LogHandle,
+    log_thread: std::thread::JoinHandle<()>,
+    flush: Duration,
     quic_addr: SocketAddr,
     admin_addr: SocketAddr,
 }
@@ -80,23 +90,63 @@ impl Engine {
             let applied = migrate(&cfg).await?;
             tracing::info!(?applied, database = %cfg.clickhouse.database, "schema up to date");
         }
-        let boot_ms = crate::now_ms();
-        let boot_id = format!("{boot_ms:x}{:08x}", rand::random::<u32>());
+        // The log first: what it holds is replayed before viewers come.
+        let (log, recovery, opened, log_thread) = wal::start(
+            wal::LogSettings {
+                dir: wal::wal_dir(&cfg.storage.dir),
+                segment_bytes: cfg.storage.segment_bytes,
+                max_bytes: cfg.storage.max_bytes,
+                max_group_bytes: cfg.storage.max_group_bytes,
+            },
+            metrics.clone(),
+        )
+        .with_context(|| format!("open the log in {}", cfg.storage.dir.display()))?;
+        let replay_rows: u64 = recovery.tables.iter().map(|t| t.rows_after).sum();
+        metrics
+            .log
+            .replayed_rows
+            .store(replay_rows, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .log
+            .corrupt_regions
+            .store(opened.corrupt_regions, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            dir = %cfg.storage.dir.display(),
+            log_id = log.id(),
+            records = opened.records,
+            segments = opened.segments,
+            uncommitted_rows = replay_rows,
+            torn_bytes = opened.torn_bytes,
+            corrupt_regions = opened.corrupt_regions,
+            "log opened"
+        );
         let client = sink::client(&cfg.clickhouse);
-        let (sink_tx, writers) = sink::spawn(
+        let mut restore = recovery.leads.clone();
+        restore.extend(recent_leads(&client, cfg.guard.idempotency_window_secs).await);
+        restore.sort_by_key(|l| l.ts);
+        metrics
+            .log
+            .restored_leads
+            .store(restore.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let (writers_stop, stop_rx) = watch::channel(None);
+        let writers = sink::spawn(
             &client,
             &cfg.batch,
             WriterSettings {
-                boot_id: boot_id.clone(),
                 retry_initial: Duration::from_millis(cfg.clickhouse.retry_initial_ms),
                 retry_max: Duration::from_millis(cfg.clickhouse.retry_max_ms),
                 min_interval: Duration::from_millis(cfg.clickhouse.min_insert_interval_ms),
                 insert_timeout: Duration::from_millis(cfg.clickhouse.insert_timeout_ms),
-                dead_letter_dir: cfg.clickhouse.dead_letter_dir.clone(),
-                shutdown_grace: Duration::from_millis(cfg.clickhouse.shutdown_grace_ms),
+                dead_letter_dir: wal::dead_letter_dir(&cfg.storage.dir),
+                read_interval: Duration::from_millis(10),
+                read_bytes: 4 << 20,
             },
             &metrics,
+            &log,
+            &recovery,
+            &stop_rx,
         );
+        drop(recovery);
         let shards = Arc::new(
             Shards::start(
                 &ShardSettings {
@@ -105,9 +155,10 @@ impl Engine {
                     drain_batch: cfg.shards.drain_batch,
                     guard: cfg.guard.clone(),
                 },
-                sink_tx.clone(),
+                log.clone(),
                 pii,
                 metrics.clone(),
+                &restore,
             )
             .map_err(|e| anyhow::anyhow!(e))
             .context("start shard workers")?,
@@ -127,7 +178,9 @@ impl Engine {
                     .map_err(|e| anyhow::anyhow!("[[rooms]] id = {}: {e}", room.id))?;
             }
         }
+        drop(restore);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (drained_tx, drained_rx) = watch::channel(false);
         let (admin_addr, admin) = admin::bind(
             cfg.server.admin,
             AdminState {
@@ -156,22 +209,22 @@ impl Engine {
             max_pending_acks: cfg.server.max_pending_acks,
             busy_retry_after_ms: cfg.server.busy_retry_after_ms,
             max_connections: cfg.server.max_connections,
-            moderation: sink_tx.moderation.clone(),
+            log: log.clone(),
             shutdown: shutdown_rx,
+            drained: drained_rx,
+            reading: std::sync::atomic::AtomicUsize::new(0),
             // Random high half: unique across restarts and across nodes.
             next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 32),
         });
-        drop(sink_tx);
         tracing::info!(
             listen = %quic_addr,
             admin = %admin_addr,
             shards = cfg.shards.count,
             clickhouse = %cfg.clickhouse.url,
             database = %cfg.clickhouse.database,
-            boot_id,
             "roomgate running"
         );
-        let gate = tokio::spawn(gate::serve(endpoint, ctx));
+        let gate = tokio::spawn(gate::serve(endpoint, ctx.clone()));
         Ok(Engine {
             metrics,
             shards,
@@ -179,6 +232,12 @@ impl Engine {
             admin,
             gate,
             shutdown_tx,
+            drained_tx,
+            writers_stop,
+            ctx,
+            log,
+            log_thread,
+            flush: Duration::from_millis(cfg.clickhouse.shutdown_flush_ms),
             quic_addr,
             admin_addr,
         })
@@ -199,25 +258,99 @@ impl Engine {
         &self.metrics
     }
 
-    /// Stop accepting, close every session, drain the shards and flush every
-    /// batch to ClickHouse.
+    /// Shut down in order: stop accepting and stop reading frames → let the
+    /// shards decide what they hold → make it durable → deliver every ack →
+    /// close connections with `shutting_down` → flush the log to ClickHouse
+    /// until `clickhouse.shutdown_flush_ms`; the rest stays in the log.
     pub async fn shutdown(self) -> Result<()> {
-        tracing::info!("shutdown: closing sessions");
+        use std::sync::atomic::Ordering;
+        tracing::info!("shutdown: stop reading frames");
         let _ = self.shutdown_tx.send(true);
-        self.gate.await.context("gate task")?;
-        tracing::info!("shutdown: draining shard queues");
+        let t0 = std::time::Instant::now();
+        // Sessions hand over their last events (likes, `Leave`).
+        while self.ctx.reading.load(Ordering::SeqCst) > 0 && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::info!("shutdown: deciding what the shards hold");
         let s = self.shards.clone();
         tokio::task::spawn_blocking(move || s.shutdown())
             .await
             .context("shard shutdown")?;
         drop(self.shards);
-        tracing::info!("shutdown: flushing batches to ClickHouse");
+        tracing::info!("shutdown: making it durable and delivering acks");
+        let _ = self.log.barrier().await;
+        let _ = self.drained_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), self.gate)
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections did not close within 5 s");
+        }
+        drop(self.ctx);
+        tracing::info!(
+            deadline_ms = self.flush.as_millis() as u64,
+            "shutdown: flushing the log to ClickHouse"
+        );
+        let _ = self
+            .writers_stop
+            .send(Some(std::time::Instant::now() + self.flush));
         for w in self.writers {
             w.await.context("sink writer")?;
         }
+        drop(self.log);
+        let lt = self.log_thread;
+        let _ = tokio::task::spawn_blocking(move || lt.join()).await;
         let _ = self.admin.await;
-        tracing::info!(summary = %summary(&self.metrics), "roomgate stopped");
+        tracing::info!(
+            summary = %summary(&self.metrics),
+            log_bytes_left = self.metrics.log.bytes.load(Ordering::Relaxed),
+            "roomgate stopped"
+        );
         Ok(())
+    }
+}
+
+/// Leads ClickHouse holds from the last `window_secs`: a resend of one
+/// after a restart (whose log no longer has it) is a replay, not a new
+/// lead. Best effort: if ClickHouse does not answer within 5 s the engine
+/// starts with what its log holds (and the `leads` table collapses
+/// duplicates by key as the last line).
+async fn recent_leads(client: &clickhouse::Client, window_secs: u64) -> Vec<SeenLead> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Seen {
+        room_id: u64,
+        viewer_id: u64,
+        client_lead_id: u64,
+        verdict: String,
+        reason: String,
+        ts: i64,
+    }
+    let q = client
+        .query(
+            "SELECT room_id, viewer_id, client_lead_id, verdict, reason, toUnixTimestamp64Milli(ts) AS ts \
+             FROM leads WHERE ts >= now64(3) - toIntervalSecond(?) ORDER BY ts",
+        )
+        .bind(window_secs);
+    match tokio::time::timeout(Duration::from_secs(5), q.fetch_all::<Seen>()).await {
+        Ok(Ok(rows)) => rows
+            .into_iter()
+            .map(|r| SeenLead {
+                room_id: r.room_id,
+                viewer_id: r.viewer_id,
+                client_lead_id: r.client_lead_id,
+                verdict: crate::wal::codec::intern(&r.verdict).unwrap_or("accepted"),
+                reason: crate::wal::codec::intern(&r.reason).unwrap_or("none"),
+                ts: r.ts,
+            })
+            .collect(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read recent leads from ClickHouse; replays of leads older than the log are not recognised");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!("ClickHouse did not answer for recent leads within 5 s; replays of leads older than the log are not recognised");
+            Vec::new()
+        }
     }
 }
 
@@ -256,9 +389,9 @@ fn room_controls(r: &crate::guard::RoomConfig) -> Vec<crate::guard::Control> {
 
 fn summary(m: &Metrics) -> String {
     use std::sync::atomic::Ordering::Relaxed;
-    crate::metrics::TABLES
+    crate::table::Table::ALL
         .iter()
-        .zip(m.tables.iter())
+        .map(|t| (t, &m.tables[t.index()]))
         .map(|(t, s)| {
             format!(
                 "{t}={} rows/{} batches/{} retries/{} set aside",

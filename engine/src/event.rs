@@ -1,6 +1,14 @@
 //! The event that flows from the gate through a shard into the guard.
 
-use crate::wire::Lead;
+use crate::wire::{CloseCode, Lead, ServerFrame};
+
+/// Where frames for one viewer's connection go (acks, notices, a close).
+pub trait Replier: Send + Sync + std::fmt::Debug {
+    /// Queue a frame to the viewer; never blocks.
+    fn reply(&self, frame: ServerFrame);
+    /// Close the viewer's connection with `code`.
+    fn close(&self, code: CloseCode);
+}
 
 /// One thing a viewer did, as the gate hands it to a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,11 +13,17 @@
 //! - [`batch`]: the sealing policy for one table (rows / bytes / age).
 //! - [`event`]: the event handed from the gate to a shard.
 //! - [`pii`]: phone normalisation for storage, HMAC, masking, AEAD encryption.
+//! - [`table`]: the tables the engine writes, as one enum.
+//! - [`wal::codec`], [`wal::recovery`]: log records and what a restart
+//!   redoes.
 //!
 //! I/O layer:
 //! - [`gate`]: the quinn server, TLS, tickets, per-connection read loop.
 //! - [`shard`]: N bounded queues and one worker thread per shard.
-//! - [`sink`]: ClickHouse rows, migrations and the per-table writers.
+//! - [`wal`]: the write-ahead log: group commit (the ack's durability
+//!   point), segments, readers, deletion of committed segments.
+//! - [`sink`]: ClickHouse rows, migrations and the per-table writers, which
+//!   read the log.
 //! - [`admin`]: the loopback HTTP admin port (`/metrics`, `/healthz`).
 //! - [`metrics`]: every counter, in one place.
 //! - [`config`]: the TOML configuration, validated once.
@@ -34,6 +40,8 @@ pub mod metrics;
 pub mod pii;
 pub mod shard;
 pub mod sink;
+pub mod table;
+pub mod wal;
 pub mod wire;
 
 /// Current wall-clock time as Unix milliseconds (the I/O layer's clock).

@@ -49,6 +49,10 @@ struct Cli {
     /// PEM private key [config: server.key].
     #[arg(long, global = true)]
     key: Option<PathBuf>,
+    /// Data directory: the write-ahead log and set-aside batches
+    /// [config: storage.dir, default roomgate-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Number of shards; 0 = cores [config: shards.count].
     #[arg(long, global = true)]
     shards: Option<usize>,
@@ -65,6 +69,11 @@ enum Cmd {
     Run,
     /// Apply pending schema migrations and exit.
     Migrate,
+    /// Set-aside batches (rows ClickHouse rejected as bad data).
+    DeadLetter {
+        #[command(subcommand)]
+        op: DeadLetterOp,
+    },
     /// Print a signed viewer ticket (for testing and load tests).
     Ticket {
         /// Room id.
@@ -77,6 +86,15 @@ enum Cmd {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeadLetterOp {
+    /// List set-aside batches in `<storage.dir>/dead-letter`.
+    List,
+    /// Re-insert every set-aside batch (same token, so a batch that got in
+    /// is never doubled) and delete the ones that commit.
+    Replay,
 }
 
 fn config(cli: &Cli) -> Result<Config> {
@@ -111,6 +129,9 @@ fn config(cli: &Cli) -> Result<Config> {
     }
     if let Some(v) = &cli.key {
         cfg.server.key = Some(v.clone());
+    }
+    if let Some(v) = &cli.data_dir {
+        cfg.storage.dir = v.clone();
     }
     if let Some(v) = cli.shards {
         cfg.shards.count = v;
@@ -185,6 +206,7 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Cmd::DeadLetter { op } => rt.block_on(dead_letter(&cfg, op)),
         Cmd::Ticket { room, viewer, ttl } => {
             let secret = cfg
                 .tickets
@@ -206,4 +228,78 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn dead_letter(cfg: &Config, op: DeadLetterOp) -> Result<()> {
+    use roomgate::sink::{self, dead_letter, writer};
+    use roomgate::wal::Row;
+    let dir = roomgate::wal::dead_letter_dir(&cfg.storage.dir);
+    let batches = dead_letter::list(&dir)
+        .with_context(|| format!("read dead-letter dir {}", dir.display()))?;
+    if batches.is_empty() {
+        println!("no set-aside batches in {}", dir.display());
+        return Ok(());
+    }
+    let client = sink::client(&cfg.clickhouse);
+    let timeout = std::time::Duration::from_millis(cfg.clickhouse.insert_timeout_ms);
+    let mut failed = 0;
+    for b in &batches {
+        if matches!(op, DeadLetterOp::List) {
+            println!(
+                "{}  table={} rows={}{}",
+                b.token,
+                b.table,
+                b.rows.len(),
+                if b.corrupt_bytes > 0 {
+                    "  (has corrupt bytes)"
+                } else {
+                    ""
+                }
+            );
+            continue;
+        }
+        macro_rules! typed {
+            ($variant:ident) => {{
+                let rows: Vec<_> = b
+                    .rows
+                    .iter()
+                    .filter_map(|r| match r {
+                        Row::$variant(x) => Some(x.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                writer::insert(&client, &rows, &b.token, timeout).await
+            }};
+        }
+        let result = match b.table {
+            roomgate::table::Table::Chat => typed!(Chat),
+            roomgate::table::Table::Likes => typed!(Like),
+            roomgate::table::Table::Leads => typed!(Lead),
+            roomgate::table::Table::Sessions => typed!(Session),
+            roomgate::table::Table::Moderation => typed!(Moderation),
+        };
+        match result {
+            Ok(()) => {
+                dead_letter::remove(b)?;
+                println!(
+                    "replayed {} ({} rows into {})",
+                    b.token,
+                    b.rows.len(),
+                    b.table
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("still rejected: {} ({}): {e}", b.token, b.table);
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} batches still rejected; they stay in {}",
+            batches.len(),
+            dir.display()
+        );
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::event::Kind;
+use crate::table::Table;
 use crate::wire::{CloseCode, Reason, Verdict};
 
 const KINDS: usize = 4;
@@ -54,14 +55,34 @@ type TableMetric = (
     fn(&TableStats) -> i64,
 );
 
-/// Tables the sink writes (index into [`Metrics::tables`]).
-pub const TABLES: [&str; 5] = [
-    "chat_messages",
-    "like_ticks",
-    "leads",
-    "sessions",
-    "moderation_events",
-];
+/// Write-ahead log counters (updated by the log thread, once per group).
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Group commits (one fsync each).
+    pub fsyncs: AtomicU64,
+    /// Sum of write+fsync time, µs.
+    pub fsync_us_sum: AtomicU64,
+    /// Slowest write+fsync, µs.
+    pub fsync_us_max: AtomicU64,
+    /// Bytes appended.
+    pub bytes_written: AtomicU64,
+    /// Acks released after their records were durable.
+    pub acks: AtomicU64,
+    /// Bytes in the log's segments now.
+    pub bytes: AtomicU64,
+    /// Last durable LSN.
+    pub durable_lsn: AtomicU64,
+    /// Segments deleted after their rows were committed.
+    pub segments_deleted: AtomicU64,
+    /// Times the log went over its disk budget.
+    pub full_events: AtomicU64,
+    /// Records recovered at start that were not yet committed.
+    pub replayed_rows: AtomicU64,
+    /// Corrupt regions skipped at start.
+    pub corrupt_regions: AtomicU64,
+    /// Leads restored into the idempotency window at start.
+    pub restored_leads: AtomicU64,
+}
 
 /// All engine counters.
 #[derive(Debug)]
@@ -92,8 +113,10 @@ pub struct Metrics {
     closes: [AtomicU64; CLOSES],
     /// Current depth of each shard queue.
     pub queue_depth: Vec<AtomicI64>,
-    /// Per-table sink counters, in [`TABLES`] order.
-    pub tables: [TableStats; 5],
+    /// Per-table sink counters, indexed by [`Table::index`].
+    pub tables: [TableStats; Table::COUNT],
+    /// The write-ahead log.
+    pub log: LogStats,
     /// Moderation rows dropped because the sink queue was full (overload).
     pub moderation_dropped: AtomicU64,
     /// Client ids forgotten early by the idempotency window, per shard.
@@ -130,6 +153,7 @@ impl Metrics {
             closes: Default::default(),
             queue_depth: (0..shards).map(|_| AtomicI64::new(0)).collect(),
             tables: Default::default(),
+            log: LogStats::default(),
             moderation_dropped: AtomicU64::new(0),
             idempotency_evicted: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -408,14 +432,14 @@ impl Metrics {
             (
                 "roomgate_sink_pending_rows",
                 "gauge",
-                "Rows accepted but not yet committed.",
+                "Rows read from the log by the writer and not yet committed.",
                 |t| t.pending_rows.load(Relaxed),
             ),
         ];
         for (name, ty, help, get) in table_metrics {
             head(&mut s, name, ty, help);
-            for (i, t) in TABLES.iter().enumerate() {
-                let v = get(&self.tables[i]);
+            for t in Table::ALL {
+                let v = get(&self.tables[t.index()]);
                 if name.contains("seconds") {
                     let _ = writeln!(s, "{name}{{table=\"{t}\"}} {:.6}", v as f64 / 1e6);
                 } else {
@@ -434,6 +458,89 @@ impl Metrics {
             "roomgate_moderation_rows_dropped_total {}",
             self.moderation_dropped.load(Relaxed)
         );
+        let l = &self.log;
+        let log_metrics: [(&str, &str, &str, u64); 12] = [
+            (
+                "roomgate_log_fsyncs_total",
+                "counter",
+                "Group commits of the write-ahead log (one fsync each).",
+                l.fsyncs.load(Relaxed),
+            ),
+            (
+                "roomgate_log_fsync_seconds_sum",
+                "counter",
+                "Total write+fsync time of group commits.",
+                l.fsync_us_sum.load(Relaxed),
+            ),
+            (
+                "roomgate_log_fsync_seconds_max",
+                "gauge",
+                "Slowest group commit.",
+                l.fsync_us_max.load(Relaxed),
+            ),
+            (
+                "roomgate_log_written_bytes_total",
+                "counter",
+                "Bytes appended to the log.",
+                l.bytes_written.load(Relaxed),
+            ),
+            (
+                "roomgate_log_acks_total",
+                "counter",
+                "Acks released after their records were durable.",
+                l.acks.load(Relaxed),
+            ),
+            (
+                "roomgate_log_bytes",
+                "gauge",
+                "Bytes in the log's segments (rows not yet committed, and their segments).",
+                l.bytes.load(Relaxed),
+            ),
+            (
+                "roomgate_log_durable_lsn",
+                "gauge",
+                "Last durable log sequence number.",
+                l.durable_lsn.load(Relaxed),
+            ),
+            (
+                "roomgate_log_segments_deleted_total",
+                "counter",
+                "Segments deleted after every row in them was committed.",
+                l.segments_deleted.load(Relaxed),
+            ),
+            (
+                "roomgate_log_full_total",
+                "counter",
+                "Times the log went over its disk budget (overflow policy applied).",
+                l.full_events.load(Relaxed),
+            ),
+            (
+                "roomgate_log_replayed_rows",
+                "gauge",
+                "Rows found in the log at start that were not yet committed.",
+                l.replayed_rows.load(Relaxed),
+            ),
+            (
+                "roomgate_log_corrupt_regions",
+                "gauge",
+                "Corrupt regions skipped when the log was opened (ALERT if > 0).",
+                l.corrupt_regions.load(Relaxed),
+            ),
+            (
+                "roomgate_log_restored_leads",
+                "gauge",
+                "Lead ids restored into the idempotency window at start.",
+                l.restored_leads.load(Relaxed),
+            ),
+        ];
+        for (name, ty, help, v) in log_metrics {
+            head(&mut s, name, ty, help);
+            if name.contains("seconds") {
+                let _ = writeln!(s, "{name} {:.6}", v as f64 / 1e6);
+            } else {
+                let _ = writeln!(s, "{name} {v}");
+            }
+        }
         head(
             &mut s,
             "roomgate_idempotency_evicted_total",

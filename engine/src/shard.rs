@@ -3,8 +3,9 @@
 //! `shard = hash(room_id) % N`. Each shard is a lock-free bounded
 //! [`ArrayQueue`] drained by one worker thread that owns all state of its
 //! rooms (the guard, like aggregation, the room's sessions): no locks on the
-//! event path. Workers drain in rounds, hand each round's rows to the sink in
-//! one vector per table, and park when idle.
+//! event path. Workers drain in rounds and hand each round's rows, with the
+//! acks that wait for them, to the write-ahead log in one submission
+//! ([`crate::wal`]), and park when idle.
 //!
 //! Overflow is a decision per kind, taken by the caller of
 //! [`Shards::try_push`]: leads and session events wait ([`Shards::push_wait`]),
@@ -31,40 +32,11 @@ use crate::guard::{
 };
 use crate::metrics::{Metrics, Overflow};
 use crate::pii::{mask_phone, PiiKeys};
-use crate::sink::{ChatRow, Item, LeadRow, LikeRow, ModerationRow, SessionRow, SinkTx};
+use crate::sink::{ChatRow, LeadRow, LikeRow, ModerationRow, SessionRow};
+use crate::wal::{Ack, LogHandle, Row, SeenLead, Submit};
 use crate::wire::{AckKind, CloseCode, Lead, Notice, NoticeKind, Reason, ServerFrame, Verdict};
 
-/// Where a worker sends frames for one viewer's connection.
-pub trait Replier: Send + Sync + std::fmt::Debug {
-    /// Queue a frame to the viewer; never blocks.
-    fn reply(&self, frame: ServerFrame);
-    /// Close the viewer's connection with `code`.
-    fn close(&self, code: CloseCode);
-}
-
-/// An ack to send later (after its row is committed).
-#[derive(Debug)]
-pub struct DeferredAck {
-    to: Vec<Arc<dyn Replier>>,
-    frame: ServerFrame,
-    replay_frame: Option<ServerFrame>,
-}
-
-impl DeferredAck {
-    /// Send it now (the first replier gets the ack, resends made while the
-    /// lead was in flight get it as a replay).
-    pub fn send(self) {
-        let mut to = self.to.into_iter();
-        if let Some(first) = to.next() {
-            first.reply(self.frame);
-        }
-        if let Some(replay) = self.replay_frame {
-            for r in to {
-                r.reply(replay.clone());
-            }
-        }
-    }
-}
+pub use crate::event::Replier;
 
 /// An event plus the way back to its viewer.
 #[derive(Debug)]
@@ -169,12 +141,15 @@ impl std::fmt::Debug for Shards {
 }
 
 impl Shards {
-    /// Start `settings.count` workers writing to `sink`.
+    /// Start `settings.count` workers appending to `log`. `restore` are
+    /// leads already decided (found in the log or in ClickHouse at start):
+    /// a resend of one is answered as a replay with its original verdict.
     pub fn start(
         settings: &ShardSettings,
-        sink: SinkTx,
+        log: LogHandle,
         pii: Arc<PiiKeys>,
         metrics: Arc<Metrics>,
+        restore: &[SeenLead],
     ) -> Result<Self, String> {
         let queues: Arc<Vec<Queue>> = Arc::new(
             (0..settings.count)
@@ -191,20 +166,27 @@ impl Shards {
         let leads_pending = Arc::new(AtomicUsize::new(0));
         let mut threads = Vec::new();
         for i in 0..settings.count {
+            let mut guard = Guard::new(&settings.guard)?;
+            for l in restore
+                .iter()
+                .filter(|l| shard_of(l.room_id, settings.count) == i)
+            {
+                guard.lead_restore(l);
+            }
             let mut worker = Worker {
                 index: i,
                 queues: queues.clone(),
                 leads_pending: leads_pending.clone(),
-                guard: Guard::new(&settings.guard)?,
+                guard,
                 likes: FxHashMap::default(),
                 sessions: FxHashMap::default(),
                 in_flight: FxHashMap::default(),
                 pending_hops: VecDeque::new(),
-                sink: sink.clone(),
+                log: log.clone(),
                 pii: pii.clone(),
                 metrics: metrics.clone(),
                 drain_batch: settings.drain_batch.max(1),
-                out: Round::default(),
+                out: Submit::default(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("roomgate-shard-{i}"))
@@ -303,16 +285,6 @@ impl Shards {
     }
 }
 
-/// Rows produced by one drain round, one vector per table.
-#[derive(Default)]
-struct Round {
-    chat: Vec<Item<ChatRow>>,
-    likes: Vec<Item<LikeRow>>,
-    leads: Vec<Item<LeadRow>>,
-    sessions: Vec<Item<SessionRow>>,
-    moderation: Vec<Item<ModerationRow>>,
-}
-
 /// The identifying fields of an event, kept after its payload moved.
 #[derive(Debug, Clone, Copy)]
 struct Head {
@@ -341,32 +313,12 @@ struct Worker {
     in_flight: FxHashMap<InFlightKey, Vec<Arc<dyn Replier>>>,
     /// Hops whose target queue was full; retried every round.
     pending_hops: VecDeque<(usize, LeadHop)>,
-    sink: SinkTx,
+    log: LogHandle,
     pii: Arc<PiiKeys>,
     metrics: Arc<Metrics>,
     drain_batch: usize,
-    out: Round,
-}
-
-fn send_rows<R>(
-    tx: &tokio::sync::mpsc::Sender<Vec<Item<R>>>,
-    rows: &mut Vec<Item<R>>,
-    m: &Metrics,
-    table: usize,
-) {
-    if rows.is_empty() {
-        return;
-    }
-    let n = rows.iter().filter(|i| i.row.is_some()).count();
-    m.tables[table]
-        .pending_rows
-        .fetch_add(n as i64, Ordering::Relaxed);
-    let batch = std::mem::take(rows);
-    // Blocking here is the backpressure chain: a saturated writer stops this
-    // worker, its queue fills, the gate pushes back on viewers.
-    if tx.blocking_send(batch).is_err() {
-        tracing::error!(table, "sink writer gone; rows lost");
-    }
+    /// This round's rows and the acks that wait for them.
+    out: Submit,
 }
 
 impl Worker {
@@ -435,13 +387,11 @@ impl Worker {
         self.leads_pending.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Hand the round to the log. Blocking here is the backpressure chain:
+    /// a log behind (or over its disk budget) stops this worker, its queue
+    /// fills, the gate pushes back on viewers.
     fn ship(&mut self) {
-        let m = &self.metrics;
-        send_rows(&self.sink.chat, &mut self.out.chat, m, 0);
-        send_rows(&self.sink.likes, &mut self.out.likes, m, 1);
-        send_rows(&self.sink.leads, &mut self.out.leads, m, 2);
-        send_rows(&self.sink.sessions, &mut self.out.sessions, m, 3);
-        send_rows(&self.sink.moderation, &mut self.out.moderation, m, 4);
+        self.log.submit(std::mem::take(&mut self.out));
         self.metrics.idempotency_evicted[self.index]
             .store(self.guard.evicted_early(), Ordering::Relaxed);
     }
@@ -452,12 +402,12 @@ impl Worker {
             return;
         }
         let current = now.map(|n| (n / 1000) as u32);
-        let out = &mut self.out.likes;
+        let out = &mut self.out.rows;
         self.likes.retain(|&(room_id, ts), taps| {
             if current.is_some_and(|c| ts >= c) {
                 return true;
             }
-            out.push(Item::row(LikeRow {
+            out.push(Row::Like(LikeRow {
                 room_id,
                 ts,
                 taps: *taps,
@@ -629,6 +579,7 @@ impl Worker {
             session_id: head.session_id,
             client_lead_id: lead.client_lead_id,
             verdict: d.verdict.as_str(),
+            reason: d.reason.as_str(),
             score: v.score,
             reasons: v.reasons.names(),
             dry_run_reasons: d.dry_run.names(),
@@ -646,16 +597,20 @@ impl Worker {
             consent: lead.consent,
             fill_ms: lead.fill_ms,
         };
-        // Every lead is stored with its verdict; its ack waits for the commit.
-        let ack = (!to.is_empty()).then(|| DeferredAck {
-            to,
-            frame,
-            replay_frame: Some(replay),
-        });
-        self.out.leads.push(Item {
-            row: Some(row),
-            ack,
-        });
+        // Every lead is stored with its verdict; its ack waits until the
+        // record is durable. The first sender gets the ack, resends made
+        // while it was in flight get it as a replay.
+        self.out.rows.push(Row::Lead(row));
+        let mut to = to.into_iter();
+        if let Some(first) = to.next() {
+            self.out.acks.push(Ack { to: first, frame });
+        }
+        for r in to {
+            self.out.acks.push(Ack {
+                to: r,
+                frame: replay.clone(),
+            });
+        }
         self.lead_done();
     }
 
@@ -688,17 +643,12 @@ impl Worker {
                     self.lead_done();
                     self.metrics
                         .decision(Kind::Lead, replay.verdict, Reason::Replay, 1);
-                    // The original's row may not be committed yet: this ack
+                    // The original's record may not be durable yet: this ack
                     // queues behind it, so a replay never overtakes it.
                     let frame = ack_frame(AckKind::Lead, lead.client_lead_id, &replay);
-                    self.out.leads.push(Item {
-                        row: None,
-                        ack: Some(DeferredAck {
-                            to: reply.into_iter().collect(),
-                            frame,
-                            replay_frame: None,
-                        }),
-                    });
+                    if let Some(to) = reply {
+                        self.out.acks.push(Ack { to, frame });
+                    }
                 }
                 Ok(check) => {
                     self.in_flight.insert(key, reply.into_iter().collect());
@@ -750,7 +700,7 @@ impl Worker {
                         });
                     }
                 }
-                self.out.sessions.push(Item::row(SessionRow {
+                self.out.rows.push(Row::Session(SessionRow {
                     room_id: ev.room_id,
                     ts: ev.received_at_ms,
                     viewer_id: ev.viewer_id,
@@ -771,7 +721,7 @@ impl Worker {
                         self.sessions.remove(&ev.room_id);
                     }
                 }
-                self.out.sessions.push(Item::row(SessionRow {
+                self.out.rows.push(Row::Session(SessionRow {
                     room_id: ev.room_id,
                     ts: ev.received_at_ms,
                     viewer_id: ev.viewer_id,
@@ -820,16 +770,25 @@ impl Worker {
                 text,
             } => {
                 if let Some(r) = &reply {
-                    r.reply(ack_frame(AckKind::Chat, client_msg_id, &d));
+                    // Sent once this round is durable (the stored row, or
+                    // the moderation row of a reject).
+                    self.out.acks.push(Ack {
+                        to: r.clone(),
+                        frame: ack_frame(AckKind::Chat, client_msg_id, &d),
+                    });
                     if d.muted_secs > 0 {
-                        r.reply(ServerFrame::Notice(Notice {
-                            kind: NoticeKind::Muted as u8,
-                            value: d.muted_secs,
-                            text: format!(
-                                "too many rejected messages: muted for {} s",
-                                d.muted_secs
-                            ),
-                        }));
+                        // After the ack it explains.
+                        self.out.acks.push(Ack {
+                            to: r.clone(),
+                            frame: ServerFrame::Notice(Notice {
+                                kind: NoticeKind::Muted as u8,
+                                value: d.muted_secs,
+                                text: format!(
+                                    "too many rejected messages: muted for {} s",
+                                    d.muted_secs
+                                ),
+                            }),
+                        });
                     }
                 }
                 if d.replay {
@@ -839,7 +798,7 @@ impl Worker {
                     self.moderation(&head, "chat", client_msg_id, r, true, text.clone());
                 }
                 if d.stores() {
-                    self.out.chat.push(Item::row(ChatRow {
+                    self.out.rows.push(Row::Chat(ChatRow {
                         room_id: ev.room_id,
                         ts: ev.received_at_ms,
                         viewer_id: ev.viewer_id,
@@ -866,7 +825,7 @@ impl Worker {
         dry_run: bool,
         detail: String,
     ) {
-        self.out.moderation.push(Item::row(ModerationRow {
+        self.out.rows.push(Row::Moderation(ModerationRow {
             room_id: ev.room_id,
             ts: ev.ts,
             viewer_id: ev.viewer_id,

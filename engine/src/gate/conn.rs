@@ -11,7 +11,8 @@ use crate::event::{Event, EventKind, Kind};
 use crate::guard::Decision;
 use crate::metrics::Overflow;
 use crate::shard::{ack_frame, Envelope, Replier};
-use crate::sink::{Item, ModerationRow};
+use crate::sink::ModerationRow;
+use crate::wal::{Row, Submit};
 use crate::wire::{
     self, ticket, AckKind, ClientFrame, CloseCode, FrameDecoder, Reason, ServerFrame, Verdict,
     Welcome,
@@ -215,6 +216,7 @@ async fn session(
         ip: s.ip.clone(),
     })
     .await;
+    ctx.reading.fetch_add(1, Ordering::SeqCst);
     let mut code = s.frames(conn, &mut recv, &mut dec, &tx).await;
     // A close the engine itself made (ban, slow consumer) names the reason.
     if let Some(c) = CloseCode::from_code(u64::from(closed_with.load(Ordering::Relaxed))) {
@@ -226,6 +228,13 @@ async fn session(
         close: code.as_str(),
     })
     .await;
+    ctx.reading.fetch_sub(1, Ordering::SeqCst);
+    if code == CloseCode::ShuttingDown {
+        // Shutdown order: every frame this viewer sent is decided and
+        // durable, and its ack queued, before the connection closes.
+        let mut drained = ctx.drained.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(30), drained.wait_for(|d| *d)).await;
+    }
     if code == CloseCode::Normal || code == CloseCode::ShuttingDown {
         // Let queued acks go out before the close.
         let _ = tx.send(Out::Close(code)).await;
@@ -354,7 +363,14 @@ impl Session {
                     client_msg_id,
                     text,
                 });
-                if let Err(env) = self.ctx.shards.try_push(env) {
+                // A full log (over its disk budget) sheds chat like a full
+                // queue does.
+                let pushed = if self.ctx.log.is_full() {
+                    Err(env)
+                } else {
+                    self.ctx.shards.try_push(env)
+                };
+                if let Err(env) = pushed {
                     m.overflow(Kind::Chat, Overflow::Busy);
                     self.busy(env, client_msg_id);
                 }
@@ -411,14 +427,14 @@ impl Session {
             detail,
         };
         // Overload already: never block the gate for a moderation row.
-        if self.ctx.moderation.try_send(vec![Item::row(row)]).is_err() {
+        let round = Submit {
+            rows: vec![Row::Moderation(row)],
+            acks: Vec::new(),
+        };
+        if self.ctx.log.try_submit(round).is_err() {
             self.ctx
                 .metrics
                 .moderation_dropped
-                .fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.ctx.metrics.tables[4]
-                .pending_rows
                 .fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::shard::Shards;
-use crate::sink::{Item, ModerationRow};
+use crate::wal::LogHandle;
 use crate::wire::{CloseCode, Limits, RoomSettings};
 
 /// Everything a connection task needs.
@@ -44,10 +44,16 @@ pub struct GateCtx {
     pub busy_retry_after_ms: u32,
     /// Connection cap.
     pub max_connections: usize,
-    /// Moderation rows for rejects decided in the gate (`busy`).
-    pub moderation: mpsc::Sender<Vec<Item<ModerationRow>>>,
-    /// Flips to true when shutdown begins.
+    /// The log: moderation rows for rejects decided in the gate (`busy`),
+    /// and its disk-budget state.
+    pub log: LogHandle,
+    /// Flips to true when shutdown begins: sessions stop reading frames.
     pub shutdown: watch::Receiver<bool>,
+    /// Flips to true when everything the sessions handed over is decided,
+    /// durable and acked: sessions then close with `shutting_down`.
+    pub drained: watch::Receiver<bool>,
+    /// Sessions still reading frames or handing over their last events.
+    pub reading: std::sync::atomic::AtomicUsize,
     /// Session id generator.
     pub next_session: AtomicU64,
 }

@@ -913,6 +913,29 @@ impl Guard {
         self.seen.insert(key, (d.verdict, d.reason), now_ms);
     }
 
+    /// Restore a lead decided before a restart (found in the log or in
+    /// ClickHouse) into the idempotency window, at its original time, so a
+    /// resend is answered as a replay. Unknown names restore as accepted.
+    pub fn lead_restore(&mut self, l: &crate::wal::SeenLead) {
+        let verdict = [
+            Verdict::Accepted,
+            Verdict::Suspect,
+            Verdict::Rejected,
+            Verdict::Duplicate,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == l.verdict)
+        .unwrap_or(Verdict::Accepted);
+        let reason = Reason::from_name(l.reason).unwrap_or(Reason::None);
+        let key = ClientKey {
+            room: l.room_id,
+            viewer: l.viewer_id,
+            lead: true,
+            id: l.client_lead_id,
+        };
+        self.seen.insert(key, (verdict, reason), l.ts);
+    }
+
     /// Apply a live control; returns what to announce.
     pub fn control(&mut self, now_ms: i64, ctl: &Control) -> Result<Effect, ControlError> {
         self.last_now_ms = self.last_now_ms.max(now_ms);

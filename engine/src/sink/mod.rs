@@ -1,10 +1,11 @@
-//! The ClickHouse sink: row types, migrations and one writer task per table.
+//! The ClickHouse sink: row types, migrations, one writer task per table
+//! reading the write-ahead log, and the dead-letter store.
 //!
-//! Shard workers hand rows over in per-round vectors through bounded channels
-//! ([`SinkTx`]); a full channel blocks the worker, which fills its shard queue,
-//! which pushes back on the gate: an outage delays rows, it never drops an
-//! accepted lead.
+//! Nothing here holds an ack: acks were released when their rows became
+//! durable in the log. A ClickHouse outage delays rows (they wait in the
+//! log, up to its disk budget); it never drops one.
 
+pub mod dead_letter;
 pub mod migrate;
 pub mod rows;
 pub mod writer;
@@ -12,31 +13,14 @@ pub mod writer;
 use std::sync::Arc;
 
 use clickhouse::Client;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{BatchConfig, ClickHouseConfig};
 use crate::metrics::Metrics;
+use crate::table::Table;
+use crate::wal::{LogHandle, Recovery};
 pub use rows::{ChatRow, LeadRow, LikeRow, ModerationRow, SessionRow};
-pub use writer::{Item, WriterSettings};
-
-/// Per-round vectors buffered per table before workers block.
-const CHANNEL_DEPTH: usize = 64;
-
-/// Senders into the table writers (cloned into each shard worker).
-#[derive(Clone, Debug)]
-pub struct SinkTx {
-    /// `chat_messages`.
-    pub chat: mpsc::Sender<Vec<Item<ChatRow>>>,
-    /// `like_ticks`.
-    pub likes: mpsc::Sender<Vec<Item<LikeRow>>>,
-    /// `leads`.
-    pub leads: mpsc::Sender<Vec<Item<LeadRow>>>,
-    /// `sessions`.
-    pub sessions: mpsc::Sender<Vec<Item<SessionRow>>>,
-    /// `moderation_events`.
-    pub moderation: mpsc::Sender<Vec<Item<ModerationRow>>>,
-}
+pub use writer::{StopRx, TableRow, WriterSettings};
 
 /// Build the HTTP client from config (URL, user, password, database, LZ4).
 pub fn client(cfg: &ClickHouseConfig) -> Client {
@@ -48,36 +32,44 @@ pub fn client(cfg: &ClickHouseConfig) -> Client {
         .with_compression(clickhouse::Compression::Lz4)
 }
 
-/// Start the five writers on the current tokio runtime.
+/// Start the five writers on the current tokio runtime; each starts by
+/// re-sending what `recovery` says its table has not committed.
 pub fn spawn(
     client: &Client,
     batch: &BatchConfig,
     settings: WriterSettings,
     metrics: &Arc<Metrics>,
-) -> (SinkTx, Vec<JoinHandle<()>>) {
-    let settings = Arc::new(settings);
-    let mut handles = Vec::new();
-    macro_rules! table {
-        ($idx:expr, $name:literal) => {{
-            let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-            let w = writer::TableWriter::new(
-                $name,
-                $idx,
-                client.clone(),
-                batch.policy($name),
-                settings.clone(),
-                metrics.clone(),
-            );
-            handles.push(tokio::spawn(w.run(rx)));
-            tx
-        }};
+    log: &LogHandle,
+    recovery: &Recovery,
+    stop: &StopRx,
+) -> Vec<JoinHandle<()>> {
+    fn one<R: TableRow>(
+        client: &Client,
+        batch: &BatchConfig,
+        settings: &Arc<WriterSettings>,
+        metrics: &Arc<Metrics>,
+        log: &LogHandle,
+        recovery: &Recovery,
+        stop: &StopRx,
+    ) -> JoinHandle<()> {
+        let w = writer::TableWriter::<R>::new(
+            client.clone(),
+            batch.policy(R::TABLE),
+            settings.clone(),
+            metrics.clone(),
+            log.clone(),
+            recovery.table(R::TABLE).clone(),
+        );
+        tokio::spawn(w.run(stop.clone()))
     }
-    let tx = SinkTx {
-        chat: table!(0, "chat_messages"),
-        likes: table!(1, "like_ticks"),
-        leads: table!(2, "leads"),
-        sessions: table!(3, "sessions"),
-        moderation: table!(4, "moderation_events"),
-    };
-    (tx, handles)
+    let s = Arc::new(settings);
+    let handles = vec![
+        one::<ChatRow>(client, batch, &s, metrics, log, recovery, stop),
+        one::<LikeRow>(client, batch, &s, metrics, log, recovery, stop),
+        one::<LeadRow>(client, batch, &s, metrics, log, recovery, stop),
+        one::<SessionRow>(client, batch, &s, metrics, log, recovery, stop),
+        one::<ModerationRow>(client, batch, &s, metrics, log, recovery, stop),
+    ];
+    debug_assert_eq!(handles.len(), Table::COUNT);
+    handles
 }

@@ -45,6 +45,8 @@ pub struct LeadRow {
     pub session_id: u64,
     pub client_lead_id: u64,
     pub verdict: &'static str,
+    /// The ack's reason (what a resend is answered with).
+    pub reason: &'static str,
     pub score: u8,
     pub reasons: Vec<&'static str>,
     pub dry_run_reasons: Vec<&'static str>,
@@ -120,3 +122,25 @@ impl RowSize for ModerationRow {
         64 + self.detail.len()
     }
 }
+
+macro_rules! table_row {
+    ($row:ident, $variant:ident, $table:ident) => {
+        impl super::writer::TableRow for $row {
+            const TABLE: crate::table::Table = crate::table::Table::$table;
+            fn from_row(row: crate::wal::Row) -> Option<Self> {
+                match row {
+                    crate::wal::Row::$variant(r) => Some(r),
+                    _ => None,
+                }
+            }
+            fn into_row(self) -> crate::wal::Row {
+                crate::wal::Row::$variant(self)
+            }
+        }
+    };
+}
+table_row!(ChatRow, Chat, Chat);
+table_row!(LikeRow, Like, Likes);
+table_row!(LeadRow, Lead, Leads);
+table_row!(SessionRow, Session, Sessions);
+table_row!(ModerationRow, Moderation, Moderation);

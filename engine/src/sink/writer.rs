@@ -1,59 +1,57 @@
-//! One writer task per table: batch, insert with an idempotent token, retry
-//! retryable errors with backoff, set aside data errors, then release the
-//! acks that waited for the commit.
+//! One writer task per table. It reads its table's rows from the log,
+//! batches them (rows / bytes / age), records each insert's LSN range in
+//! the log before sending it, inserts with a token derived from that range,
+//! retries what may pass later, sets aside what never will, and logs the
+//! outcome. Acks do not wait for it: they were released when the rows
+//! became durable in the log.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clickhouse::{Client, Row, RowOwned, RowWrite};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
+use super::dead_letter;
 use super::rows::RowSize;
-use crate::batch::{BatchPolicy, Batcher, Sealed};
+use crate::batch::BatchPolicy;
 use crate::metrics::Metrics;
-use crate::shard::DeferredAck;
+use crate::table::Table;
+use crate::wal::{self, codec, BatchMark, Entry, LogHandle, Outcome, TableRecovery};
 
-/// A row plus the ack (if any) to send once it is committed.
-#[derive(Debug)]
-pub struct Item<R> {
-    /// The row; `None` for an ack that only has to wait for every row
-    /// queued before it (a lead resend answered while the original's row is
-    /// not committed yet).
-    pub row: Option<R>,
-    /// Sent after the row's batch is committed (leads: durable acks).
-    pub ack: Option<DeferredAck>,
-}
-
-impl<R> Item<R> {
-    /// A row with no deferred ack.
-    pub fn row(row: R) -> Self {
-        Item {
-            row: Some(row),
-            ack: None,
-        }
-    }
+/// A row type the sink writes to one table.
+pub trait TableRow:
+    Row + RowOwned + RowWrite + RowSize + Serialize + Clone + Send + Sync + Sized + 'static
+{
+    /// Its table.
+    const TABLE: Table;
+    /// This table's row out of a logged row (`None`: another table's).
+    fn from_row(row: wal::Row) -> Option<Self>;
+    /// As a logged row.
+    fn into_row(self) -> wal::Row;
 }
 
 /// Retry and pacing settings shared by all writers.
 #[derive(Debug, Clone)]
 pub struct WriterSettings {
-    /// Unique per engine process; part of every dedup token.
-    pub boot_id: String,
     /// First retry delay.
     pub retry_initial: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
-    /// Minimum gap between inserts into one table.
+    /// Minimum gap between inserts into one table: paces the catch-up
+    /// after an outage.
     pub min_interval: Duration,
     /// Per-insert timeout.
     pub insert_timeout: Duration,
-    /// Where non-retryable batches are written.
+    /// Where non-retryable batches are written (fsynced) before they are
+    /// marked done.
     pub dead_letter_dir: std::path::PathBuf,
-    /// How long to keep retrying after shutdown began before spilling the
-    /// remaining batches to the dead-letter dir.
-    pub shutdown_grace: Duration,
+    /// How often a writer looks for new rows in the log.
+    pub read_interval: Duration,
+    /// Most bytes read from the log per look.
+    pub read_bytes: usize,
 }
 
 /// How an insert error is handled.
@@ -66,12 +64,14 @@ pub enum ErrorClass {
 }
 
 /// Classify an insert error. Data/type errors (codes such as 6, 27, 53, 117)
-/// fail the same way on every retry; everything else may pass later.
+/// fail the same way on every retry; everything else may pass later,
+/// including 32/33 (`ATTEMPT_TO_READ_AFTER_EOF`, `CANNOT_READ_ALL_DATA`),
+/// which a body truncated by a proxy or a dropped connection also causes.
 pub fn classify(err: &clickhouse::error::Error) -> ErrorClass {
     use clickhouse::error::Error as E;
     match err {
         E::BadResponse(msg) => match server_code(msg) {
-            Some(6 | 26 | 27 | 32 | 33 | 38 | 41 | 53 | 69 | 70 | 72 | 117 | 131 | 349) => {
+            Some(6 | 26 | 27 | 38 | 41 | 53 | 69 | 70 | 72 | 117 | 131 | 349) => {
                 ErrorClass::SetAside
             }
             _ => ErrorClass::Retry,
@@ -92,97 +92,317 @@ pub fn server_code(msg: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// The deduplication token of the insert of `table` rows `first..=last` of
+/// the log `log_id`: the same insert always gets the same token, and no
+/// other insert ever does.
+pub fn token(log_id: &str, table: Table, first: u64, last: u64) -> String {
+    format!("{log_id}-{}-{first}-{last}", table.name())
+}
+
+/// Insert `rows` into `table` with `token` (idempotent retries).
+pub async fn insert<R: TableRow>(
+    client: &Client,
+    rows: &[R],
+    token: &str,
+    timeout: Duration,
+) -> clickhouse::error::Result<()> {
+    let timeout = Some(timeout);
+    let mut insert = client
+        .insert::<R>(R::TABLE.name())
+        .await?
+        .with_setting("insert_deduplication_token", token)
+        .with_setting("insert_deduplicate", "1")
+        .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+        .with_timeouts(timeout, timeout);
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
+}
+
+/// A batch being filled or sent.
+struct Batch<R> {
+    rows: Vec<R>,
+    first: u64,
+    last: u64,
+    bytes: usize,
+    opened_at: Option<Instant>,
+    /// Already recorded in the log (a recovered insert being re-sent).
+    recorded: Option<BatchMark>,
+}
+
+impl<R> Batch<R> {
+    fn new() -> Self {
+        Batch {
+            rows: Vec::new(),
+            first: 0,
+            last: 0,
+            bytes: 0,
+            opened_at: None,
+            recorded: None,
+        }
+    }
+}
+
 /// Writer for one table.
 pub struct TableWriter<R> {
-    table: &'static str,
-    index: usize,
     client: Client,
     policy: BatchPolicy,
     settings: Arc<WriterSettings>,
     metrics: Arc<Metrics>,
+    log: LogHandle,
+    recovery: TableRecovery,
     _row: std::marker::PhantomData<R>,
 }
 
-impl<R> TableWriter<R>
-where
-    R: Row + RowOwned + RowWrite + RowSize + Serialize + Send + Sync + 'static,
-{
-    /// A writer for `table` (its index in [`crate::metrics::TABLES`]).
+/// Tells writers to stop: `Some(deadline)` = flush what the log holds
+/// until `deadline`, then stop; whatever is not committed stays in the log.
+pub type StopRx = watch::Receiver<Option<Instant>>;
+
+enum Step {
+    /// Rows were read or a batch was sent: look again at once.
+    Again,
+    /// Wait for new rows, the batch's age, or the stop signal.
+    Wait,
+    /// Stop now.
+    Stop,
+}
+
+impl<R: TableRow> TableWriter<R> {
+    /// A writer that starts where `recovery` says this table stands.
     pub fn new(
-        table: &'static str,
-        index: usize,
         client: Client,
         policy: BatchPolicy,
         settings: Arc<WriterSettings>,
         metrics: Arc<Metrics>,
+        log: LogHandle,
+        recovery: TableRecovery,
     ) -> Self {
         TableWriter {
-            table,
-            index,
             client,
             policy,
             settings,
             metrics,
+            log,
+            recovery,
             _row: std::marker::PhantomData,
         }
     }
 
-    /// Run until the channel closes (shutdown), then flush.
-    pub async fn run(self, mut rx: mpsc::Receiver<Vec<Item<R>>>) {
-        let mut batcher: Batcher<Item<R>> = Batcher::new(self.policy);
+    /// Run until stopped.
+    pub async fn run(self, mut stop: StopRx) {
+        let table = R::TABLE;
+        let mut reader = Some(self.log.reader(self.recovery.done_through + 1));
+        let mut durable = self.log.durable();
+        let mut pending: VecDeque<BatchMark> = self.recovery.pending.iter().copied().collect();
+        if !pending.is_empty() || self.recovery.rows_after > 0 {
+            tracing::info!(%table, inserts = pending.len(), rows = self.recovery.rows_after, "replaying rows not yet committed");
+        }
+        let mut buf: VecDeque<(u64, R)> = VecDeque::new();
+        let mut batch: Batch<R> = Batch::new();
         let mut last_insert: Option<Instant> = None;
-        let epoch = Instant::now();
-        let epoch_ms = crate::now_ms();
-        let now = || epoch_ms + epoch.elapsed().as_millis() as i64;
         loop {
-            let deadline = batcher.deadline();
-            let sleep = async {
-                match deadline {
-                    Some(d) => {
-                        let wait = (d - now()).max(0) as u64;
-                        tokio::time::sleep(Duration::from_millis(wait)).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            let deadline = *stop.borrow();
+            let durable_lsn = *durable.borrow();
+            let step = self
+                .step(
+                    &mut reader,
+                    durable_lsn,
+                    &mut pending,
+                    &mut buf,
+                    &mut batch,
+                    &mut last_insert,
+                    deadline,
+                )
+                .await;
+            let safe = batch
+                .rows
+                .first()
+                .map(|_| batch.first)
+                .or(buf.front().map(|(l, _)| *l))
+                .unwrap_or_else(|| reader.as_ref().map_or(0, |r| r.position()));
+            self.log.set_safe(table, safe);
+            match step {
+                Step::Again => continue,
+                Step::Stop => break,
+                Step::Wait => {}
+            }
+            let age = batch
+                .opened_at
+                .map(|t| t + Duration::from_millis(self.policy.max_age_ms));
             tokio::select! {
-                msg = rx.recv() => {
-                    let Some(items) = msg else { break };
-                    for item in items {
-                        let size = item.row.as_ref().map_or(0, RowSize::size);
-                        if let Some(sealed) = batcher.push(item, size, now()) {
-                            self.commit(sealed, &mut last_insert, false).await;
-                        }
+                r = durable.changed() => {
+                    if r.is_err() && deadline.is_none() {
+                        // The log stopped: nothing more will arrive.
+                        break;
                     }
+                    // Let a few group commits accumulate before reading.
+                    tokio::time::sleep(self.settings.read_interval).await;
                 }
-                () = sleep => {
-                    if let Some(sealed) = batcher.poll(now()) {
-                        self.commit(sealed, &mut last_insert, false).await;
-                    }
+                () = sleep_until(age) => {}
+                r = stop.changed(), if deadline.is_none() => {
+                    if r.is_err() { break; }
                 }
+                () = sleep_until(deadline) => break,
             }
         }
-        if let Some(sealed) = batcher.flush() {
-            self.commit(sealed, &mut last_insert, true).await;
-        }
-        tracing::debug!(table = self.table, "writer stopped");
+        tracing::debug!(%table, "writer stopped");
     }
 
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        reader: &mut Option<wal::Reader>,
+        durable: u64,
+        pending: &mut VecDeque<BatchMark>,
+        buf: &mut VecDeque<(u64, R)>,
+        batch: &mut Batch<R>,
+        last_insert: &mut Option<Instant>,
+        deadline: Option<Instant>,
+    ) -> Step {
+        let table = R::TABLE;
+        let mut read_any = false;
+        // 1. Read more rows when the buffer has room.
+        if buf.len() < self.policy.max_rows {
+            if let Some(r) = reader.take() {
+                if r.position() <= durable {
+                    let max = self.settings.read_bytes;
+                    let (r, rows) = tokio::task::spawn_blocking(move || {
+                        let mut r = r;
+                        let mut rows = Vec::new();
+                        let res = r.read(durable, max, |lsn, payload| {
+                            if codec::row_table(payload) != Some(table) {
+                                return;
+                            }
+                            match codec::decode(payload) {
+                                Ok(Entry::Row(row)) => {
+                                    if let Some(row) = R::from_row(row) {
+                                        rows.push((lsn, row));
+                                    }
+                                }
+                                Ok(_) => {}
+                                Err(e) => tracing::error!(lsn, %table, error = %e, "log row does not decode; skipped"),
+                            }
+                        });
+                        if let Err(e) = res {
+                            tracing::error!(%table, error = %e, "cannot read the log");
+                        }
+                        (r, rows)
+                    })
+                    .await
+                    .expect("log read task does not panic");
+                    *reader = Some(r);
+                    read_any = !rows.is_empty();
+                    self.metrics.tables[table.index()]
+                        .pending_rows
+                        .fetch_add(rows.len() as i64, Relaxed);
+                    buf.extend(rows);
+                } else {
+                    *reader = Some(r);
+                }
+            }
+        }
+        let caught_up = reader.as_ref().is_none_or(|r| r.position() > durable);
+        // 2. Fill the batch.
+        let now = Instant::now();
+        let mut sealed = false;
+        if let Some(mark) = pending.front().copied() {
+            // A recovered insert: exactly the rows of its range.
+            batch.recorded = Some(mark);
+            batch.first = mark.first;
+            batch.last = mark.last;
+            while let Some((lsn, _)) = buf.front() {
+                if *lsn > mark.last {
+                    sealed = true;
+                    break;
+                }
+                let (_, row) = buf.pop_front().expect("front exists");
+                batch.bytes += row.size();
+                batch.rows.push(row);
+            }
+            if reader.as_ref().is_none_or(|r| r.position() > mark.last) {
+                sealed = true;
+            }
+            if sealed {
+                pending.pop_front();
+                if batch.rows.len() as u32 != mark.rows {
+                    tracing::warn!(%table, first = mark.first, last = mark.last, logged = mark.rows, found = batch.rows.len(), "a recovered insert has fewer rows than recorded (corrupt log records were skipped)");
+                }
+                if batch.rows.is_empty() {
+                    self.log.mark_later(Entry::Done {
+                        table,
+                        first: mark.first,
+                        last: mark.last,
+                        outcome: Outcome::Committed,
+                    });
+                    *batch = Batch::new();
+                    return Step::Again;
+                }
+            }
+        } else {
+            while batch.rows.len() < self.policy.max_rows && batch.bytes < self.policy.max_bytes {
+                let Some((lsn, row)) = buf.pop_front() else {
+                    break;
+                };
+                if batch.rows.is_empty() {
+                    batch.first = lsn;
+                    batch.opened_at = Some(now);
+                }
+                batch.last = lsn;
+                batch.bytes += row.size();
+                batch.rows.push(row);
+            }
+            let full =
+                batch.rows.len() >= self.policy.max_rows || batch.bytes >= self.policy.max_bytes;
+            let old = batch
+                .opened_at
+                .is_some_and(|t| now >= t + Duration::from_millis(self.policy.max_age_ms));
+            let flushing = deadline.is_some() && caught_up && buf.is_empty();
+            sealed = !batch.rows.is_empty() && (full || old || flushing);
+        }
+        // 3. Send a sealed batch.
+        if sealed {
+            let b = std::mem::replace(batch, Batch::new());
+            if !self.commit(b, last_insert, deadline).await {
+                return Step::Stop;
+            }
+            return Step::Again;
+        }
+        if deadline.is_some() && caught_up && buf.is_empty() && batch.rows.is_empty() {
+            return Step::Stop;
+        }
+        if read_any && !caught_up {
+            return Step::Again;
+        }
+        Step::Wait
+    }
+
+    /// Record, send and settle one insert. `false`: the stop deadline
+    /// passed first (the insert stays in the log for the next start).
     async fn commit(
         &self,
-        sealed: Sealed<Item<R>>,
+        b: Batch<R>,
         last: &mut Option<Instant>,
-        shutting_down: bool,
-    ) {
-        let stats = &self.metrics.tables[self.index];
-        let token = format!("{}-{}-{}", self.settings.boot_id, self.table, sealed.seq);
-        let n = sealed.rows.iter().filter(|i| i.row.is_some()).count() as u64;
-        let mut delay = self.settings.retry_initial;
-        let started = Instant::now();
-        loop {
-            if n == 0 {
-                break;
+        deadline: Option<Instant>,
+    ) -> bool {
+        let table = R::TABLE;
+        let stats = &self.metrics.tables[table.index()];
+        let n = b.rows.len() as u64;
+        if b.recorded.is_none() {
+            let mark = Entry::Batch {
+                table,
+                first: b.first,
+                last: b.last,
+                rows: b.rows.len() as u32,
+            };
+            if self.log.mark(mark).await.is_err() {
+                tracing::warn!(%table, "log stopped before an insert could be recorded");
+                return false;
             }
+        }
+        let token = token(self.log.id(), table, b.first, b.last);
+        let mut delay = self.settings.retry_initial;
+        loop {
             if let Some(prev) = *last {
                 let gap = prev.elapsed();
                 if gap < self.settings.min_interval {
@@ -191,85 +411,85 @@ where
             }
             *last = Some(Instant::now());
             let t0 = Instant::now();
-            match self.insert(&sealed.rows, &token).await {
+            let attempt = insert(&self.client, &b.rows, &token, self.settings.insert_timeout);
+            let result = match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), attempt).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(%table, rows = n, token, "shutdown deadline reached during an insert; it stays in the log");
+                        return false;
+                    }
+                },
+                None => attempt.await,
+            };
+            match result {
                 Ok(()) => {
                     let us = t0.elapsed().as_micros() as u64;
                     stats.batches.fetch_add(1, Relaxed);
                     stats.rows.fetch_add(n, Relaxed);
                     stats.insert_us_sum.fetch_add(us, Relaxed);
                     stats.insert_us_max.fetch_max(us, Relaxed);
-                    tracing::debug!(table = self.table, rows = n, us, token, "batch committed");
-                    break;
+                    tracing::debug!(%table, rows = n, us, token, "batch committed");
+                    self.done(&b, Outcome::Committed);
+                    return true;
                 }
                 Err(e) if classify(&e) == ErrorClass::SetAside => {
-                    tracing::error!(table = self.table, rows = n, token, error = %e, "batch rejected by ClickHouse; set aside");
-                    self.set_aside(&sealed.rows, &token, &e.to_string());
-                    break;
+                    tracing::error!(%table, rows = n, token, error = %e, "batch rejected by ClickHouse as bad data; setting it aside");
+                    match dead_letter::write(
+                        &self.settings.dead_letter_dir,
+                        &token,
+                        table,
+                        &e.to_string(),
+                        b.first,
+                        &b.rows,
+                    ) {
+                        Ok(path) => {
+                            stats.dead_batches.fetch_add(1, Relaxed);
+                            stats.dead_rows.fetch_add(n, Relaxed);
+                            tracing::error!(%table, rows = n, path = %path.display(), "batch set aside; re-insert after a fix with `roomgate dead-letter replay`");
+                            self.done(&b, Outcome::SetAside);
+                            return true;
+                        }
+                        Err(err) => {
+                            // Not durable elsewhere: keep it in the log and
+                            // try again later.
+                            tracing::error!(%table, rows = n, error = %err, "cannot write the dead-letter file; the batch stays in the log");
+                        }
+                    }
                 }
                 Err(e) => {
                     stats.retries.fetch_add(1, Relaxed);
-                    let give_up = shutting_down && started.elapsed() > self.settings.shutdown_grace;
-                    if give_up {
-                        tracing::error!(table = self.table, rows = n, token, error = %e, "ClickHouse still failing at shutdown; spilling batch to dead-letter dir");
-                        self.set_aside(&sealed.rows, &token, &e.to_string());
-                        break;
-                    }
-                    tracing::warn!(table = self.table, rows = n, token, error = %e, retry_in_ms = delay.as_millis() as u64, "insert failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.settings.retry_max);
+                    tracing::warn!(%table, rows = n, token, error = %e, retry_in_ms = delay.as_millis() as u64, "insert failed; retrying");
                 }
             }
-        }
-        stats.pending_rows.fetch_sub(n as i64, Relaxed);
-        for item in sealed.rows {
-            if let Some(ack) = item.ack {
-                ack.send();
+            let wake = Instant::now() + delay;
+            if deadline.is_some_and(|d| d <= wake) {
+                tracing::warn!(%table, rows = n, token, "shutdown deadline reached while ClickHouse fails; the batch stays in the log");
+                return false;
             }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.settings.retry_max);
         }
     }
 
-    async fn insert(&self, rows: &[Item<R>], token: &str) -> clickhouse::error::Result<()> {
-        let timeout = Some(self.settings.insert_timeout);
-        let mut insert = self
-            .client
-            .insert::<R>(self.table)
-            .await?
-            .with_setting("insert_deduplication_token", token)
-            .with_setting("insert_deduplicate", "1")
-            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
-            .with_timeouts(timeout, timeout);
-        for row in rows.iter().filter_map(|i| i.row.as_ref()) {
-            insert.write(row).await?;
-        }
-        insert.end().await
+    fn done(&self, b: &Batch<R>, outcome: Outcome) {
+        let table = R::TABLE;
+        self.metrics.tables[table.index()]
+            .pending_rows
+            .fetch_sub(b.rows.len() as i64, Relaxed);
+        self.log.mark_later(Entry::Done {
+            table,
+            first: b.first,
+            last: b.last,
+            outcome,
+        });
     }
+}
 
-    fn set_aside(&self, rows: &[Item<R>], token: &str, error: &str) {
-        let stats = &self.metrics.tables[self.index];
-        stats.dead_batches.fetch_add(1, Relaxed);
-        stats.dead_rows.fetch_add(
-            rows.iter().filter(|i| i.row.is_some()).count() as u64,
-            Relaxed,
-        );
-        let dir = &self.settings.dead_letter_dir;
-        let path = dir.join(format!("{token}.jsonl"));
-        let mut out = String::new();
-        out.push_str(
-            &serde_json::json!({"table": self.table, "token": token, "error": error}).to_string(),
-        );
-        out.push('\n');
-        for row in rows.iter().filter_map(|i| i.row.as_ref()) {
-            match serde_json::to_string(row) {
-                Ok(line) => out.push_str(&line),
-                Err(e) => {
-                    out.push_str(&serde_json::json!({"unserializable": e.to_string()}).to_string())
-                }
-            }
-            out.push('\n');
-        }
-        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, out)) {
-            tracing::error!(path = %path.display(), error = %e, "cannot write dead-letter file; rows lost");
-        }
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -284,8 +504,19 @@ mod tests {
         assert_eq!(classify(&bad), ErrorClass::SetAside);
         let busy = E::BadResponse("Code: 252. DB::Exception: Too many parts".into());
         assert_eq!(classify(&busy), ErrorClass::Retry);
+        let truncated = E::BadResponse("Code: 33. DB::Exception: Cannot read all data".into());
+        assert_eq!(classify(&truncated), ErrorClass::Retry);
         assert_eq!(classify(&E::TimedOut), ErrorClass::Retry);
         assert_eq!(server_code("xx Code: 117. y"), Some(117));
         assert_eq!(server_code("no code"), None);
+    }
+
+    #[test]
+    fn tokens_name_the_log_table_and_range() {
+        assert_eq!(token("ab12", Table::Leads, 7, 90), "ab12-leads-7-90");
+        assert_ne!(
+            token("ab12", Table::Leads, 7, 90),
+            token("ab13", Table::Leads, 7, 90)
+        );
     }
 }

@@ -73,7 +73,7 @@ pub fn config(url: &str, name: &str) -> Config {
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     cfg.server.dev_cert_dir = Some(dir.join("cert"));
-    cfg.clickhouse.dead_letter_dir = dir.join("dead-letter");
+    cfg.storage.dir = dir.join("data");
     cfg.clickhouse.url = url.to_owned();
     cfg.clickhouse.database = format!("it_{name}_{}_{}", std::process::id(), roomgate::now_ms());
     cfg.clickhouse.retry_initial_ms = 100;

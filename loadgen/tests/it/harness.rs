@@ -89,7 +89,7 @@ impl Run {
         cfg.server.dev_cert_dir = Some(dir.join("cert"));
         cfg.clickhouse.url = url.clone();
         cfg.clickhouse.database = database.clone();
-        cfg.clickhouse.dead_letter_dir = dir.join("dead-letter");
+        cfg.storage.dir = dir.join("data");
         cfg.tickets.secret = Some(SECRET.into());
         cfg.pii.hmac_key = Some(KEY.into());
         cfg.pii.enc_key = Some(KEY.into());

@@ -1,0 +1,418 @@
+//! The log's files: segments named by their first LSN, appended and
+//! fsynced by one thread ([`Log`]), read by any number of [`Reader`]s.
+//!
+//! Layout of `<storage.dir>/wal/`:
+//! - `log.id`: a random id made when the log is created; part of every
+//!   insert's deduplication token, so a new (or lost) data directory never
+//!   reuses an old token.
+//! - `<first_lsn:020>.seg`: segments. Only the last one is appended to;
+//!   a segment is deleted when every row in it is committed to ClickHouse.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::codec::{self, Entry, Scan};
+
+/// A segment file.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// LSN of its first record (its name).
+    pub first_lsn: u64,
+    /// Path.
+    pub path: PathBuf,
+    /// Bytes.
+    pub bytes: u64,
+    /// LSN of its last record (0: none yet).
+    pub last_lsn: u64,
+}
+
+/// The segment list shared between the log thread and readers.
+pub type Segments = Arc<Mutex<Vec<Segment>>>;
+
+/// What opening the log found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OpenStats {
+    /// Valid records.
+    pub records: u64,
+    /// Segments.
+    pub segments: usize,
+    /// Regions of corrupt bytes skipped (each may have held records).
+    pub corrupt_regions: u64,
+    /// Bytes in them.
+    pub corrupt_bytes: u64,
+    /// Bytes of a torn tail cut from the last segment.
+    pub torn_bytes: u64,
+    /// Records whose CRC matched but whose payload did not decode.
+    pub undecodable: u64,
+}
+
+/// The appending side of the log (owned by the log thread).
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    id: String,
+    segments: Segments,
+    file: File,
+    buf: Vec<u8>,
+    next_lsn: u64,
+    durable_lsn: u64,
+    segment_bytes: u64,
+}
+
+fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
+    dir.join(format!("{first_lsn:020}.seg"))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Log {
+    /// Open (or create) the log in `dir`, calling `visit` for every valid
+    /// entry in LSN order. A torn tail of the last segment is cut off;
+    /// corrupt regions elsewhere are skipped and counted.
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        mut visit: impl FnMut(u64, Entry),
+    ) -> io::Result<(Log, OpenStats)> {
+        std::fs::create_dir_all(dir)?;
+        let id_path = dir.join("log.id");
+        let id = match std::fs::read_to_string(&id_path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+            _ => {
+                let id = format!("{:016x}", rand::random::<u64>());
+                let tmp = dir.join("log.id.tmp");
+                let mut f = File::create(&tmp)?;
+                f.write_all(id.as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &id_path)?;
+                sync_dir(dir)?;
+                id
+            }
+        };
+        let mut firsts: Vec<u64> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".seg")?.parse::<u64>().ok()
+            })
+            .collect();
+        firsts.sort_unstable();
+        let mut stats = OpenStats::default();
+        let mut segments = Vec::new();
+        let mut last = 0u64;
+        let count = firsts.len();
+        for (i, first) in firsts.into_iter().enumerate() {
+            let path = segment_path(dir, first);
+            let bytes = std::fs::read(&path)?;
+            let mut keep = bytes.len() as u64;
+            let mut seg_last = 0;
+            for item in codec::scan(&bytes, last) {
+                match item {
+                    Scan::Record { lsn, payload, .. } => {
+                        stats.records += 1;
+                        last = lsn;
+                        seg_last = lsn;
+                        match codec::decode(payload) {
+                            Ok(e) => visit(lsn, e),
+                            Err(e) => {
+                                stats.undecodable += 1;
+                                tracing::error!(lsn, error = %e, segment = %path.display(), "log record does not decode; skipped");
+                            }
+                        }
+                    }
+                    Scan::Garbage { at, len } => {
+                        stats.corrupt_regions += 1;
+                        stats.corrupt_bytes += len as u64;
+                        tracing::error!(segment = %path.display(), offset = at, bytes = len, after_lsn = last, "corrupt region in the log; skipped");
+                    }
+                    Scan::Tail { at } if i + 1 == count => {
+                        stats.torn_bytes += (bytes.len() - at) as u64;
+                        keep = at as u64;
+                        tracing::warn!(segment = %path.display(), offset = at, bytes = bytes.len() - at, "torn tail of the log cut off");
+                    }
+                    Scan::Tail { at } => {
+                        stats.corrupt_regions += 1;
+                        stats.corrupt_bytes += (bytes.len() - at) as u64;
+                        tracing::error!(segment = %path.display(), offset = at, bytes = bytes.len() - at, "corrupt end of a sealed segment; skipped");
+                    }
+                }
+            }
+            if keep < bytes.len() as u64 {
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(keep)?;
+                f.sync_all()?;
+            }
+            segments.push(Segment {
+                first_lsn: first,
+                path,
+                bytes: keep,
+                last_lsn: seg_last,
+            });
+        }
+        stats.segments = segments.len();
+        let next_lsn = last + 1;
+        // Always append to a fresh segment: the old last one may end in
+        // bytes a reader already judged.
+        let path = segment_path(dir, next_lsn);
+        let file = match segments.last() {
+            Some(s) if s.first_lsn == next_lsn => OpenOptions::new().append(true).open(&s.path)?,
+            _ => {
+                let f = OpenOptions::new().create(true).append(true).open(&path)?;
+                sync_dir(dir)?;
+                segments.push(Segment {
+                    first_lsn: next_lsn,
+                    path,
+                    bytes: 0,
+                    last_lsn: 0,
+                });
+                f
+            }
+        };
+        Ok((
+            Log {
+                dir: dir.to_owned(),
+                id,
+                segments: Arc::new(Mutex::new(segments)),
+                file,
+                buf: Vec::with_capacity(1 << 20),
+                next_lsn,
+                durable_lsn: last,
+                segment_bytes: segment_bytes.max(4096),
+            },
+            stats,
+        ))
+    }
+
+    /// The log's id (see the module docs).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The segment list, for readers.
+    pub fn segments(&self) -> Segments {
+        self.segments.clone()
+    }
+
+    /// Directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Buffer `entry`; it is durable after the next [`Log::sync`]. Returns
+    /// its LSN.
+    pub fn append(&mut self, entry: &Entry) -> u64 {
+        let lsn = self.next_lsn;
+        self.next_lsn += 1;
+        codec::append(&mut self.buf, lsn, entry);
+        lsn
+    }
+
+    /// Bytes buffered and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Write what is buffered and fsync it (`fdatasync`); then roll to a
+    /// new segment if this one is full. Returns the durable LSN.
+    pub fn sync(&mut self) -> io::Result<u64> {
+        if self.buf.is_empty() {
+            return Ok(self.durable_lsn);
+        }
+        self.file.write_all(&self.buf)?;
+        self.file.sync_data()?;
+        let written = self.buf.len() as u64;
+        self.buf.clear();
+        self.durable_lsn = self.next_lsn - 1;
+        let full = {
+            let mut segs = lock(&self.segments);
+            let cur = segs.last_mut().expect("there is always a current segment");
+            cur.bytes += written;
+            cur.last_lsn = self.durable_lsn;
+            cur.bytes >= self.segment_bytes
+        };
+        if full {
+            let path = segment_path(&self.dir, self.next_lsn);
+            self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+            sync_dir(&self.dir)?;
+            lock(&self.segments).push(Segment {
+                first_lsn: self.next_lsn,
+                path,
+                bytes: 0,
+                last_lsn: 0,
+            });
+        }
+        Ok(self.durable_lsn)
+    }
+
+    /// The last durable LSN.
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable_lsn
+    }
+
+    /// Delete every sealed segment whose records all have LSNs below
+    /// `lsn`. Returns how many were deleted.
+    pub fn delete_below(&mut self, lsn: u64) -> io::Result<usize> {
+        let doomed: Vec<Segment> = {
+            let mut segs = lock(&self.segments);
+            let n = segs
+                .iter()
+                .take(segs.len().saturating_sub(1))
+                .take_while(|s| s.last_lsn < lsn)
+                .count();
+            segs.drain(..n).collect()
+        };
+        for s in &doomed {
+            std::fs::remove_file(&s.path)?;
+        }
+        if !doomed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Bytes in all segments.
+    pub fn bytes(&self) -> u64 {
+        lock(&self.segments).iter().map(|s| s.bytes).sum::<u64>() + self.buf.len() as u64
+    }
+}
+
+/// Reads records in LSN order from a point, up to a limit the caller
+/// knows is durable.
+#[derive(Debug)]
+pub struct Reader {
+    segments: Segments,
+    /// First LSN of the segment being read (0: none opened yet).
+    seg_first: u64,
+    file: Option<File>,
+    offset: u64,
+    /// The next LSN wanted.
+    next: u64,
+    /// LSN of the last record returned or skipped.
+    last: u64,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    /// A reader returning records with LSN ≥ `from`.
+    pub fn new(segments: Segments, from: u64) -> Self {
+        Reader {
+            segments,
+            seg_first: 0,
+            file: None,
+            offset: 0,
+            next: from.max(1),
+            last: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next LSN this reader will look at.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Call `f(lsn, payload)` for records with LSN in `position()..=durable`,
+    /// reading about `max_bytes` at most. Returns how many records it saw.
+    pub fn read(
+        &mut self,
+        durable: u64,
+        max_bytes: usize,
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> io::Result<usize> {
+        let mut seen = 0;
+        let mut total = 0usize;
+        let mut chunk = max_bytes.max(64 * 1024);
+        while self.next <= durable && total < max_bytes {
+            if self.file.is_none() && !self.open_segment()? {
+                break;
+            }
+            let file = self.file.as_ref().expect("opened above");
+            self.buf.resize(chunk, 0);
+            let n = file.read_at(&mut self.buf, self.offset)?;
+            self.buf.truncate(n);
+            let mut consumed = 0usize;
+            let mut beyond = false;
+            for item in codec::scan(&self.buf, self.last) {
+                match item {
+                    Scan::Record { at, lsn, payload } => {
+                        if lsn > durable {
+                            beyond = true;
+                            break;
+                        }
+                        consumed = at + codec::HEADER + payload.len();
+                        self.last = lsn;
+                        if lsn >= self.next {
+                            f(lsn, payload);
+                            seen += 1;
+                            self.next = lsn + 1;
+                        }
+                    }
+                    Scan::Garbage { at, len } => consumed = at + len,
+                    Scan::Tail { .. } => break,
+                }
+            }
+            self.offset += consumed as u64;
+            total += consumed;
+            if beyond {
+                break;
+            }
+            if consumed == 0 {
+                let claimed = codec::claimed_len(&self.buf);
+                if n == chunk && claimed > chunk {
+                    // One record larger than the chunk: read it whole.
+                    chunk = claimed;
+                    continue;
+                }
+                // Nothing whole here: the end of this segment. A later
+                // segment means this one is complete; else wait for bytes.
+                if !self.next_segment() {
+                    break;
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    fn next_segment(&mut self) -> bool {
+        let next = lock(&self.segments)
+            .iter()
+            .find(|s| s.first_lsn > self.seg_first)
+            .map(|s| (s.first_lsn, s.path.clone()));
+        match next.and_then(|(first, p)| File::open(p).ok().map(|f| (first, f))) {
+            Some((first, f)) => {
+                self.seg_first = first;
+                self.file = Some(f);
+                self.offset = 0;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn open_segment(&mut self) -> io::Result<bool> {
+        let pick = {
+            let segs = lock(&self.segments);
+            segs.iter()
+                .rev()
+                .find(|s| s.first_lsn <= self.next)
+                .or_else(|| segs.first())
+                .map(|s| (s.first_lsn, s.path.clone()))
+        };
+        let Some((first, path)) = pick else {
+            return Ok(false);
+        };
+        self.file = Some(File::open(path)?);
+        self.seg_first = first;
+        self.offset = 0;
+        Ok(true)
+    }
+}
