@@ -598,7 +598,9 @@ mod tests {
         Append(u8),
         Sync,
         /// Crash: drop unsynced bytes; maybe leave a torn half-record.
-        Crash { torn: bool },
+        Crash {
+            torn: bool,
+        },
         /// Everything up to this fraction of durable LSNs is committed.
         Commit(u8),
     }

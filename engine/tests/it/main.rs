@@ -3,6 +3,7 @@
 //! (`scripts/clickhouse.py`), a fresh database per test.
 
 mod client;
+mod crash;
 mod guard;
 mod harness;
 mod outage;
