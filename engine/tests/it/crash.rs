@@ -23,6 +23,8 @@ const ROOM: u64 = 77;
 
 /// (viewer, client_lead_id) → verdict of its first ack.
 type Acks = Arc<Mutex<HashMap<(u64, u64), u8>>>;
+/// Acks of resent leads: (viewer, client_lead_id, verdict, replay flag).
+type Replays = Arc<Mutex<Vec<(u64, u64, u8, bool)>>>;
 
 struct Node {
     child: Child,
@@ -73,7 +75,7 @@ async fn viewer(
     v: u64,
     acks: Acks,
     resend: Vec<u64>,
-    replays: Arc<Mutex<Vec<(u64, u64, u8, bool)>>>,
+    replays: Replays,
 ) {
     let mut conn = loop {
         if let Some(c) = Viewer::try_join(addr, &certs, ROOM, v).await {
@@ -137,7 +139,7 @@ async fn acked_leads_survive_kill_9_and_restarts_exactly_once() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let certs = dir.join("cert");
     let acks: Acks = Arc::default();
-    let replays = Arc::new(Mutex::new(Vec::new()));
+    let replays: Replays = Arc::default();
     let mut kills = 0;
     for cycle in 0..3 {
         let mut node = start(&dir, port, &url, &db);
