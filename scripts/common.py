@@ -42,6 +42,13 @@ def wait_http(url, timeout=60.0, proc=None):
     raise SystemExit(f"{url} did not answer within {timeout:.0f}s")
 
 
+def fresh_dir(path):
+    """Remove `path` if it exists and return it (an engine data dir per run)."""
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
 def start(cmd, log_path, env=None):
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     log = open(log_path, "w")

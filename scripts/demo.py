@@ -52,6 +52,7 @@ def main():
     engine_log = os.path.join(WORK, "engine.log")
     engine = start([os.path.join(BIN, "roomgate"), "--listen", LISTEN, "--admin", ADMIN,
                     "--clickhouse-url", url, "--dev-cert", os.path.join(WORK, "cert"),
+                    "--data-dir", os.path.join(WORK, "data"),
                     "--config", os.path.join(ROOT, "loadgen", "engine-loadtest.toml")], engine_log)
     try:
         wait_http(f"http://{ADMIN}/healthz", proc=engine)

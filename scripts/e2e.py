@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ch_scalar, die, log_tail, start, stop, wait_http, DEV_ENV  # noqa: E402
+from common import ch_scalar, die, fresh_dir, log_tail, start, stop, wait_http, DEV_ENV  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,6 +47,9 @@ def main():
         "--listen", args.listen, "--admin", args.admin,
         "--clickhouse-url", args.clickhouse_url, "--database", db,
         "--dev-cert", os.path.join(work, "cert"),
+        # A fresh database per run, so a fresh log too: a log's rows belong
+        # to the database it was written for.
+        "--data-dir", fresh_dir(os.path.join(work, "data")),
         "--config", os.path.join(ROOT, "loadgen", "engine-loadtest.toml"),
     ], engine_log)
     try:

@@ -28,7 +28,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEV_ENV, die, log_tail, start, stop, wait_http  # noqa: E402
+from common import DEV_ENV, die, fresh_dir, log_tail, start, stop, wait_http  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,6 +74,9 @@ def main():
         "--listen", args.listen, "--admin", args.admin,
         "--clickhouse-url", url, "--database", db,
         "--dev-cert", os.path.join(work, "cert"),
+        # A fresh database per run, so a fresh log too: a log's rows belong
+        # to the database it was written for.
+        "--data-dir", fresh_dir(os.path.join(work, "data")),
         "--config", os.path.join(ROOT, "loadgen", "engine-loadtest.toml"),
     ], engine_log)
     rc = 1
