@@ -272,6 +272,7 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tracing::info!("shutdown: deciding what the shards hold");
+        self.log.closing();
         let s = self.shards.clone();
         tokio::task::spawn_blocking(move || s.shutdown())
             .await
@@ -298,8 +299,17 @@ impl Engine {
             w.await.context("sink writer")?;
         }
         drop(self.log);
+        // The log thread ends when the last handle is gone (a connection
+        // task still closing may hold one for a moment). Everything acked is
+        // already durable, so do not wait for it forever.
         let lt = self.log_thread;
-        let _ = tokio::task::spawn_blocking(move || lt.join()).await;
+        let joined = tokio::task::spawn_blocking(move || lt.join());
+        if tokio::time::timeout(Duration::from_secs(5), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("log thread still running at exit; acked records are already durable");
+        }
         let _ = self.admin.await;
         tracing::info!(
             summary = %summary(&self.metrics),

@@ -215,6 +215,11 @@ impl<R: TableRow> TableWriter<R> {
                     deadline,
                 )
                 .await;
+            if let Step::Stop = step {
+                // Do not publish a new mark here: a batch abandoned at the
+                // deadline is no longer in `batch`, and its rows must stay.
+                break;
+            }
             let safe = batch
                 .rows
                 .first()
@@ -222,10 +227,8 @@ impl<R: TableRow> TableWriter<R> {
                 .or(buf.front().map(|(l, _)| *l))
                 .unwrap_or_else(|| reader.as_ref().map_or(0, |r| r.position()));
             self.log.set_safe(table, safe);
-            match step {
-                Step::Again => continue,
-                Step::Stop => break,
-                Step::Wait => {}
+            if let Step::Again = step {
+                continue;
             }
             let age = batch
                 .opened_at

@@ -103,6 +103,10 @@ struct Shared {
     segments: store::Segments,
     durable_tx: watch::Sender<u64>,
     full: AtomicBool,
+    /// Shutdown: take every remaining round even over the disk budget (a
+    /// bounded amount: what the shard queues hold), so shutdown never waits
+    /// on ClickHouse.
+    closing: AtomicBool,
     /// Per table: every row below this LSN is committed or set aside.
     safe: [AtomicU64; Table::COUNT],
 }
@@ -143,6 +147,7 @@ pub fn start(
         segments: log.segments(),
         durable_tx,
         full: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
         safe: std::array::from_fn(|_| AtomicU64::new(0)),
     });
     let (rows_tx, rows_rx) = crossbeam_channel::bounded(SUBMIT_DEPTH);
@@ -231,6 +236,12 @@ impl LogHandle {
         Reader::new(self.shared.segments.clone(), lsn)
     }
 
+    /// Shutdown has begun: from now on the log takes every round even over
+    /// its disk budget, so the shards can finish without ClickHouse.
+    pub fn closing(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+    }
+
     /// True while the log is over its disk budget.
     pub fn is_full(&self) -> bool {
         self.shared.full.load(Ordering::Relaxed)
@@ -274,7 +285,7 @@ impl LogThread {
 
     /// Block until there is something to do (or a sweep is due).
     fn wait(&mut self) {
-        let take_rows = !self.shared.full.load(Ordering::Relaxed);
+        let take_rows = !self.refusing_rows();
         let mut sel = crossbeam_channel::Select::new();
         let rows_i = match (&self.rows, take_rows) {
             (Some(r), true) => Some(sel.recv(r)),
@@ -313,7 +324,7 @@ impl LogThread {
                 }
             }
             let room = self.log.buffered() < self.settings.max_group_bytes;
-            if room && !self.shared.full.load(Ordering::Relaxed) {
+            if room && !self.refusing_rows() {
                 if let Some(r) = &self.rows {
                     match r.try_recv() {
                         Ok(s) => {
@@ -329,6 +340,11 @@ impl LogThread {
                 return;
             }
         }
+    }
+
+    /// Over the disk budget (and not shutting down): leave rounds waiting.
+    fn refusing_rows(&self) -> bool {
+        self.shared.full.load(Ordering::Relaxed) && !self.shared.closing.load(Ordering::SeqCst)
     }
 
     fn take(&mut self, s: Submit) {

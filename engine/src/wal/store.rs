@@ -159,7 +159,9 @@ impl Log {
             });
         }
         stats.segments = segments.len();
-        let next_lsn = last + 1;
+        // The next LSN follows the last record, and never goes below the
+        // name of the last segment (all records may have been deleted).
+        let next_lsn = (last + 1).max(segments.last().map_or(1, |s| s.first_lsn));
         // Always append to a fresh segment: the old last one may end in
         // bytes a reader already judged.
         let path = segment_path(dir, next_lsn);
@@ -366,10 +368,10 @@ impl Reader {
                 break;
             }
             if consumed == 0 {
-                let claimed = codec::claimed_len(&self.buf);
-                if n == chunk && claimed > chunk {
-                    // One record larger than the chunk: read it whole.
-                    chunk = claimed;
+                if n == chunk {
+                    // A record (or a corrupt region and the record after
+                    // it) larger than the chunk: read more at once.
+                    chunk = (chunk * 2).max(codec::claimed_len(&self.buf));
                     continue;
                 }
                 // Nothing whole here: the end of this segment. A later
@@ -590,6 +592,56 @@ mod tests {
         r.read(10, 1 << 20, |l, _| got.push(l)).unwrap();
         assert_eq!(got, vec![4, 5, 6, 7, 8, 9, 10]);
         assert_eq!(r.position(), 11);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lsns_never_restart_after_every_record_was_deleted() {
+        let dir = tmp();
+        let (mut log, _, _) = open(&dir, 4096);
+        // Write until a sync has just rolled to a fresh, empty segment.
+        for i in 1.. {
+            log.append(&like(i));
+            log.sync().unwrap();
+            if i > 100 && lock(&log.segments).last().unwrap().bytes == 0 {
+                break;
+            }
+        }
+        let last = log.durable_lsn();
+        log.delete_below(u64::MAX).unwrap();
+        drop(log);
+        // Only the empty current segment is left.
+        let (mut log, _, seen) = open(&dir, 4096);
+        assert!(seen.is_empty());
+        assert!(
+            log.append(&like(1)) > last,
+            "a reused LSN would reuse tokens"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reader_finds_records_after_a_corrupt_region_larger_than_its_chunk() {
+        let dir = tmp();
+        let (mut log, _, _) = open(&dir, 64 << 20);
+        for i in 1..=5_000 {
+            log.append(&like(i));
+        }
+        log.sync().unwrap();
+        let durable = log.durable_lsn();
+        let segs = log.segments();
+        drop(log);
+        let seg = seg_files(&dir).pop().unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[1_000..101_000].fill(0);
+        std::fs::write(&seg, &bytes).unwrap();
+        let (_, _, seen) = open(&dir, 64 << 20);
+        let mut r = Reader::new(segs, 1);
+        let mut got = Vec::new();
+        while r.read(durable, 4096, |l, _| got.push(l)).unwrap() > 0 {}
+        let want: Vec<u64> = seen.iter().map(|(l, _)| *l).collect();
+        assert!(want.len() > 2_000 && *want.last().unwrap() == 5_000);
+        assert_eq!(got, want, "the reader skips exactly what recovery skips");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
