@@ -19,18 +19,24 @@ use crate::metrics::Metrics;
 use crate::pii::PiiKeys;
 use crate::shard::{ShardSettings, Shards};
 use crate::sink::{self, WriterSettings};
-use crate::wal::{self, LogHandle, SeenLead};
+use crate::wal::{self, LogHandle, SeenId};
 use crate::wire::RoomSettings;
 
 /// Apply migrations, retrying while ClickHouse is unreachable (up to ~60 s).
 pub async fn migrate(cfg: &Config) -> Result<Vec<u32>> {
+    migrate_within(cfg, Duration::from_secs(60)).await
+}
+
+/// Apply migrations, retrying while ClickHouse is unreachable for up to
+/// `budget`.
+pub async fn migrate_within(cfg: &Config, budget: Duration) -> Result<Vec<u32>> {
     let client = sink::client(&cfg.clickhouse);
     let mut delay = Duration::from_millis(250);
     let mut waited = Duration::ZERO;
     loop {
         match sink::migrate::migrate(&client, &cfg.clickhouse.database).await {
             Ok(v) => return Ok(v),
-            Err(e) if waited < Duration::from_secs(60) => {
+            Err(e) if waited < budget => {
                 tracing::warn!(error = %e, url = %cfg.clickhouse.url, "migration failed; retrying");
                 tokio::time::sleep(delay).await;
                 waited += delay;
@@ -86,9 +92,34 @@ impl Engine {
             cfg.pii.hmac_key.as_deref().unwrap_or_default(),
             cfg.pii.enc_key.as_deref().unwrap_or_default(),
         )?);
+        // The writers insert only once the schema is known to be current.
+        // ClickHouse being down at start does not keep viewers out: acks
+        // wait for the log, and migrations are retried in the background.
+        let (schema_tx, schema_rx) = watch::channel(!cfg.clickhouse.migrate_on_start);
         if cfg.clickhouse.migrate_on_start {
-            let applied = migrate(&cfg).await?;
-            tracing::info!(?applied, database = %cfg.clickhouse.database, "schema up to date");
+            match migrate_within(&cfg, Duration::from_secs(10)).await {
+                Ok(applied) => {
+                    tracing::info!(?applied, database = %cfg.clickhouse.database, "schema up to date");
+                    let _ = schema_tx.send(true);
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "ClickHouse unreachable at start: accepting viewers (the log holds their rows); migrations retried in the background");
+                    let cfg = cfg.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            if let Ok(applied) = migrate_within(&cfg, Duration::ZERO).await {
+                                tracing::info!(
+                                    ?applied,
+                                    "schema up to date; writers start inserting"
+                                );
+                                let _ = schema_tx.send(true);
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
         }
         // The log first: what it holds is replayed before viewers come.
         let (log, recovery, opened, log_thread) = wal::start(
@@ -121,18 +152,18 @@ impl Engine {
             "log opened"
         );
         let client = sink::client(&cfg.clickhouse);
-        let mut restore = recovery.leads.clone();
-        restore.extend(recent_leads(&client, cfg.guard.idempotency_window_secs).await);
+        let mut restore = recent_ids(&client, cfg.guard.idempotency_window_secs).await;
+        restore.extend(recovery.seen.iter().cloned());
         restore.sort_by_key(|l| l.ts);
         metrics
             .log
-            .restored_leads
+            .restored_ids
             .store(restore.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let (writers_stop, stop_rx) = watch::channel(None);
-        let writers = sink::spawn(
-            &client,
-            &cfg.batch,
-            WriterSettings {
+        let writers = sink::spawn(sink::Writers {
+            client: &client,
+            batch: &cfg.batch,
+            settings: WriterSettings {
                 retry_initial: Duration::from_millis(cfg.clickhouse.retry_initial_ms),
                 retry_max: Duration::from_millis(cfg.clickhouse.retry_max_ms),
                 min_interval: Duration::from_millis(cfg.clickhouse.min_insert_interval_ms),
@@ -141,11 +172,12 @@ impl Engine {
                 read_interval: Duration::from_millis(10),
                 read_bytes: 4 << 20,
             },
-            &metrics,
-            &log,
-            &recovery,
-            &stop_rx,
-        );
+            metrics: &metrics,
+            log: &log,
+            recovery: &recovery,
+            stop: &stop_rx,
+            schema: &schema_rx,
+        });
         drop(recovery);
         let shards = Arc::new(
             Shards::start(
@@ -313,52 +345,70 @@ impl Engine {
         let _ = self.admin.await;
         tracing::info!(
             summary = %summary(&self.metrics),
-            log_bytes_left = self.metrics.log.bytes.load(Ordering::Relaxed),
+            log_bytes_on_disk = self.metrics.log.bytes.load(Ordering::Relaxed),
             "roomgate stopped"
         );
         Ok(())
     }
 }
 
-/// Leads ClickHouse holds from the last `window_secs`: a resend of one
-/// after a restart (whose log no longer has it) is a replay, not a new
-/// lead. Best effort: if ClickHouse does not answer within 5 s the engine
-/// starts with what its log holds (and the `leads` table collapses
-/// duplicates by key as the last line).
-async fn recent_leads(client: &clickhouse::Client, window_secs: u64) -> Vec<SeenLead> {
+/// Leads and chat decisions ClickHouse holds from the last `window_secs`:
+/// a resend of one after a restart (whose log no longer has it) is a
+/// replay, not a new lead or message. Best effort: if ClickHouse does not
+/// answer within 5 s the engine starts with what its log holds.
+async fn recent_ids(client: &clickhouse::Client, window_secs: u64) -> Vec<SeenId> {
     #[derive(clickhouse::Row, serde::Deserialize)]
     struct Seen {
+        lead: bool,
         room_id: u64,
         viewer_id: u64,
-        client_lead_id: u64,
+        client_id: u64,
         verdict: String,
         reason: String,
         ts: i64,
     }
+    let retry_later = crate::wal::recovery::RETRY_LATER
+        .iter()
+        .map(|r| format!("'{r}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT true AS lead, room_id, viewer_id, client_lead_id AS client_id, verdict, reason, \
+                toUnixTimestamp64Milli(ts) AS ts \
+         FROM leads WHERE ts >= now64(3) - toIntervalSecond(?) \
+         UNION ALL \
+         SELECT false, room_id, viewer_id, client_msg_id, verdict, 'none', toUnixTimestamp64Milli(ts) \
+         FROM chat_messages WHERE ts >= now64(3) - toIntervalSecond(?) \
+         UNION ALL \
+         SELECT false, room_id, viewer_id, client_id, 'rejected', reason, toUnixTimestamp64Milli(ts) \
+         FROM moderation_events WHERE ts >= now64(3) - toIntervalSecond(?) \
+           AND kind = 'chat' AND NOT dry_run AND reason NOT IN ({retry_later})"
+    );
     let q = client
-        .query(
-            "SELECT room_id, viewer_id, client_lead_id, verdict, reason, toUnixTimestamp64Milli(ts) AS ts \
-             FROM leads WHERE ts >= now64(3) - toIntervalSecond(?) ORDER BY ts",
-        )
+        .query(&sql)
+        .bind(window_secs)
+        .bind(window_secs)
         .bind(window_secs);
+    let warn = "replays of leads and chat older than the log are not recognised";
     match tokio::time::timeout(Duration::from_secs(5), q.fetch_all::<Seen>()).await {
         Ok(Ok(rows)) => rows
             .into_iter()
-            .map(|r| SeenLead {
+            .map(|r| SeenId {
+                lead: r.lead,
                 room_id: r.room_id,
                 viewer_id: r.viewer_id,
-                client_lead_id: r.client_lead_id,
+                client_id: r.client_id,
                 verdict: crate::wal::codec::intern(&r.verdict).unwrap_or("accepted"),
                 reason: crate::wal::codec::intern(&r.reason).unwrap_or("none"),
                 ts: r.ts,
             })
             .collect(),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot read recent leads from ClickHouse; replays of leads older than the log are not recognised");
+            tracing::warn!(error = %e, "cannot read recent decisions from ClickHouse; {warn}");
             Vec::new()
         }
         Err(_) => {
-            tracing::warn!("ClickHouse did not answer for recent leads within 5 s; replays of leads older than the log are not recognised");
+            tracing::warn!("ClickHouse did not answer for recent decisions within 5 s; {warn}");
             Vec::new()
         }
     }

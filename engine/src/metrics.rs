@@ -80,8 +80,8 @@ pub struct LogStats {
     pub replayed_rows: AtomicU64,
     /// Corrupt regions skipped at start.
     pub corrupt_regions: AtomicU64,
-    /// Leads restored into the idempotency window at start.
-    pub restored_leads: AtomicU64,
+    /// Lead and chat ids restored into the idempotency window at start.
+    pub restored_ids: AtomicU64,
 }
 
 /// All engine counters.
@@ -527,10 +527,10 @@ impl Metrics {
                 l.corrupt_regions.load(Relaxed),
             ),
             (
-                "roomgate_log_restored_leads",
+                "roomgate_log_restored_ids",
                 "gauge",
-                "Lead ids restored into the idempotency window at start.",
-                l.restored_leads.load(Relaxed),
+                "Lead and chat ids restored into the idempotency window at start (from the log and ClickHouse).",
+                l.restored_ids.load(Relaxed),
             ),
         ];
         for (name, ty, help, v) in log_metrics {

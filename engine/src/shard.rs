@@ -33,7 +33,7 @@ use crate::guard::{
 use crate::metrics::{Metrics, Overflow};
 use crate::pii::{mask_phone, PiiKeys};
 use crate::sink::{ChatRow, LeadRow, LikeRow, ModerationRow, SessionRow};
-use crate::wal::{Ack, LogHandle, Row, SeenLead, Submit};
+use crate::wal::{Ack, LogHandle, Row, SeenId, Submit};
 use crate::wire::{AckKind, CloseCode, Lead, Notice, NoticeKind, Reason, ServerFrame, Verdict};
 
 pub use crate::event::Replier;
@@ -142,14 +142,15 @@ impl std::fmt::Debug for Shards {
 
 impl Shards {
     /// Start `settings.count` workers appending to `log`. `restore` are
-    /// leads already decided (found in the log or in ClickHouse at start):
-    /// a resend of one is answered as a replay with its original verdict.
+    /// leads and chat messages already decided (found in the log or in
+    /// ClickHouse at start): a resend of one is answered as a replay with
+    /// its original verdict.
     pub fn start(
         settings: &ShardSettings,
         log: LogHandle,
         pii: Arc<PiiKeys>,
         metrics: Arc<Metrics>,
-        restore: &[SeenLead],
+        restore: &[SeenId],
     ) -> Result<Self, String> {
         let queues: Arc<Vec<Queue>> = Arc::new(
             (0..settings.count)
@@ -171,7 +172,7 @@ impl Shards {
                 .iter()
                 .filter(|l| shard_of(l.room_id, settings.count) == i)
             {
-                guard.lead_restore(l);
+                guard.restore(l);
             }
             let mut worker = Worker {
                 index: i,

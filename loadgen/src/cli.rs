@@ -162,6 +162,17 @@ pub struct Args {
     #[arg(long, default_value_t = 5.0)]
     pub keep_alive: f64,
 
+    /// QUIC idle timeout in seconds the viewers propose: how long a viewer
+    /// takes to notice a vanished server (kill -9) and reconnect
+    /// [default: 30].
+    #[arg(long, default_value_t = 30.0)]
+    pub idle_timeout: f64,
+
+    /// Exit non-zero (4) when fewer than this share of the viewers ever
+    /// connected [default: 0.5].
+    #[arg(long, default_value_t = 0.5)]
+    pub min_connected: f64,
+
     /// After the run, verify it against ClickHouse (needs --clickhouse-url
     /// and --database); the exit code is verify's.
     #[arg(long)]
@@ -228,6 +239,12 @@ pub struct TolArgs {
     #[arg(long)]
     pub max_failed_connections: Option<f64>,
 
+    /// Share of like taps that may be lost (neither stored nor rate
+    /// limited): an engine crash loses the taps it was summing
+    /// [scenario: verify.max_likes_lost; default: 0].
+    #[arg(long)]
+    pub max_likes_lost: Option<f64>,
+
     /// CLASS=SHARE: share of an abusive class's events that may get through,
     /// repeatable (e.g. raider=0.2) [scenario: verify.max_abuse_accepted].
     #[arg(long, value_name = "CLASS=SHARE")]
@@ -254,6 +271,9 @@ impl TolArgs {
         }
         if let Some(v) = self.max_failed_connections {
             t.max_failed_connections = check("max-failed-connections", v)?;
+        }
+        if let Some(v) = self.max_likes_lost {
+            t.max_likes_lost = check("max-likes-lost", v)?;
         }
         for kv in &self.max_abuse_accepted {
             let (k, v) = kv
@@ -374,6 +394,11 @@ pub struct Config {
     /// QUIC keep-alive interval.
     #[serde(rename = "keep_alive_s", serialize_with = "secs")]
     pub keep_alive: Duration,
+    /// QUIC idle timeout proposed by the viewers.
+    #[serde(rename = "idle_timeout_s", serialize_with = "secs")]
+    pub idle_timeout: Duration,
+    /// Least share of viewers that must connect for exit code 0.
+    pub min_connected: f64,
     /// Scenario file, if any.
     pub scenario_file: Option<PathBuf>,
     /// Where the HTML report goes.
@@ -532,6 +557,15 @@ impl Config {
             summary_json: a.summary_json,
             max_handshakes: sc.max_handshakes,
             keep_alive: seconds("keep-alive", a.keep_alive, false)?,
+            idle_timeout: seconds("idle-timeout", a.idle_timeout, false)?,
+            min_connected: if (0.0..=1.0).contains(&a.min_connected) {
+                a.min_connected
+            } else {
+                bail!(
+                    "--min-connected must be between 0 and 1, got {}",
+                    a.min_connected
+                )
+            },
             scenario_file: a.scenario,
             report_html: a.report_html,
             scenario: Arc::new(sc),

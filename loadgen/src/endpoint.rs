@@ -8,9 +8,6 @@ use anyhow::{bail, Context, Result};
 use quinn::{crypto::rustls::QuicClientConfig, Endpoint, IdleTimeout, TransportConfig, VarInt};
 use roomgate::wire::ALPN;
 
-/// QUIC idle timeout the client proposes (the smaller of both sides wins).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Read every certificate in a PEM file into a root store.
 pub fn roots(path: &Path) -> Result<rustls::RootCertStore> {
     let pem = fs::read(path).with_context(|| format!("--cert {}: cannot read", path.display()))?;
@@ -31,7 +28,14 @@ pub fn roots(path: &Path) -> Result<rustls::RootCertStore> {
 
 /// Client configuration: TLS 1.3 with the ring provider, ALPN `roomgate/1`,
 /// only `cert` trusted; keep-alives so silent viewers are not idled out.
-pub fn client_config(cert: &Path, keep_alive: Duration) -> Result<quinn::ClientConfig> {
+/// `idle_timeout` is the QUIC idle timeout the client proposes (the smaller
+/// of both sides wins): how long a viewer takes to notice a server that
+/// vanished (kill -9) and reconnect.
+pub fn client_config(
+    cert: &Path,
+    keep_alive: Duration,
+    idle_timeout: Duration,
+) -> Result<quinn::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -44,7 +48,7 @@ pub fn client_config(cert: &Path, keep_alive: Duration) -> Result<quinn::ClientC
     let mut transport = TransportConfig::default();
     transport
         .max_idle_timeout(Some(
-            IdleTimeout::try_from(IDLE_TIMEOUT).context("idle timeout")?,
+            IdleTimeout::try_from(idle_timeout).context("idle timeout")?,
         ))
         .keep_alive_interval(Some(keep_alive))
         // The server never opens streams or sends datagrams to a viewer.

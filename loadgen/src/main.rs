@@ -40,6 +40,8 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Exit code when fewer than `--min-connected` of the viewers ever connected.
+const TOO_FEW_CONNECTED: u8 = 4;
 /// Exit code when `verify` (or `--verify`) finds a failed check.
 const VERIFY_FAILED: u8 = 3;
 
@@ -74,12 +76,23 @@ async fn run() -> Result<ExitCode> {
     let json_path = cfg.summary_json.clone();
     let html_path = cfg.report_html.clone();
     let target = cfg.verify.clone();
+    let min_connected = cfg.min_connected;
     let mut summary = run::run(cfg).await?;
     print!("{}", report::text(&summary));
     for w in report::warnings(&summary) {
         tracing::warn!("{w}");
     }
     let mut code = ExitCode::SUCCESS;
+    let c = &summary.connections;
+    if (c.viewers_connected as f64) < min_connected * c.viewers as f64 || c.viewers_connected == 0 {
+        tracing::error!(
+            connected = c.viewers_connected,
+            viewers = c.viewers,
+            min_share = min_connected,
+            "too few viewers connected: the run did not load the server"
+        );
+        code = ExitCode::from(TOO_FEW_CONNECTED);
+    }
     if let Some((target, settle)) = target {
         let gt = summary
             .ground_truth

@@ -313,6 +313,23 @@ pub struct Connections {
     /// in `attempted` too.
     #[serde(default)]
     pub rejoined: u64,
+    /// Viewers started.
+    #[serde(default)]
+    pub viewers: u64,
+    /// Viewers that got a `Welcome` at least once.
+    #[serde(default)]
+    pub viewers_connected: u64,
+    /// Reconnect attempts after a lost connection (engine restart, reset,
+    /// timeout); they are in `attempted` too.
+    #[serde(default)]
+    pub reconnect_attempts: u64,
+    /// Of those, sessions welcomed.
+    #[serde(default)]
+    pub reconnected: u64,
+    /// Unacked chat messages / leads resent with the same ids after a
+    /// reconnect.
+    #[serde(default)]
+    pub reconnect_resent: ChatLead,
     /// Why attempts failed (close code name or error kind).
     pub failures: BTreeMap<String, u64>,
     /// How every attempted connection ended: `normal` after `Bye`, a close
@@ -450,6 +467,14 @@ pub fn summarize(
             connected: stats.connected.load(Relaxed),
             failed: stats.failed.load(Relaxed),
             rejoined: stats.rejoins.load(Relaxed),
+            viewers: stats.viewers.load(Relaxed),
+            viewers_connected: stats.viewers_connected.load(Relaxed),
+            reconnect_attempts: stats.reconnect_attempts.load(Relaxed),
+            reconnected: stats.reconnected.load(Relaxed),
+            reconnect_resent: ChatLead {
+                chat: stats.reconnect_resent.get(Kind::Chat),
+                lead: stats.reconnect_resent.get(Kind::Lead),
+            },
             failures: d.failures.clone(),
             close_codes: d.close_codes.clone(),
         },
@@ -639,6 +664,18 @@ pub fn text(s: &Summary) -> String {
     let _ = writeln!(o, "  ended: {}", map_line(&c.close_codes));
     if c.rejoined > 0 {
         let _ = writeln!(o, "  rejoined after leaving (churn): {}", c.rejoined);
+    }
+    let _ = writeln!(
+        o,
+        "  viewers: {} started, {} connected at least once",
+        c.viewers, c.viewers_connected
+    );
+    if c.reconnect_attempts > 0 {
+        let _ = writeln!(
+            o,
+            "  reconnects after a lost connection: {} attempts, {} welcomed; resent unacked chat {} lead {}",
+            c.reconnect_attempts, c.reconnected, c.reconnect_resent.chat, c.reconnect_resent.lead
+        );
     }
     let _ = writeln!(o);
     let _ = writeln!(

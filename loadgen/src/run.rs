@@ -51,7 +51,7 @@ fn bucket_width(duration: Duration) -> Duration {
 /// Run the load described by `cfg`. Errors only if the run cannot start.
 pub async fn run(cfg: Config) -> Result<Summary> {
     let sc = cfg.scenario.clone();
-    let client = endpoint::client_config(&cfg.cert, cfg.keep_alive)?;
+    let client = endpoint::client_config(&cfg.cert, cfg.keep_alive, cfg.idle_timeout)?;
     let endpoints = endpoint::bind(cfg.sockets, cfg.server_addr, &client)?;
     let content = Arc::new(Content::new(&sc.blocked_terms())?);
     let started_unix_ms = unix_ms();

@@ -500,6 +500,11 @@ pub struct Tolerances {
     pub max_unacked: f64,
     /// Connection attempts that failed, as a share of attempts. Default 0.
     pub max_failed_connections: f64,
+    /// Like taps sent but neither stored nor rate limited, as a share of
+    /// taps sent: what an engine crash may lose (taps still summed in memory
+    /// for the current second). Never negative: more stored than sent
+    /// always fails. Default 0.
+    pub max_likes_lost: f64,
     /// Per abusive class, the share of its events that may get through.
     pub max_abuse_accepted: AbuseTolerances,
 }
@@ -511,6 +516,7 @@ impl Default for Tolerances {
             max_busy: 0.01,
             max_unacked: 0.0,
             max_failed_connections: 0.0,
+            max_likes_lost: 0.0,
             max_abuse_accepted: AbuseTolerances::default(),
         }
     }

@@ -279,6 +279,16 @@ pub struct Stats {
     pub active: AtomicU64,
     /// Viewers that left and came back (churn): second sessions started.
     pub rejoins: AtomicU64,
+    /// Viewers started.
+    pub viewers: AtomicU64,
+    /// Viewers that got a `Welcome` at least once.
+    pub viewers_connected: AtomicU64,
+    /// Reconnect attempts after a lost connection.
+    pub reconnect_attempts: AtomicU64,
+    /// Sessions welcomed after a lost connection.
+    pub reconnected: AtomicU64,
+    /// Unacked chat / leads resent (same ids) after reconnecting.
+    pub reconnect_resent: PerKind,
     /// Start of the run and the timeline's bucket width.
     origin: OnceLock<(Instant, Duration)>,
     /// Cumulative counters, one per bucket.

@@ -12,6 +12,12 @@
 //! A viewer that churns leaves this way once, stays away, then connects
 //! again (a new session, same viewer id, client ids carrying on).
 //!
+//! A viewer whose connection is lost (reset, `shutting_down`, idle timeout,
+//! a failed write) reconnects with exponential backoff and jitter and first
+//! resends every chat message and lead not acked yet, with the same client
+//! ids: what a real app does after an engine restart. It keeps trying until
+//! the load stops and the drain timeout has passed.
+//!
 //! A reader task decodes server frames and matches each ack to the
 //! `(kind, client id)` it answers; the first ack of an id is a latency sample
 //! measured from the event's intended send time, and for a lead the record
@@ -49,6 +55,29 @@ const QUEUE: usize = 32;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the server to close the connection after `Bye`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First and longest wait before reconnecting after a lost connection.
+const RECONNECT_FIRST: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A chat message or lead without its ack when a connection was lost,
+/// resent with the same id after reconnecting.
+#[derive(Debug, Clone)]
+pub struct Carry {
+    kind: Kind,
+    id: u64,
+    intended: Instant,
+    bytes: Vec<u8>,
+}
+
+/// How a session (or an attempt at one) ended.
+enum End {
+    /// Finished (`Bye`, or the run is over): the viewer is done.
+    Done,
+    /// Left by churn; comes back later.
+    Left,
+    /// The connection was lost (or could not be made): reconnect and resend.
+    Lost(Vec<Carry>),
+}
 
 /// What every viewer shares.
 pub struct Ctx {
@@ -104,36 +133,100 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
     let mut intended = spec.join_at;
     let mut leave_at = spec.churn.map(|c| c.0);
     let mut stop = ctx.stop.clone();
+    let mut carry: Vec<Carry> = Vec::new();
+    let mut reconnecting = false;
+    let mut backoff = RECONNECT_FIRST;
+    let mut stopped_at: Option<Instant> = None;
+    ctx.stats.viewers.fetch_add(1, Relaxed);
+    let mut ever_connected = false;
     loop {
         let p = match permit.take() {
             Some(p) => p,
             None => tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.wait_for(|s| *s), if !reconnecting => return,
                 p = ctx.handshakes.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => return,
                 },
             },
         };
-        let left = session(&ctx, &spec, p, intended, leave_at, &mut next_id).await;
-        let Some((_, away)) = spec.churn.filter(|_| left) else {
-            return;
-        };
-        // Away for a while, then back (unless the load ends first).
-        leave_at = None;
-        intended = Instant::now() + away;
-        tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return,
-            () = sleep_until(intended) => {}
+        let end = session(
+            &ctx,
+            &spec,
+            p,
+            intended,
+            leave_at,
+            &mut next_id,
+            std::mem::take(&mut carry),
+            reconnecting,
+            &mut ever_connected,
+        )
+        .await;
+        match end {
+            End::Done => return,
+            End::Left => {
+                let Some((_, away)) = spec.churn else {
+                    return;
+                };
+                // Away for a while, then back (unless the load ends first).
+                leave_at = None;
+                intended = Instant::now() + away;
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => return,
+                    () = sleep_until(intended) => {}
+                }
+                ctx.stats.rejoins.fetch_add(1, Relaxed);
+            }
+            End::Lost(c) => {
+                carry = c;
+                if *stop.borrow() {
+                    let at = *stopped_at.get_or_insert_with(Instant::now);
+                    if carry.is_empty() || at.elapsed() >= ctx.drain_timeout {
+                        give_up(&ctx, &spec, &carry);
+                        return;
+                    }
+                }
+                reconnecting = true;
+                // Full jitter: spread a room's viewers over the window so a
+                // restarted engine is not hit by all of them at once.
+                let wait = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+                intended = Instant::now() + wait;
+                sleep_until(intended).await;
+                ctx.stats.reconnect_attempts.fetch_add(1, Relaxed);
+                leave_at = leave_at.filter(|t| *t > Instant::now());
+                if ever_connected {
+                    backoff = backoff.max(RECONNECT_FIRST);
+                }
+            }
         }
-        ctx.stats.rejoins.fetch_add(1, Relaxed);
     }
 }
 
-/// One connection attempt and, if it connects, one session. True when the
-/// viewer left by churn (and will come back).
+/// The viewer stops retrying: what it carries is counted as unacked.
+fn give_up(ctx: &Ctx, spec: &ViewerSpec, carry: &[Carry]) {
+    for c in carry {
+        ctx.stats.unacked.add(c.kind, 1);
+        ctx.stats.class_unacked.add(spec.class, c.kind, 1);
+        if c.kind == Kind::Lead {
+            ctx.stats.record_lead(LeadRecord {
+                room_id: spec.room_id,
+                viewer_id: spec.viewer_id,
+                client_lead_id: c.id,
+                verdict: "unacked".into(),
+                reason: "none".into(),
+                class: spec.class,
+            });
+        }
+    }
+}
+
+/// One connection attempt and, if it connects, one session. `carry` is
+/// resent first; `reconnecting` = this attempt follows a lost connection
+/// (a failure then means "try again", not "this viewer failed to join").
+#[allow(clippy::too_many_arguments)]
 async fn session(
     ctx: &Ctx,
     spec: &ViewerSpec,
@@ -141,7 +234,10 @@ async fn session(
     intended: Instant,
     leave_at: Option<Instant>,
     next_id: &mut u64,
-) -> bool {
+    carry: Vec<Carry>,
+    reconnecting: bool,
+    ever_connected: &mut bool,
+) -> End {
     ctx.stats.attempted.fetch_add(1, Relaxed);
     let mut outcome = Outcome {
         stats: &ctx.stats,
@@ -153,11 +249,19 @@ async fn session(
         Ok(Ok(s)) => s,
         Ok(Err(f)) => {
             outcome.failed(&f.label, &f.detail);
-            return false;
+            return if reconnecting {
+                End::Lost(carry)
+            } else {
+                End::Done
+            };
         }
         Err(_) => {
             outcome.failed("handshake_timeout", "no Welcome within 30 s");
-            return false;
+            return if reconnecting {
+                End::Lost(carry)
+            } else {
+                End::Done
+            };
         }
     };
     drop(permit);
@@ -168,9 +272,16 @@ async fn session(
         &session.welcome.settings,
     );
     outcome.connected = true;
-    let (label, left) = session.run(ctx, spec, leave_at, next_id).await;
+    if reconnecting {
+        ctx.stats.reconnected.fetch_add(1, Relaxed);
+    }
+    if !*ever_connected {
+        *ever_connected = true;
+        ctx.stats.viewers_connected.fetch_add(1, Relaxed);
+    }
+    let (label, end) = session.run(ctx, spec, leave_at, next_id, carry).await;
     outcome.closed(&label);
-    left
+    end
 }
 
 /// Records how a viewer ended exactly once, even if its task is aborted at
@@ -343,6 +454,8 @@ struct Entry {
     expected: u32,
     /// The first ack arrived (its latency was recorded).
     first_acked: bool,
+    /// The frame, to resend after a reconnect.
+    bytes: Vec<u8>,
 }
 
 /// Outstanding acks of one viewer, shared by its writer and reader. A viewer
@@ -367,7 +480,7 @@ impl Outstanding {
 
     /// A frame with this id is about to be written. `first` = a first send
     /// (its ack is a latency sample); a resend after the first ack came is not.
-    fn expect(&self, kind: Kind, id: u64, intended: Instant, first: bool) {
+    fn expect(&self, kind: Kind, id: u64, intended: Instant, first: bool, bytes: &[u8]) {
         let mut g = self.lock();
         if let Some(e) = g.entries.iter_mut().find(|e| e.kind == kind && e.id == id) {
             e.expected += 1;
@@ -378,8 +491,24 @@ impl Outstanding {
                 intended,
                 expected: 1,
                 first_acked: !first,
+                bytes: bytes.to_vec(),
             });
         }
+    }
+
+    /// Frames whose first ack never came: resent after a reconnect.
+    fn carry(&self) -> Vec<Carry> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|e| !e.first_acked)
+            .map(|e| Carry {
+                kind: e.kind,
+                id: e.id,
+                intended: e.intended,
+                bytes: e.bytes.clone(),
+            })
+            .collect()
     }
 
     /// The frame announced by `expect` could not be written.
@@ -539,7 +668,7 @@ impl Writer {
         resend: Option<Duration>,
     ) -> bool {
         // Registered before writing: the ack may arrive before write_all returns.
-        self.acks.expect(kind, id, intended, true);
+        self.acks.expect(kind, id, intended, true, &bytes);
         if self.send.write_all(&bytes).await.is_err() {
             self.acks.unexpect(kind, id);
             self.stats.disconnected.add(kind, 1);
@@ -568,7 +697,7 @@ impl Writer {
             let Some(r) = self.pending.pop_front() else {
                 break;
             };
-            self.acks.expect(r.kind, r.id, r.intended, false);
+            self.acks.expect(r.kind, r.id, r.intended, false, &r.bytes);
             if self.send.write_all(&r.bytes).await.is_err() {
                 self.acks.unexpect(r.kind, r.id);
                 return false;
@@ -614,7 +743,8 @@ impl Session {
         spec: &ViewerSpec,
         leave_at: Option<Instant>,
         next_id: &mut u64,
-    ) -> (String, bool) {
+        carry: Vec<Carry>,
+    ) -> (String, End) {
         let Session {
             conn, send, recv, ..
         } = self;
@@ -648,6 +778,22 @@ impl Session {
         let mut end: Option<ConnectionError> = None;
         let mut ok = true;
         let mut left = false;
+
+        // 0. After a reconnect: resend what the lost connection left unacked.
+        // Each one's first ack is still to come: that ack is the latency
+        // sample, measured from the original intended time. All are
+        // registered first, so a failed write leaves them to carry again.
+        for c in &carry {
+            w.acks.expect(c.kind, c.id, c.intended, true, &c.bytes);
+        }
+        for c in &carry {
+            if w.send.write_all(&c.bytes).await.is_err() {
+                ok = false;
+                break;
+            }
+            ctx.stats.reconnect_resent.add(c.kind, 1);
+        }
+        drop(carry);
 
         // 1. Load (until the driver stops, or the viewer leaves by churn).
         while ok {
@@ -722,6 +868,17 @@ impl Session {
         if timeout(CLOSE_TIMEOUT, reader).await.is_err() {
             tracing::debug!(viewer = spec.viewer_id, "reader did not end after close");
         }
+        *next_id = w.next_id;
+        if left {
+            // Churn: what is unacked now is counted below, as before.
+        } else if label != "normal" {
+            // Lost (engine restart, reset, idle timeout…): reconnect and
+            // resend what has no ack yet, ids unchanged. Frames carried in
+            // but never written again stay in the carry.
+            let mut next = acks.carry();
+            next.sort_by_key(|c| c.id);
+            return (label, End::Lost(next));
+        }
         for (kind, n) in acks.unacked() {
             ctx.stats.unacked.add(kind, n);
             ctx.stats.class_unacked.add(spec.class, kind, n);
@@ -736,8 +893,7 @@ impl Session {
                 class: spec.class,
             });
         }
-        *next_id = w.next_id;
-        (label, left)
+        (label, if left { End::Left } else { End::Done })
     }
 }
 
@@ -830,8 +986,8 @@ mod tests {
     fn first_ack_is_the_latency_sample_and_resends_are_expected_again() {
         let o = Outstanding::default();
         let t = Instant::now();
-        o.expect(Kind::Lead, 7, t, true);
-        o.expect(Kind::Lead, 7, t, false); // resend before the first ack
+        o.expect(Kind::Lead, 7, t, true, &[]);
+        o.expect(Kind::Lead, 7, t, false, &[]); // resend before the first ack
         assert!(!o.is_settled());
         let later = t + Duration::from_millis(1200);
         assert_eq!(
@@ -846,18 +1002,18 @@ mod tests {
         assert!(o.is_settled());
         assert_eq!(o.ack(Kind::Lead, 7, later), None, "nothing outstanding");
         // Resend after the first ack: expected again, still no latency sample.
-        o.expect(Kind::Chat, 1, t, true);
+        o.expect(Kind::Chat, 1, t, true, &[]);
         assert!(o.ack(Kind::Chat, 1, later).unwrap().is_some());
-        o.expect(Kind::Chat, 1, t, false);
+        o.expect(Kind::Chat, 1, t, false, &[]);
         assert_eq!(o.unacked(), [(Kind::Chat, 1), (Kind::Lead, 0)]);
         assert!(o.unacked_leads().is_empty());
         assert_eq!(o.ack(Kind::Chat, 1, later), Some(None));
         // A kind mismatch is not a match.
-        o.expect(Kind::Chat, 2, t, true);
+        o.expect(Kind::Chat, 2, t, true, &[]);
         assert_eq!(o.ack(Kind::Lead, 2, later), None);
         o.unexpect(Kind::Chat, 2);
         // A lead with no ack at all is reported for verify.
-        o.expect(Kind::Lead, 9, t, true);
+        o.expect(Kind::Lead, 9, t, true, &[]);
         assert_eq!(o.unacked_leads(), [9]);
     }
 

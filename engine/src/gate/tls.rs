@@ -26,9 +26,21 @@ pub fn load(
     Ok((certs, key))
 }
 
-/// Generate a self-signed pair for `localhost`/`127.0.0.1`/`::1` and write
-/// `cert.pem` (and `key.pem`) into `dir`, so clients can trust it.
+/// The development pair in `dir`: `cert.pem` and `key.pem` if both are
+/// there (so a restarted engine keeps the certificate its clients trust),
+/// else a new self-signed pair for `localhost`/`127.0.0.1`/`::1` written
+/// there.
 pub fn dev_pair(dir: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.exists() && key.exists() {
+        if let Ok(pair) = load(&cert, &key) {
+            return Ok(pair);
+        }
+    }
+    new_dev_pair(dir)
+}
+
+fn new_dev_pair(dir: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let ck = rcgen::generate_simple_self_signed(vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),

@@ -913,10 +913,11 @@ impl Guard {
         self.seen.insert(key, (d.verdict, d.reason), now_ms);
     }
 
-    /// Restore a lead decided before a restart (found in the log or in
-    /// ClickHouse) into the idempotency window, at its original time, so a
-    /// resend is answered as a replay. Unknown names restore as accepted.
-    pub fn lead_restore(&mut self, l: &crate::wal::SeenLead) {
+    /// Restore a lead or chat message decided before a restart (found in
+    /// the log or in ClickHouse) into the idempotency window, at its
+    /// original time, so a resend is answered as a replay. Unknown names
+    /// restore as accepted.
+    pub fn restore(&mut self, l: &crate::wal::SeenId) {
         let verdict = [
             Verdict::Accepted,
             Verdict::Suspect,
@@ -930,8 +931,8 @@ impl Guard {
         let key = ClientKey {
             room: l.room_id,
             viewer: l.viewer_id,
-            lead: true,
-            id: l.client_lead_id,
+            lead: l.lead,
+            id: l.client_id,
         };
         self.seen.insert(key, (verdict, reason), l.ts);
     }

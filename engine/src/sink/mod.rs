@@ -13,6 +13,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use clickhouse::Client;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{BatchConfig, ClickHouseConfig};
@@ -32,43 +33,49 @@ pub fn client(cfg: &ClickHouseConfig) -> Client {
         .with_compression(clickhouse::Compression::Lz4)
 }
 
+/// What the writers are started with.
+#[derive(Debug)]
+pub struct Writers<'a> {
+    /// ClickHouse.
+    pub client: &'a Client,
+    /// Batch policies.
+    pub batch: &'a BatchConfig,
+    /// Retry and pacing.
+    pub settings: WriterSettings,
+    /// Counters.
+    pub metrics: &'a Arc<Metrics>,
+    /// The log they read.
+    pub log: &'a LogHandle,
+    /// Where each table stands after the log was replayed.
+    pub recovery: &'a Recovery,
+    /// The stop signal (with the flush deadline).
+    pub stop: &'a StopRx,
+    /// True once the schema is current.
+    pub schema: &'a watch::Receiver<bool>,
+}
+
 /// Start the five writers on the current tokio runtime; each starts by
-/// re-sending what `recovery` says its table has not committed.
-pub fn spawn(
-    client: &Client,
-    batch: &BatchConfig,
-    settings: WriterSettings,
-    metrics: &Arc<Metrics>,
-    log: &LogHandle,
-    recovery: &Recovery,
-    stop: &StopRx,
-) -> Vec<JoinHandle<()>> {
-    fn one<R: TableRow>(
-        client: &Client,
-        batch: &BatchConfig,
-        settings: &Arc<WriterSettings>,
-        metrics: &Arc<Metrics>,
-        log: &LogHandle,
-        recovery: &Recovery,
-        stop: &StopRx,
-    ) -> JoinHandle<()> {
-        let w = writer::TableWriter::<R>::new(
-            client.clone(),
-            batch.policy(R::TABLE),
+/// re-sending what the recovery says its table has not committed.
+pub fn spawn(w: Writers<'_>) -> Vec<JoinHandle<()>> {
+    fn one<R: TableRow>(w: &Writers<'_>, settings: &Arc<WriterSettings>) -> JoinHandle<()> {
+        let writer = writer::TableWriter::<R>::new(
+            w.client.clone(),
+            w.batch.policy(R::TABLE),
             settings.clone(),
-            metrics.clone(),
-            log.clone(),
-            recovery.table(R::TABLE).clone(),
+            w.metrics.clone(),
+            w.log.clone(),
+            w.recovery.table(R::TABLE).clone(),
+            w.schema.clone(),
         );
-        tokio::spawn(w.run(stop.clone()))
+        tokio::spawn(writer.run(w.stop.clone()))
     }
-    let s = Arc::new(settings);
+    let s = Arc::new(w.settings.clone());
     let handles = vec![
-        one::<ChatRow>(client, batch, &s, metrics, log, recovery, stop),
-        one::<LikeRow>(client, batch, &s, metrics, log, recovery, stop),
-        one::<LeadRow>(client, batch, &s, metrics, log, recovery, stop),
-        one::<SessionRow>(client, batch, &s, metrics, log, recovery, stop),
-        one::<ModerationRow>(client, batch, &s, metrics, log, recovery, stop),
+        one::<ChatRow>(&w, &s),
+        one::<LikeRow>(&w, &s),
+        one::<LeadRow>(&w, &s),
+        one::<SessionRow>(&w, &s),
+        one::<ModerationRow>(&w, &s),
     ];
     debug_assert_eq!(handles.len(), Table::COUNT);
     handles

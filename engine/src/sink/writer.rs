@@ -152,6 +152,9 @@ pub struct TableWriter<R> {
     metrics: Arc<Metrics>,
     log: LogHandle,
     recovery: TableRecovery,
+    /// True once migrations are applied: no insert before (a missing
+    /// column would look like bad data).
+    schema: watch::Receiver<bool>,
     _row: std::marker::PhantomData<R>,
 }
 
@@ -177,6 +180,7 @@ impl<R: TableRow> TableWriter<R> {
         metrics: Arc<Metrics>,
         log: LogHandle,
         recovery: TableRecovery,
+        schema: watch::Receiver<bool>,
     ) -> Self {
         TableWriter {
             client,
@@ -185,6 +189,7 @@ impl<R: TableRow> TableWriter<R> {
             metrics,
             log,
             recovery,
+            schema,
             _row: std::marker::PhantomData,
         }
     }
@@ -404,6 +409,18 @@ impl<R: TableRow> TableWriter<R> {
             }
         }
         let token = token(self.log.id(), table, b.first, b.last);
+        let mut schema = self.schema.clone();
+        let ready = async { schema.wait_for(|ready| *ready).await.is_ok() };
+        let ready = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), ready)
+                .await
+                .unwrap_or(false),
+            None => ready.await,
+        };
+        if !ready {
+            tracing::warn!(%table, rows = n, "schema not ready by the shutdown deadline; the batch stays in the log");
+            return false;
+        }
         let mut delay = self.settings.retry_initial;
         loop {
             if let Some(prev) = *last {

@@ -33,7 +33,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use tokio::sync::{oneshot, watch};
 
 pub use codec::{Entry, Outcome, Row};
-pub use recovery::{BatchMark, Recovery, SeenLead, TableRecovery};
+pub use recovery::{BatchMark, Recovery, SeenId, TableRecovery};
 pub use store::{Log, OpenStats, Reader};
 
 use crate::event::Replier;

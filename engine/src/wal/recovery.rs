@@ -5,21 +5,66 @@
 use super::codec::{Entry, Outcome, Row};
 use crate::table::Table;
 
-/// A lead's idempotency entry: the verdict a resend is answered with.
+/// An idempotency entry restored at start: a lead or chat message already
+/// decided, and the verdict a resend is answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeenLead {
+pub struct SeenId {
+    /// A lead (`true`) or a chat message.
+    pub lead: bool,
     /// Room.
     pub room_id: u64,
     /// Viewer.
     pub viewer_id: u64,
-    /// The client's id for the lead.
-    pub client_lead_id: u64,
+    /// The client's id (`client_lead_id` or `client_msg_id`).
+    pub client_id: u64,
     /// Verdict name.
     pub verdict: &'static str,
     /// Reason name.
     pub reason: &'static str,
     /// When it was received, Unix ms.
     pub ts: i64,
+}
+
+/// Chat rejects that tell the viewer to retry later: not a verdict on the
+/// message, never remembered (as in the guard).
+pub const RETRY_LATER: [&str; 4] = ["busy", "rate_limited", "slow_mode", "muted"];
+
+/// The idempotency entry a logged row stands for, if any.
+pub fn seen_id(row: &Row) -> Option<SeenId> {
+    match row {
+        Row::Lead(l) => Some(SeenId {
+            lead: true,
+            room_id: l.room_id,
+            viewer_id: l.viewer_id,
+            client_id: l.client_lead_id,
+            verdict: l.verdict,
+            reason: l.reason,
+            ts: l.ts,
+        }),
+        Row::Chat(c) => Some(SeenId {
+            lead: false,
+            room_id: c.room_id,
+            viewer_id: c.viewer_id,
+            client_id: c.client_msg_id,
+            verdict: c.verdict,
+            reason: "none",
+            ts: c.ts,
+        }),
+        Row::Moderation(m)
+            if m.kind == "chat" && !m.dry_run && !RETRY_LATER.contains(&m.reason) =>
+        {
+            Some(SeenId {
+                lead: false,
+                room_id: m.room_id,
+                viewer_id: m.viewer_id,
+                client_id: m.client_id,
+                verdict: "rejected",
+                reason: m.reason,
+                ts: m.ts,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// An insert recorded in the log (`Entry::Batch`).
@@ -52,8 +97,9 @@ pub struct TableRecovery {
 pub struct Recovery {
     /// Per table, in [`Table::ALL`] order.
     pub tables: [TableRecovery; Table::COUNT],
-    /// Leads found in the log (committed or not), oldest first.
-    pub leads: Vec<SeenLead>,
+    /// Leads and chat messages decided in the log (committed or not), in
+    /// log order. Chat rejects that mean "retry later" are not included.
+    pub seen: Vec<SeenId>,
     /// Rows per table seen (for the start-up log line).
     rows: [Vec<u64>; Table::COUNT],
 }
@@ -64,15 +110,8 @@ impl Recovery {
         match entry {
             Entry::Row(row) => {
                 let t = row.table();
-                if let Row::Lead(l) = &row {
-                    self.leads.push(SeenLead {
-                        room_id: l.room_id,
-                        viewer_id: l.viewer_id,
-                        client_lead_id: l.client_lead_id,
-                        verdict: l.verdict,
-                        reason: l.reason,
-                        ts: l.ts,
-                    });
+                if let Some(seen) = seen_id(&row) {
+                    self.seen.push(seen);
                 }
                 self.rows[t.index()].push(lsn);
             }
@@ -156,7 +195,8 @@ mod tests {
             }]
         );
         assert_eq!(t.rows_after, 1);
-        assert_eq!(r.leads.len(), 2);
+        assert_eq!(r.seen.len(), 2);
+        assert!(r.seen.iter().all(|s| s.lead));
         assert_eq!(r.table(Table::Chat), &TableRecovery::default());
     }
 }
