@@ -23,8 +23,11 @@
 
 -- query: Room funnel per minute (last 3 hours)
 -- One row per room and minute. watch_minutes is the watch time of the
--- sessions that ended in that minute. leads counts every lead (all
--- verdicts); accepted_lead_rate = accepted leads / leads. rejects = chat
+-- sessions that ended in that minute. leads counts every lead row (all
+-- verdicts) as the rollup received it: a lead stored twice (failover, see
+-- docs/DURABILITY.md) counts twice here; the queries below that read
+-- roomgate.leads_unique count each lead once. accepted_lead_rate =
+-- accepted leads / leads. rejects = chat
 -- rejects and like pushes over the per-viewer cap (moderation_events).
 SELECT
     room_id, minute, joins, leaves, watch_minutes, chat, likes, leads, leads_accepted,
@@ -81,14 +84,14 @@ LEFT JOIN
     (
         SELECT room_id, viewer_id FROM roomgate.chat_messages WHERE ts >= since
         UNION ALL
-        SELECT room_id, viewer_id FROM roomgate.leads WHERE ts >= since
+        SELECT room_id, viewer_id FROM roomgate.leads_unique WHERE ts >= since
     )
     GROUP BY room_id
 ) AS i ON i.room_id = s.room_id
 LEFT JOIN
 (
     SELECT room_id, count() AS leads, countIf(verdict = 'accepted') AS accepted
-    FROM roomgate.leads
+    FROM roomgate.leads_unique
     WHERE ts >= since
     GROUP BY room_id
 ) AS l ON l.room_id = s.room_id
@@ -111,7 +114,7 @@ SELECT
     uniqExact(phone_hmac)                             AS distinct_phones,
     countIf(consent)                                  AS with_consent,
     quantileExact(0.5)(fill_ms)                       AS median_fill_ms
-FROM roomgate.leads
+FROM roomgate.leads_unique
 WHERE ts >= now() - INTERVAL 7 DAY
 GROUP BY room_id
 ORDER BY leads DESC;
@@ -123,7 +126,7 @@ SELECT
     reason,
     verdict,
     count() AS leads
-FROM roomgate.leads
+FROM roomgate.leads_unique
 ARRAY JOIN reasons AS reason
 WHERE ts >= now() - INTERVAL 7 DAY
 GROUP BY room_id, reason, verdict
@@ -290,7 +293,7 @@ WITH toDateTimeOrDefault({from:String}, '', now() - {seconds:UInt32}) AS from,
      toDateTimeOrDefault({to:String}, '', now()) AS to
 SELECT toStartOfInterval(ts, INTERVAL {rounding:UInt32} SECOND)::INT AS t,
        verdict, count() AS leads
-FROM roomgate.leads
+FROM roomgate.leads_unique
 WHERE ts BETWEEN from AND to
   AND ({room:UInt64} = 0 OR room_id = {room:UInt64})
 GROUP BY t, verdict

@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "lead_reason",
         include_str!("../../../schemas/003_lead_reason.sql"),
     ),
+    (
+        4,
+        "leads_unique",
+        include_str!("../../../schemas/004_leads_unique.sql"),
+    ),
 ];
 
 /// Split a migration file into statements (`;` at end of line; `--` comments

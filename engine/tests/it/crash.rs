@@ -231,6 +231,29 @@ async fn acked_leads_survive_kill_9_and_restarts_exactly_once() {
         .await;
         assert_eq!(rows, acked, "{name}: stored verdicts match acked ones");
     }
+    // The last line: a lead stored twice (which only a failover or a lost
+    // data directory can cause) still counts once through `leads_unique`.
+    assert_eq!(
+        scalar(&cfg, "SELECT count() FROM {db}.leads_unique").await,
+        VIEWERS * LEADS
+    );
+    let client = clickhouse::Client::default().with_url(&url);
+    client
+        .query(&format!(
+            "INSERT INTO {db}.leads SELECT * FROM {db}.leads ORDER BY ts LIMIT 3"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&cfg, "SELECT count() FROM {db}.leads").await,
+        VIEWERS * LEADS + 3
+    );
+    assert_eq!(
+        scalar(&cfg, "SELECT count() FROM {db}.leads_unique").await,
+        VIEWERS * LEADS,
+        "a duplicated lead counts once through leads_unique"
+    );
     let replays = replays.lock().unwrap().clone();
     assert!(!replays.is_empty(), "acked leads were resent");
     for (v, id, verdict, replay) in replays {
