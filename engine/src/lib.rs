@@ -16,10 +16,13 @@
 //! - [`table`]: the tables the engine writes, as one enum.
 //! - [`wal::codec`], [`wal::recovery`]: log records and what a restart
 //!   redoes.
+//! - [`shard::core`]: a shard's decisions: `handle(now, envelope)` /
+//!   `poll_output()` (rows + acks for the log, frames, hops, counters).
 //!
 //! I/O layer:
 //! - [`gate`]: the quinn server, TLS, tickets, per-connection read loop.
-//! - [`shard`]: N bounded queues and one worker thread per shard.
+//! - [`shard`]: N bounded queues and one worker thread per shard, driving
+//!   its [`shard::core::ShardCore`].
 //! - [`wal`]: the write-ahead log: group commit (the ack's durability
 //!   point), segments, readers, deletion of committed segments.
 //! - [`sink`]: ClickHouse rows, migrations and the per-table writers, which

@@ -84,6 +84,67 @@ pub struct LogStats {
     pub restored_ids: AtomicU64,
 }
 
+/// Counters of one shard worker round, kept in plain integers by the
+/// sans-IO shard core and added to [`Metrics`] once per round
+/// ([`Metrics::add_round`]), not once per message.
+#[derive(Debug, Clone)]
+pub struct RoundStats {
+    verdicts: [[u64; VERDICTS]; KINDS],
+    reasons: [[u64; REASONS]; KINDS],
+    dry_runs: [[u64; REASONS]; KINDS],
+    /// Like taps admitted by the guard.
+    pub like_taps_admitted: u64,
+    /// Like taps over the per-viewer cap.
+    pub like_taps_limited: u64,
+    /// Leads finished this round (decided, replayed or merged with a resend
+    /// in flight): the I/O layer's count of leads in flight goes down by it.
+    pub leads_done: usize,
+    any: bool,
+}
+
+impl Default for RoundStats {
+    fn default() -> Self {
+        RoundStats {
+            verdicts: [[0; VERDICTS]; KINDS],
+            reasons: [[0; REASONS]; KINDS],
+            dry_runs: [[0; REASONS]; KINDS],
+            like_taps_admitted: 0,
+            like_taps_limited: 0,
+            leads_done: 0,
+            any: false,
+        }
+    }
+}
+
+impl RoundStats {
+    /// Count a decision of `kind` with `verdict` and `reason`.
+    pub fn decision(&mut self, kind: Kind, verdict: Verdict, reason: Reason) {
+        self.any = true;
+        self.verdicts[kind as usize][verdict as usize] += 1;
+        if reason != Reason::None {
+            self.reasons[kind as usize][reason_index(reason)] += 1;
+        }
+    }
+
+    /// Count a dry-run hit of `rule` on an event of `kind`.
+    pub fn dry_run(&mut self, kind: Kind, rule: Reason) {
+        self.any = true;
+        self.dry_runs[kind as usize][reason_index(rule)] += 1;
+    }
+
+    /// Count like taps admitted and over the cap.
+    pub fn likes(&mut self, admitted: u64, limited: u64) {
+        self.any = true;
+        self.like_taps_admitted += admitted;
+        self.like_taps_limited += limited;
+    }
+
+    /// Decisions counted for `kind` and `verdict` (tests).
+    pub fn verdict_count(&self, kind: Kind, verdict: Verdict) -> u64 {
+        self.verdicts[kind as usize][verdict as usize]
+    }
+}
+
 /// All engine counters.
 #[derive(Debug)]
 pub struct Metrics {
@@ -164,6 +225,36 @@ impl Metrics {
         self.verdicts[kind as usize][verdict as usize].fetch_add(n, Relaxed);
         if reason != Reason::None {
             self.reasons[kind as usize][reason_index(reason)].fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Add one round's counters.
+    pub fn add_round(&self, r: &RoundStats) {
+        if !r.any {
+            return;
+        }
+        for k in 0..KINDS {
+            for v in 0..VERDICTS {
+                if r.verdicts[k][v] > 0 {
+                    self.verdicts[k][v].fetch_add(r.verdicts[k][v], Relaxed);
+                }
+            }
+            for i in 0..REASONS {
+                if r.reasons[k][i] > 0 {
+                    self.reasons[k][i].fetch_add(r.reasons[k][i], Relaxed);
+                }
+                if r.dry_runs[k][i] > 0 {
+                    self.dry_runs[k][i].fetch_add(r.dry_runs[k][i], Relaxed);
+                }
+            }
+        }
+        if r.like_taps_admitted > 0 {
+            self.like_taps_admitted
+                .fetch_add(r.like_taps_admitted, Relaxed);
+        }
+        if r.like_taps_limited > 0 {
+            self.like_taps_limited
+                .fetch_add(r.like_taps_limited, Relaxed);
         }
     }
 

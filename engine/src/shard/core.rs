@@ -1,0 +1,771 @@
+//! The shard's decisions, sans-IO (quinn-proto style): no threads, queues,
+//! clocks or channels. The worker loop ([`super`]) feeds it with
+//! [`ShardCore::handle`], [`ShardCore::handle_hop`], [`ShardCore::control`]
+//! and [`ShardCore::tick`], then takes what it decided with
+//! [`ShardCore::poll_output`]: the round's rows and the acks that wait for
+//! them (for the log), frames and closes to send now, lead hops to other
+//! shards, and the round's counters.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::{ack_frame, shard_of, Envelope, LeadHop};
+use crate::event::{EventKind, Kind, Replier};
+use crate::guard::{Control, Decision, Effect, Guard, LeadStage, RoomSettingsView};
+use crate::metrics::RoundStats;
+use crate::pii::{mask_phone, PiiKeys};
+use crate::sink::{ChatRow, LeadRow, LikeRow, ModerationRow, SessionRow};
+use crate::wal::{Ack, Row, Submit};
+use crate::wire::{AckKind, CloseCode, Notice, NoticeKind, Reason, ServerFrame, Verdict};
+
+/// The identifying fields of an event, kept after its payload moved.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Head {
+    pub(super) room_id: u64,
+    pub(super) viewer_id: u64,
+    pub(super) session_id: u64,
+    pub(super) ts: i64,
+}
+
+type InFlightKey = (u64, u64, u64);
+
+/// A room's open sessions: session id → (viewer, connection).
+type RoomSessions = FxHashMap<u64, (u64, Arc<dyn Replier>)>;
+
+/// What a round decided.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Rows for the log and the acks released once they are durable.
+    pub round: Submit,
+    /// Frames to send now (notices; they promise nothing durable).
+    pub frames: Vec<(Arc<dyn Replier>, ServerFrame)>,
+    /// Connections to close now.
+    pub closes: Vec<(Arc<dyn Replier>, CloseCode)>,
+    /// Leads to hand to another shard (index) for their next stage.
+    pub hops: Vec<(usize, LeadHop)>,
+    /// The round's counters.
+    pub stats: RoundStats,
+}
+
+/// All state of one shard's rooms and the facts it owns.
+pub struct ShardCore {
+    index: usize,
+    shards: usize,
+    guard: Guard,
+    /// Like taps per (room, unix second) not yet logged.
+    likes: FxHashMap<(u64, u32), u64>,
+    /// Open sessions per room.
+    sessions: FxHashMap<u64, RoomSessions>,
+    /// Leads of this shard's rooms still travelling their stages, with every
+    /// connection waiting for their ack (first send + in-flight resends).
+    in_flight: FxHashMap<InFlightKey, Vec<Arc<dyn Replier>>>,
+    pii: Arc<PiiKeys>,
+    out: Output,
+}
+
+impl std::fmt::Debug for ShardCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardCore")
+            .field("index", &self.index)
+            .field("shards", &self.shards)
+            .finish()
+    }
+}
+
+impl ShardCore {
+    /// Shard `index` of `shards`, deciding with `guard`.
+    pub fn new(index: usize, shards: usize, guard: Guard, pii: Arc<PiiKeys>) -> Self {
+        ShardCore {
+            index,
+            shards: shards.max(1),
+            guard,
+            likes: FxHashMap::default(),
+            sessions: FxHashMap::default(),
+            in_flight: FxHashMap::default(),
+            pii,
+            out: Output::default(),
+        }
+    }
+
+    /// Take everything decided since the last call.
+    pub fn poll_output(&mut self) -> Output {
+        std::mem::take(&mut self.out)
+    }
+
+    /// True when nothing is waiting to be taken.
+    pub fn output_is_empty(&self) -> bool {
+        let o = &self.out;
+        o.round.is_empty() && o.frames.is_empty() && o.closes.is_empty() && o.hops.is_empty()
+    }
+
+    /// Time passed: log the like seconds that are over, let the guard expire
+    /// its windows.
+    pub fn tick(&mut self, now: i64) {
+        self.flush_likes(Some(now));
+        self.guard.tick(now);
+    }
+
+    /// Shutdown: log every like second, the current one included.
+    pub fn finish(&mut self) {
+        self.flush_likes(None);
+    }
+
+    /// Client ids forgotten early by the idempotency window.
+    pub fn evicted_early(&self) -> u64 {
+        self.guard.evicted_early()
+    }
+
+    /// A room's current settings.
+    pub fn room_settings(&self, room: u64) -> RoomSettingsView {
+        self.guard.room_settings(room)
+    }
+
+    /// Apply a live control (slow mode, mute, ban, terms…) and announce it.
+    pub fn control(&mut self, now: i64, ctl: &Control) -> Result<(), String> {
+        let effect = self.guard.control(now, ctl).map_err(|e| e.to_string())?;
+        self.effect(&effect);
+        Ok(())
+    }
+
+    fn flush_likes(&mut self, now: Option<i64>) {
+        if self.likes.is_empty() {
+            return;
+        }
+        let current = now.map(|n| (n / 1000) as u32);
+        let out = &mut self.out.round.rows;
+        self.likes.retain(|&(room_id, ts), taps| {
+            if current.is_some_and(|c| ts >= c) {
+                return true;
+            }
+            out.push(Row::Like(LikeRow {
+                room_id,
+                ts,
+                taps: *taps,
+            }));
+            false
+        });
+    }
+
+    fn effect(&mut self, effect: &Effect) {
+        let notice = |kind: NoticeKind, value: u32| {
+            let text = match kind {
+                NoticeKind::SlowMode if value == 0 => "slow mode off".to_owned(),
+                NoticeKind::SlowMode => format!("slow mode: one message every {value} s"),
+                NoticeKind::Muted if value == 0 => "you are muted in this room".to_owned(),
+                NoticeKind::Muted => format!("you are muted for {value} s"),
+                NoticeKind::Unmuted => "you may chat again".to_owned(),
+                NoticeKind::ShuttingDown => "server shutting down".to_owned(),
+            };
+            ServerFrame::Notice(Notice {
+                kind: kind as u8,
+                value,
+                text,
+            })
+        };
+        match *effect {
+            Effect::None => {}
+            Effect::Broadcast { room, kind, value } => {
+                let frame = notice(kind, value);
+                for (_, r) in self
+                    .sessions
+                    .get(&room)
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                {
+                    self.out.frames.push((r.clone(), frame.clone()));
+                }
+            }
+            Effect::Viewer {
+                room,
+                viewer,
+                kind,
+                value,
+            } => {
+                let frame = notice(kind, value);
+                let to: Vec<_> = self.viewer_sessions(room, viewer).cloned().collect();
+                for r in to {
+                    self.out.frames.push((r, frame.clone()));
+                }
+            }
+            Effect::Kick { room, viewer } => {
+                let to: Vec<_> = self.viewer_sessions(room, viewer).cloned().collect();
+                for r in to {
+                    self.out.closes.push((r, CloseCode::Banned));
+                }
+            }
+        }
+    }
+
+    /// The open sessions of `viewer` in `room`.
+    fn viewer_sessions(&self, room: u64, viewer: u64) -> impl Iterator<Item = &Arc<dyn Replier>> {
+        self.sessions
+            .get(&room)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(move |(v, _)| *v == viewer)
+            .map(|(_, r)| r)
+    }
+
+    /// A lead arriving from another shard: run its stage here, then move it
+    /// on.
+    pub fn handle_hop(&mut self, now: i64, mut hop: LeadHop) {
+        if hop.stage < LeadStage::ORDER.len() {
+            self.guard
+                .lead_stage(now, LeadStage::ORDER[hop.stage], &mut hop.check);
+            hop.stage += 1;
+        }
+        self.advance(now, hop);
+    }
+
+    /// Run the lead's stages that this shard owns; hand it to the next
+    /// owner, or finish it when it is back on its room shard.
+    fn advance(&mut self, now: i64, mut hop: LeadHop) {
+        loop {
+            let target = match LeadStage::ORDER.get(hop.stage) {
+                Some(stage) => shard_of(stage.key(&hop.check), self.shards),
+                None => shard_of(hop.head.room_id, self.shards),
+            };
+            if target != self.index {
+                self.out.hops.push((target, hop));
+                return;
+            }
+            match LeadStage::ORDER.get(hop.stage) {
+                Some(stage) => {
+                    self.guard.lead_stage(now, *stage, &mut hop.check);
+                    hop.stage += 1;
+                }
+                None => return self.finish_lead(now, hop),
+            }
+        }
+    }
+
+    fn finish_lead(&mut self, now: i64, hop: LeadHop) {
+        let LeadHop {
+            check, head, lead, ..
+        } = hop;
+        let v = self.guard.lead_finish(&check);
+        let d = v.decision;
+        self.guard
+            .lead_seen(now, head.room_id, head.viewer_id, lead.client_lead_id, &d);
+        self.out.stats.decision(Kind::Lead, d.verdict, d.reason);
+        for r in d.dry_run.iter() {
+            self.out.stats.dry_run(Kind::Lead, r);
+        }
+        let key = (head.room_id, head.viewer_id, lead.client_lead_id);
+        let to = self.in_flight.remove(&key).unwrap_or_default();
+        let frame = ack_frame(AckKind::Lead, lead.client_lead_id, &d);
+        let replay = ack_frame(
+            AckKind::Lead,
+            lead.client_lead_id,
+            &Decision { replay: true, ..d },
+        );
+        let fields = serde_json::to_string(&lead.fields).unwrap_or_default();
+        let phone_clear = if check.phone_e164.is_empty() {
+            lead.phone.trim().to_owned()
+        } else {
+            check.phone_e164.clone()
+        };
+        let row = LeadRow {
+            room_id: head.room_id,
+            ts: head.ts,
+            viewer_id: head.viewer_id,
+            session_id: head.session_id,
+            client_lead_id: lead.client_lead_id,
+            verdict: d.verdict.as_str(),
+            reason: d.reason.as_str(),
+            score: v.score,
+            reasons: v.reasons.names(),
+            dry_run_reasons: d.dry_run.names(),
+            phone_hmac: check.phone_key.clone(),
+            phone_masked: mask_phone(&phone_clear),
+            phone_enc: self.pii.encrypt_hex(&phone_clear),
+            wechat_enc: self.pii.encrypt_hex(&lead.wechat),
+            name_enc: self.pii.encrypt_hex(&lead.name),
+            fields_enc: if lead.fields.is_empty() {
+                String::new()
+            } else {
+                self.pii.encrypt_hex(&fields)
+            },
+            ip_hmac: self.pii.hmac_hex(&check.ip),
+            consent: lead.consent,
+            fill_ms: lead.fill_ms,
+        };
+        // Every lead is stored with its verdict; its ack waits until the
+        // record is durable. The first sender gets the ack, resends made
+        // while it was in flight get it as a replay.
+        self.out.round.rows.push(Row::Lead(row));
+        let mut to = to.into_iter();
+        if let Some(first) = to.next() {
+            self.out.round.acks.push(Ack { to: first, frame });
+        }
+        for r in to {
+            self.out.round.acks.push(Ack {
+                to: r,
+                frame: replay.clone(),
+            });
+        }
+        self.out.stats.leads_done += 1;
+    }
+
+    /// One event from the gate.
+    pub fn handle(&mut self, now: i64, env: Envelope) {
+        let Envelope { event: ev, reply } = env;
+        let kind = ev.kind.kind();
+        let head = Head {
+            room_id: ev.room_id,
+            viewer_id: ev.viewer_id,
+            session_id: ev.session_id,
+            ts: ev.received_at_ms,
+        };
+        if let EventKind::Lead { lead, ip } = &ev.kind {
+            let key = (ev.room_id, ev.viewer_id, lead.client_lead_id);
+            if let Some(waiting) = self.in_flight.get_mut(&key) {
+                // A resend while the first is still being checked: it gets
+                // the same verdict, as a replay, when the first finishes.
+                waiting.extend(reply);
+                self.out
+                    .stats
+                    .decision(Kind::Lead, Verdict::Accepted, Reason::Replay);
+                self.out.stats.leads_done += 1;
+                return;
+            }
+            let pii = self.pii.clone();
+            match self
+                .guard
+                .lead_start(now, &ev, lead, ip, |p| pii.hmac_hex(p))
+            {
+                Err(replay) => {
+                    self.out.stats.leads_done += 1;
+                    self.out
+                        .stats
+                        .decision(Kind::Lead, replay.verdict, Reason::Replay);
+                    // The original's record may not be durable yet: this ack
+                    // queues behind it, so a replay never overtakes it.
+                    let frame = ack_frame(AckKind::Lead, lead.client_lead_id, &replay);
+                    if let Some(to) = reply {
+                        self.out.round.acks.push(Ack { to, frame });
+                    }
+                }
+                Ok(check) => {
+                    self.in_flight.insert(key, reply.into_iter().collect());
+                    let EventKind::Lead { lead, .. } = ev.kind else {
+                        return;
+                    };
+                    self.advance(
+                        now,
+                        LeadHop {
+                            check,
+                            stage: 0,
+                            head,
+                            lead,
+                        },
+                    );
+                }
+            }
+            return;
+        }
+        let d = self.guard.decide(now, &ev);
+        self.out.stats.decision(
+            kind,
+            d.verdict,
+            if d.replay { Reason::Replay } else { d.reason },
+        );
+        for r in d.dry_run.iter() {
+            self.out.stats.dry_run(kind, r);
+        }
+        match ev.kind {
+            EventKind::Join { client, .. } => {
+                if d.verdict == Verdict::Rejected {
+                    if let Some(r) = &reply {
+                        self.out.closes.push((r.clone(), CloseCode::Banned));
+                    }
+                }
+                if let Some(r) = reply {
+                    self.sessions
+                        .entry(ev.room_id)
+                        .or_default()
+                        .insert(ev.session_id, (ev.viewer_id, r.clone()));
+                    let slow = self.guard.slow_mode_secs(ev.room_id);
+                    if slow > 0 {
+                        self.effect(&Effect::Viewer {
+                            room: ev.room_id,
+                            viewer: ev.viewer_id,
+                            kind: NoticeKind::SlowMode,
+                            value: slow,
+                        });
+                    }
+                }
+                self.out.round.rows.push(Row::Session(SessionRow {
+                    room_id: ev.room_id,
+                    ts: ev.received_at_ms,
+                    viewer_id: ev.viewer_id,
+                    session_id: ev.session_id,
+                    event: "join",
+                    watch_ms: 0,
+                    client,
+                    close: "",
+                }));
+            }
+            EventKind::Leave {
+                joined_at_ms,
+                close,
+            } => {
+                if let Some(m) = self.sessions.get_mut(&ev.room_id) {
+                    m.remove(&ev.session_id);
+                    if m.is_empty() {
+                        self.sessions.remove(&ev.room_id);
+                    }
+                }
+                self.out.round.rows.push(Row::Session(SessionRow {
+                    room_id: ev.room_id,
+                    ts: ev.received_at_ms,
+                    viewer_id: ev.viewer_id,
+                    session_id: ev.session_id,
+                    event: "leave",
+                    watch_ms: (ev.received_at_ms - joined_at_ms).max(0) as u64,
+                    client: String::new(),
+                    close,
+                }));
+            }
+            EventKind::Like { count, .. } => {
+                if d.admitted > 0 {
+                    let sec = (ev.received_at_ms / 1000) as u32;
+                    *self.likes.entry((ev.room_id, sec)).or_default() += u64::from(d.admitted);
+                }
+                let over = count - d.admitted.min(count);
+                self.out.stats.likes(u64::from(d.admitted), u64::from(over));
+                if over > 0 {
+                    self.moderation(
+                        &head,
+                        "like",
+                        0,
+                        d.reason,
+                        false,
+                        format!("{over} of {count} taps over the cap"),
+                    );
+                }
+                if d.dry_run.contains(Reason::RateLimited) {
+                    self.moderation(
+                        &head,
+                        "like",
+                        0,
+                        Reason::RateLimited,
+                        true,
+                        format!("{count} taps"),
+                    );
+                }
+            }
+            EventKind::Chat {
+                client_msg_id,
+                text,
+            } => {
+                if let Some(r) = &reply {
+                    // Sent once this round is durable (the stored row, or
+                    // the moderation row of a reject).
+                    self.out.round.acks.push(Ack {
+                        to: r.clone(),
+                        frame: ack_frame(AckKind::Chat, client_msg_id, &d),
+                    });
+                    if d.muted_secs > 0 {
+                        // After the ack it explains.
+                        self.out.round.acks.push(Ack {
+                            to: r.clone(),
+                            frame: ServerFrame::Notice(Notice {
+                                kind: NoticeKind::Muted as u8,
+                                value: d.muted_secs,
+                                text: format!(
+                                    "too many rejected messages: muted for {} s",
+                                    d.muted_secs
+                                ),
+                            }),
+                        });
+                    }
+                }
+                if d.replay {
+                    return;
+                }
+                for r in d.dry_run.iter() {
+                    self.moderation(&head, "chat", client_msg_id, r, true, text.clone());
+                }
+                if d.stores() {
+                    self.out.round.rows.push(Row::Chat(ChatRow {
+                        room_id: ev.room_id,
+                        ts: ev.received_at_ms,
+                        viewer_id: ev.viewer_id,
+                        session_id: ev.session_id,
+                        client_msg_id,
+                        text,
+                        verdict: d.verdict.as_str(),
+                        dry_run_reasons: d.dry_run.names(),
+                    }));
+                } else {
+                    self.moderation(&head, "chat", client_msg_id, d.reason, false, text);
+                }
+            }
+            EventKind::Lead { .. } => {}
+        }
+    }
+
+    fn moderation(
+        &mut self,
+        ev: &Head,
+        kind: &'static str,
+        client_id: u64,
+        reason: Reason,
+        dry_run: bool,
+        detail: String,
+    ) {
+        self.out.round.rows.push(Row::Moderation(ModerationRow {
+            room_id: ev.room_id,
+            ts: ev.ts,
+            viewer_id: ev.viewer_id,
+            session_id: ev.session_id,
+            kind,
+            client_id,
+            reason: reason.as_str(),
+            dry_run,
+            detail,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A deterministic harness: cores fed by hand, hops routed by hand, no
+    //! threads, no clock, no log.
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::event::Event;
+    use crate::guard::GuardConfig;
+    use crate::wire::Lead;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const T0: i64 = 1_764_000_000_000;
+
+    #[derive(Debug, Default)]
+    struct Conn {
+        closed: Mutex<Vec<CloseCode>>,
+    }
+    impl Replier for Conn {
+        fn reply(&self, _: ServerFrame) {
+            panic!("the core never sends directly; frames go through its output");
+        }
+        fn close(&self, code: CloseCode) {
+            self.closed.lock().unwrap().push(code);
+        }
+    }
+
+    fn core(index: usize, shards: usize) -> ShardCore {
+        let pii = Arc::new(PiiKeys::from_hex(KEY, KEY).unwrap());
+        ShardCore::new(
+            index,
+            shards,
+            Guard::new(&GuardConfig::default()).unwrap(),
+            pii,
+        )
+    }
+
+    fn env(room: u64, viewer: u64, at: i64, kind: EventKind, conn: &Arc<Conn>) -> Envelope {
+        Envelope {
+            event: Event {
+                room_id: room,
+                viewer_id: viewer,
+                session_id: 1,
+                received_at_ms: at,
+                kind,
+            },
+            reply: Some(conn.clone() as Arc<dyn Replier>),
+        }
+    }
+
+    fn lead(id: u64) -> EventKind {
+        EventKind::Lead {
+            lead: Box::new(Lead {
+                client_lead_id: id,
+                phone: "13905718264".into(),
+                consent: true,
+                fill_ms: 9_000,
+                ..Lead::default()
+            }),
+            ip: "10.0.0.1".into(),
+        }
+    }
+
+    fn acks(o: &Output) -> Vec<(u8, u64, u8, bool)> {
+        o.round
+            .acks
+            .iter()
+            .filter_map(|a| match a.frame {
+                ServerFrame::Ack {
+                    kind,
+                    client_id,
+                    verdict,
+                    replay,
+                    ..
+                } => Some((kind, client_id, verdict, replay)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chat_and_leads_wait_for_the_log_and_resends_are_replays() {
+        let mut c = core(0, 1);
+        let v = Arc::new(Conn::default());
+        c.handle(
+            T0,
+            env(
+                1,
+                7,
+                T0,
+                EventKind::Join {
+                    client: "t".into(),
+                    ip: "10.0.0.1".into(),
+                },
+                &v,
+            ),
+        );
+        let chat = |id| EventKind::Chat {
+            client_msg_id: id,
+            text: "hello room".into(),
+        };
+        c.handle(T0 + 10, env(1, 7, T0 + 10, chat(5), &v));
+        c.handle(T0 + 20, env(1, 7, T0 + 20, lead(9), &v));
+        let o = c.poll_output();
+        // Nothing is sent directly: both acks ride the round to the log.
+        assert!(o.frames.is_empty() && o.closes.is_empty() && o.hops.is_empty());
+        assert_eq!(acks(&o), vec![(1, 5, 1, false), (2, 9, 1, false)]);
+        let tables: Vec<_> = o.round.rows.iter().map(Row::table).collect();
+        use crate::table::Table::*;
+        assert_eq!(tables, vec![Sessions, Chat, Leads]);
+        let Row::Lead(l) = &o.round.rows[2] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (l.verdict, l.reason, l.client_lead_id),
+            ("accepted", "none", 9)
+        );
+        assert!(l.phone_enc.len() > 20 && !l.phone_enc.contains("13905718264"));
+        assert_eq!(o.stats.leads_done, 1);
+        assert_eq!(o.stats.verdict_count(Kind::Chat, Verdict::Accepted), 1);
+        // Resends: acked as replays, nothing stored again.
+        c.handle(T0 + 30, env(1, 7, T0 + 30, chat(5), &v));
+        c.handle(T0 + 40, env(1, 7, T0 + 40, lead(9), &v));
+        let o = c.poll_output();
+        assert_eq!(acks(&o), vec![(1, 5, 1, true), (2, 9, 1, true)]);
+        assert!(o.round.rows.is_empty());
+        assert_eq!(o.stats.leads_done, 1);
+    }
+
+    #[test]
+    fn a_lead_travels_its_stages_across_shards_and_is_acked_once() {
+        let shards = 3;
+        let mut cores: Vec<ShardCore> = (0..shards).map(|i| core(i, shards)).collect();
+        let v = Arc::new(Conn::default());
+        let room = (0..100).find(|r| shard_of(*r, shards) == 1).unwrap();
+        cores[1].handle(T0, env(room, 7, T0, lead(3), &v));
+        // A resend while the first is in flight waits for the same verdict.
+        cores[1].handle(T0 + 1, env(room, 7, T0 + 1, lead(3), &v));
+        let mut rows = Vec::new();
+        let mut all_acks = Vec::new();
+        let mut hops = 0;
+        let mut queue: Vec<(usize, LeadHop)> = Vec::new();
+        for c in cores.iter_mut() {
+            let o = c.poll_output();
+            rows.extend(o.round.rows.iter().map(Row::table));
+            all_acks.extend(acks(&o));
+            queue.extend(o.hops);
+        }
+        while let Some((target, hop)) = queue.pop() {
+            hops += 1;
+            assert!(hops < 20, "hops terminate");
+            cores[target].handle_hop(T0 + 2, hop);
+            let o = cores[target].poll_output();
+            rows.extend(o.round.rows.iter().map(Row::table));
+            all_acks.extend(acks(&o));
+            queue.extend(o.hops);
+        }
+        assert!(hops >= 1, "the stages live on other shards");
+        assert_eq!(rows, vec![crate::table::Table::Leads], "stored once");
+        assert_eq!(all_acks, vec![(2, 3, 1, false), (2, 3, 1, true)]);
+    }
+
+    #[test]
+    fn like_seconds_are_logged_when_over_and_at_shutdown() {
+        let mut c = core(0, 1);
+        let v = Arc::new(Conn::default());
+        let like = |n| EventKind::Like {
+            count: n,
+            spread_ms: 0,
+        };
+        c.handle(T0, env(4, 1, T0, like(5), &v));
+        c.handle(T0 + 100, env(4, 2, T0 + 100, like(3), &v));
+        c.tick(T0 + 500);
+        let o = c.poll_output();
+        assert!(o.round.rows.is_empty(), "the second is not over");
+        assert_eq!(o.stats.like_taps_admitted, 8, "counted when decided");
+        c.tick(T0 + 1_000);
+        let o = c.poll_output();
+        assert_eq!(
+            o.round.rows,
+            vec![Row::Like(LikeRow {
+                room_id: 4,
+                ts: (T0 / 1000) as u32,
+                taps: 8
+            })]
+        );
+        c.handle(T0 + 1_200, env(4, 1, T0 + 1_200, like(2), &v));
+        c.finish();
+        assert_eq!(
+            c.poll_output().round.rows.len(),
+            1,
+            "shutdown logs the current second"
+        );
+    }
+
+    #[test]
+    fn a_ban_closes_the_viewers_sessions_and_restored_ids_replay() {
+        let mut c = core(0, 1);
+        let v = Arc::new(Conn::default());
+        c.handle(
+            T0,
+            env(
+                1,
+                7,
+                T0,
+                EventKind::Join {
+                    client: "t".into(),
+                    ip: "x".into(),
+                },
+                &v,
+            ),
+        );
+        c.control(T0 + 1, &Control::Ban { room: 1, viewer: 7 })
+            .unwrap();
+        let o = c.poll_output();
+        assert_eq!(o.closes.len(), 1);
+        assert_eq!(o.closes[0].1, CloseCode::Banned);
+
+        let mut c = core(0, 1);
+        c.guard.restore(&crate::wal::SeenId {
+            lead: true,
+            room_id: 1,
+            viewer_id: 8,
+            client_id: 9,
+            verdict: "suspect",
+            reason: "fake_pattern",
+            ts: T0,
+        });
+        c.handle(T0 + 5, env(1, 8, T0 + 5, lead(9), &v));
+        let o = c.poll_output();
+        assert_eq!(
+            acks(&o),
+            vec![(2, 9, 2, true)],
+            "replayed with the restored verdict"
+        );
+        assert!(o.round.rows.is_empty());
+    }
+}

@@ -1,0 +1,445 @@
+//! Shard queues and workers (the I/O layer around [`core::ShardCore`]).
+//!
+//! `shard = hash(room_id) % N`. Each shard is a lock-free bounded
+//! [`ArrayQueue`] drained by one worker thread that owns all state of its
+//! rooms (the guard, like aggregation, the room's sessions): no locks on the
+//! event path. Workers drain in rounds and hand each round's rows, with the
+//! acks that wait for them, to the write-ahead log in one submission
+//! ([`crate::wal`]), and park when idle.
+//!
+//! Overflow is a decision per kind, taken by the caller of
+//! [`Shards::try_push`]: leads and session events wait ([`Shards::push_wait`]),
+//! chat is answered `busy`, likes are coalesced into a count.
+//!
+//! Cross-room lead facts (the same phone, IP or viewer across rooms) live in
+//! the shard that owns the fact's key: a lead travels room shard → phone
+//! shard → IP shard → viewer shard → back to its room shard, one way, through
+//! each shard's hop queue ([`LeadHop`]); no lock is ever taken.
+//!
+//! Every decision lives in [`core`], which is sans-IO and tested without
+//! threads; this module owns the queues, the worker threads and parking.
+
+pub mod core;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::oneshot;
+
+use self::core::ShardCore;
+use crate::event::{Event, EventKind};
+use crate::guard::{Control, Decision, Guard, GuardConfig, LeadCheck, RoomSettingsView};
+use crate::metrics::{Metrics, Overflow};
+use crate::pii::PiiKeys;
+use crate::wal::{LogHandle, SeenId};
+use crate::wire::{AckKind, Lead, ServerFrame};
+
+pub use crate::event::Replier;
+
+/// An event plus the way back to its viewer.
+#[derive(Debug)]
+pub struct Envelope {
+    /// The event.
+    pub event: Event,
+    /// The viewer's connection, for acks and notices.
+    pub reply: Option<Arc<dyn Replier>>,
+}
+
+/// A lead travelling through its check stages.
+#[derive(Debug)]
+pub struct LeadHop {
+    check: LeadCheck,
+    /// Index into [`LeadStage::ORDER`]; `ORDER.len()` = back home to finish.
+    stage: usize,
+    head: core::Head,
+    lead: Box<Lead>,
+}
+
+/// What an admin request asks a shard.
+#[derive(Debug)]
+pub enum AdminOp {
+    /// Apply a control.
+    Control(Control, oneshot::Sender<Result<(), String>>),
+    /// Read a room's settings.
+    Room(u64, oneshot::Sender<RoomSettingsView>),
+}
+
+/// The ack frame for a decision.
+pub fn ack_frame(kind: AckKind, client_id: u64, d: &Decision) -> ServerFrame {
+    ServerFrame::Ack {
+        kind: kind as u8,
+        client_id,
+        verdict: d.verdict as u8,
+        reason: d.reason.code(),
+        retry_after_ms: d.retry_after_ms,
+        replay: d.replay,
+    }
+}
+
+/// Map a key (room id, fact hash) to its shard (stable across restarts).
+pub fn shard_of(key: u64, shards: usize) -> usize {
+    // splitmix64 finaliser: spreads sequential ids evenly.
+    let mut z = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % shards as u64) as usize
+}
+
+const HOP_CAPACITY: usize = 65_536;
+const ADMIN_CAPACITY: usize = 1_024;
+
+struct Queue {
+    q: ArrayQueue<Envelope>,
+    hops: ArrayQueue<LeadHop>,
+    admin: ArrayQueue<AdminOp>,
+    sleeping: AtomicBool,
+    closed: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+impl Queue {
+    fn wake(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+}
+
+/// Settings for the workers.
+#[derive(Debug, Clone)]
+pub struct ShardSettings {
+    /// Number of shards.
+    pub count: usize,
+    /// Capacity of each queue.
+    pub capacity: usize,
+    /// Events drained per round.
+    pub drain_batch: usize,
+    /// Guard settings.
+    pub guard: GuardConfig,
+}
+
+/// The running shards.
+pub struct Shards {
+    queues: Arc<Vec<Queue>>,
+    /// Leads pushed but not yet finished (queued, or travelling stages).
+    leads_pending: Arc<AtomicUsize>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Shards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shards")
+            .field("count", &self.queues.len())
+            .finish()
+    }
+}
+
+impl Shards {
+    /// Start `settings.count` workers appending to `log`. `restore` are
+    /// leads and chat messages already decided (found in the log or in
+    /// ClickHouse at start): a resend of one is answered as a replay with
+    /// its original verdict.
+    pub fn start(
+        settings: &ShardSettings,
+        log: LogHandle,
+        pii: Arc<PiiKeys>,
+        metrics: Arc<Metrics>,
+        restore: &[SeenId],
+    ) -> Result<Self, String> {
+        let queues: Arc<Vec<Queue>> = Arc::new(
+            (0..settings.count)
+                .map(|_| Queue {
+                    q: ArrayQueue::new(settings.capacity),
+                    hops: ArrayQueue::new(HOP_CAPACITY),
+                    admin: ArrayQueue::new(ADMIN_CAPACITY),
+                    sleeping: AtomicBool::new(false),
+                    closed: AtomicBool::new(false),
+                    thread: OnceLock::new(),
+                })
+                .collect(),
+        );
+        let leads_pending = Arc::new(AtomicUsize::new(0));
+        let mut threads = Vec::new();
+        for i in 0..settings.count {
+            let mut guard = Guard::new(&settings.guard)?;
+            for l in restore
+                .iter()
+                .filter(|l| shard_of(l.room_id, settings.count) == i)
+            {
+                guard.restore(l);
+            }
+            let mut worker = Worker {
+                index: i,
+                queues: queues.clone(),
+                leads_pending: leads_pending.clone(),
+                core: ShardCore::new(i, settings.count, guard, pii.clone()),
+                pending_hops: VecDeque::new(),
+                log: log.clone(),
+                metrics: metrics.clone(),
+                drain_batch: settings.drain_batch.max(1),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("roomgate-shard-{i}"))
+                .spawn(move || worker.run())
+                .map_err(|e| format!("spawn shard worker: {e}"))?;
+            let _ = queues[i].thread.set(handle.thread().clone());
+            threads.push(handle);
+        }
+        Ok(Shards {
+            queues,
+            leads_pending,
+            threads: Mutex::new(threads),
+            metrics,
+        })
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Always false: there is at least one shard.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// The shard that owns `room`.
+    pub fn shard_of_room(&self, room: u64) -> usize {
+        shard_of(room, self.queues.len())
+    }
+
+    /// Push without waiting; gives the envelope back if the queue is full.
+    pub fn try_push(&self, env: Envelope) -> Result<(), Envelope> {
+        let q = &self.queues[shard_of(env.event.room_id, self.queues.len())];
+        let lead = matches!(env.event.kind, EventKind::Lead { .. });
+        if lead {
+            self.leads_pending.fetch_add(1, Ordering::SeqCst);
+        }
+        let r = q.q.push(env);
+        if r.is_err() && lead {
+            self.leads_pending.fetch_sub(1, Ordering::SeqCst);
+        }
+        q.wake();
+        r
+    }
+
+    /// Push, waiting for space (backpressure): for events that must not be
+    /// dropped (leads, session start/end). While this waits the connection
+    /// reads nothing, so QUIC flow control pushes back on the viewer.
+    pub async fn push_wait(&self, mut env: Envelope) {
+        let kind = env.event.kind.kind();
+        let mut delay = Duration::from_millis(1);
+        let mut counted = false;
+        loop {
+            match self.try_push(env) {
+                Ok(()) => return,
+                Err(back) => {
+                    env = back;
+                    if !counted {
+                        self.metrics.overflow(kind, Overflow::Waited);
+                        counted = true;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    /// Queue an admin operation on shard `shard`; `Err` when its admin queue
+    /// is full (the caller answers 503).
+    pub fn admin(&self, shard: usize, op: AdminOp) -> Result<(), AdminOp> {
+        let q = &self.queues[shard % self.queues.len()];
+        let r = q.admin.push(op);
+        if let Some(t) = q.thread.get() {
+            t.unpark();
+        }
+        r
+    }
+
+    /// Drain every queue and stop the workers (blocking). Call after the
+    /// gate stopped producing.
+    pub fn shutdown(&self) {
+        for q in self.queues.iter() {
+            q.closed.store(true, Ordering::SeqCst);
+            if let Some(t) = q.thread.get() {
+                t.unpark();
+            }
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a shard worker panicked");
+            }
+        }
+    }
+}
+
+/// One shard's thread: drains its queues into the [`ShardCore`] and carries
+/// out what the core decided (log, frames, hops, counters).
+struct Worker {
+    index: usize,
+    queues: Arc<Vec<Queue>>,
+    leads_pending: Arc<AtomicUsize>,
+    core: ShardCore,
+    /// Hops whose target queue was full; retried every round.
+    pending_hops: VecDeque<(usize, LeadHop)>,
+    log: LogHandle,
+    metrics: Arc<Metrics>,
+    drain_batch: usize,
+}
+
+impl Worker {
+    fn queue(&self) -> &Queue {
+        &self.queues[self.index]
+    }
+
+    fn run(&mut self) {
+        tracing::debug!(shard = self.index, "shard worker started");
+        let mut buf = Vec::with_capacity(self.drain_batch);
+        loop {
+            let now = crate::now_ms();
+            let mut work = self.admin_ops(now);
+            work += self.hops(now);
+            while buf.len() < self.drain_batch {
+                match self.queue().q.pop() {
+                    Some(e) => buf.push(e),
+                    None => break,
+                }
+            }
+            work += buf.len();
+            if work == 0 {
+                self.core.tick(now);
+                self.ship();
+                let q = &self.queues[self.index];
+                // A worker may stop only when no lead anywhere could still
+                // need one of its stages.
+                let idle = q.q.is_empty()
+                    && q.hops.is_empty()
+                    && self.pending_hops.is_empty()
+                    && self.leads_pending.load(Ordering::SeqCst) == 0;
+                if q.closed.load(Ordering::SeqCst) && idle {
+                    break;
+                }
+                q.sleeping.store(true, Ordering::SeqCst);
+                if q.q.is_empty()
+                    && q.hops.is_empty()
+                    && q.admin.is_empty()
+                    && !q.closed.load(Ordering::SeqCst)
+                {
+                    std::thread::park_timeout(Duration::from_millis(100));
+                } else if q.closed.load(Ordering::SeqCst) {
+                    // Waiting for leads in flight on other shards.
+                    std::thread::park_timeout(Duration::from_millis(5));
+                }
+                q.sleeping.store(false, Ordering::SeqCst);
+                continue;
+            }
+            self.metrics.queue_depth[self.index]
+                .store(self.queue().q.len() as i64, Ordering::Relaxed);
+            for env in buf.drain(..) {
+                self.core.handle(now, env);
+            }
+            self.core.tick(now);
+            self.ship();
+        }
+        self.core.finish();
+        self.ship();
+        self.metrics.queue_depth[self.index].store(0, Ordering::Relaxed);
+        tracing::debug!(shard = self.index, "shard worker stopped");
+    }
+
+    /// Carry out the round: frames and closes now, hops to their shards,
+    /// rows and acks to the log, counters once. Blocking in `submit` is the
+    /// backpressure chain: a log behind (or over its disk budget) stops this
+    /// worker, its queue fills, the gate pushes back on viewers.
+    fn ship(&mut self) {
+        let out = self.core.poll_output();
+        for (r, frame) in out.frames {
+            r.reply(frame);
+        }
+        for (r, code) in out.closes {
+            r.close(code);
+        }
+        for (target, hop) in out.hops {
+            self.send_hop(target, hop);
+        }
+        self.log.submit(out.round);
+        self.metrics.add_round(&out.stats);
+        if out.stats.leads_done > 0 {
+            self.leads_pending
+                .fetch_sub(out.stats.leads_done, Ordering::SeqCst);
+        }
+        self.metrics.idempotency_evicted[self.index]
+            .store(self.core.evicted_early(), Ordering::Relaxed);
+    }
+
+    fn send_hop(&mut self, target: usize, hop: LeadHop) {
+        if let Err(back) = self.queues[target].hops.push(hop) {
+            self.pending_hops.push_back((target, back));
+        } else {
+            self.queues[target].wake();
+        }
+    }
+
+    fn admin_ops(&mut self, now: i64) -> usize {
+        let mut n = 0;
+        while let Some(op) = self.queue().admin.pop() {
+            n += 1;
+            match op {
+                AdminOp::Room(room, tx) => {
+                    let _ = tx.send(self.core.room_settings(room));
+                }
+                AdminOp::Control(ctl, tx) => {
+                    let _ = tx.send(self.core.control(now, &ctl));
+                }
+            }
+        }
+        n
+    }
+
+    fn hops(&mut self, now: i64) -> usize {
+        let mut n = 0;
+        for _ in 0..self.pending_hops.len() {
+            let Some((target, hop)) = self.pending_hops.pop_front() else {
+                break;
+            };
+            if let Err(hop) = self.queues[target].hops.push(hop) {
+                self.pending_hops.push_back((target, hop));
+            } else {
+                self.queues[target].wake();
+                n += 1;
+            }
+        }
+        while let Some(hop) = self.queue().hops.pop() {
+            n += 1;
+            self.core.handle_hop(now, hop);
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_of_is_stable_and_spread() {
+        let mut counts = [0usize; 4];
+        for room in 0..10_000u64 {
+            counts[shard_of(room, 4)] += 1;
+        }
+        for c in counts {
+            assert!((2_000..3_000).contains(&c), "{counts:?}");
+        }
+        assert_eq!(shard_of(42, 7), shard_of(42, 7));
+    }
+}
