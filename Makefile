@@ -57,7 +57,12 @@ e2e: venv ## end-to-end: ClickHouse + engine + loadgen (1,000 viewers), exact co
 	@CLICKHOUSE_HTTP_PORT=$(TEST_CLICKHOUSE_PORT) CLICKHOUSE_DATA=$(CURDIR)/build/clickhouse/test-data-$(TEST_CLICKHOUSE_PORT) python3 scripts/clickhouse.py up >/dev/null
 	python3 scripts/e2e.py --clickhouse-url http://127.0.0.1:$(TEST_CLICKHOUSE_PORT) --bin-dir target/debug
 
-.PHONY: loadgen-it loadtest chaos chaos-quick
+.PHONY: loadgen-it loadtest chaos chaos-quick outage
+
+OUTAGE_SECS ?= 60
+OUTAGE_SCENARIO ?= loadgen/scenarios/chaos.toml
+outage: build-release venv ## release engine under load (OUTAGE_SCENARIO), ClickHouse down OUTAGE_SECS (60): lead ack p99, drain time / outage
+	python3 scripts/chaos.py --outage $(OUTAGE_SECS) --scenario $(OUTAGE_SCENARIO) --bin-dir target/release
 
 chaos: build-release venv ## lead-heavy load while the engine is killed 3x, SIGTERMed, and ClickHouse stops 60 s; verify exactly-once (~5 min)
 	python3 scripts/chaos.py --bin-dir target/release

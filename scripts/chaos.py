@@ -5,6 +5,9 @@ what was stored against what the viewers were told.
 
   python3 scripts/chaos.py            # make chaos: 3 x kill -9, SIGTERM, ClickHouse down 60 s
   python3 scripts/chaos.py --quick    # make test: 2 x kill -9, SIGTERM, ClickHouse down 15 s
+  python3 scripts/chaos.py --outage 60 --bin-dir target/release
+                                      # make outage: only a 60 s ClickHouse outage; prints
+                                      # lead ack p99 and drain time / outage time
 
 Checks (roomgate-loadgen verify, scenario loadgen/scenarios/chaos.toml):
 every acked lead stored exactly once with its acked verdict; no lead and no
@@ -15,7 +18,9 @@ SIGTERM'd engine exited 0.
 """
 
 import argparse
+import json
 import os
+import urllib.request
 import subprocess
 import sys
 import threading
@@ -78,23 +83,62 @@ class Engine:
         return rc, time.time() - t0
 
 
+def backlog(admin):
+    """roomgate_log_backlog_records from the engine's /metrics (None if down)."""
+    try:
+        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=2) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("roomgate_log_backlog_records "):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def measure_drain(admin, note, baseline, limit=600.0):
+    """After ClickHouse returns: seconds until the log's backlog is back to
+    its level before the outage."""
+    t0 = time.time()
+    peak = 0
+    while time.time() - t0 < limit:
+        b = backlog(admin)
+        if b is not None:
+            peak = max(peak, b)
+            if b <= baseline:
+                took = time.time() - t0
+                note(f"backlog drained in {took:.1f} s (peak {peak} records)")
+                return {"seconds": took, "peak": peak}
+        time.sleep(0.25)
+    note("backlog did not drain")
+    return {"seconds": None, "peak": peak}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the short version run by make test")
+    p.add_argument("--outage", type=float, default=0,
+                   help="only stop ClickHouse for this many seconds (no kills); measure the drain")
     p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "debug"))
+    p.add_argument("--scenario", default=os.path.join(ROOT, "loadgen", "scenarios", "chaos.toml"),
+                   help="loadgen scenario (default loadgen/scenarios/chaos.toml)")
     p.add_argument("--clickhouse-port", type=int, default=int(os.environ.get("CHAOS_CLICKHOUSE_PORT", "18125")))
     p.add_argument("--listen", default="127.0.0.1:14533")
     p.add_argument("--admin", default="127.0.0.1:19564")
     args = p.parse_args()
 
-    if args.quick:
+    if args.outage:
+        # Load before, during and after the outage; the drain competes with
+        # new rows, as it would in production.
+        duration, kills, outage = int(20 + 3 * args.outage), [], (20, args.outage)
+        sigterm_at = None
+    elif args.quick:
         duration, kills, outage = 50, [8, 16], (24, 15)
         sigterm_at = 42
     else:
         duration, kills, outage = 180, [15, 35, 55], (95, 60)
         sigterm_at = 75
 
-    work = os.path.join(ROOT, "build", "chaos" + ("-quick" if args.quick else ""))
+    work = os.path.join(ROOT, "build", "outage" if args.outage else "chaos" + ("-quick" if args.quick else ""))
     os.makedirs(work, exist_ok=True)
     port = args.clickhouse_port
     ch_data = os.path.join(ROOT, "build", "clickhouse", f"chaos-data-{port}")
@@ -120,20 +164,22 @@ def main():
     env.update(DEV_ENV)
     lg_cmd = [
         os.path.join(args.bin_dir, "roomgate-loadgen"),
-        "--scenario", os.path.join(ROOT, "loadgen", "scenarios", "chaos.toml"),
+        "--scenario", args.scenario,
         "--server", args.listen, "--cert", os.path.join(work, "cert", "cert.pem"),
         "--duration", str(duration),
-        # Notice a killed engine within seconds, and keep trying for a while.
-        "--idle-timeout", "3", "--keep-alive", "1", "--drain-timeout", "90",
-        "--summary-json", summary,
+        "--drain-timeout", "90", "--summary-json", summary,
     ]
+    if kills:
+        # Notice a killed engine within seconds.
+        lg_cmd += ["--idle-timeout", "3", "--keep-alive", "1"]
     print("chaos: " + " ".join(lg_cmd), flush=True)
     lg_log = open(os.path.join(work, "loadgen.log"), "w")
     lg = subprocess.Popen(lg_cmd, stdout=lg_log, stderr=subprocess.STDOUT, env=env)
 
     sigterm_results = []
-    plan = sorted([(t, "kill") for t in kills] + [(sigterm_at, "term"), (outage[0], "ch_down")])
-    ch_up_at = outage[0] + outage[1]
+    plan = sorted([(t, "kill") for t in kills] + [(outage[0], "ch_down")]
+                  + ([(sigterm_at, "term")] if sigterm_at is not None else []))
+    drain = {}
     failures = []
     try:
         for at, what in plan:
@@ -156,12 +202,27 @@ def main():
                 engine.start()
                 note("engine restarted")
             elif what == "ch_down":
+                if args.outage:
+                    # The backlog under steady load is never 0 (batches are
+                    # open up to [batch] max_age_ms): "drained" means back
+                    # to the level seen before the outage.
+                    samples = []
+                    for _ in range(16):
+                        b = backlog(args.admin)
+                        if b is not None:
+                            samples.append(b)
+                        time.sleep(0.25)
+                    drain["baseline"] = max(samples or [0])
+                    note(f"backlog before the outage: up to {drain['baseline']} records")
                 clickhouse("down", port, ch_data)
+                down_at = time.time()
                 note(f"ClickHouse stopped for {outage[1]} s")
-                while time.time() - t_start < ch_up_at:
+                while time.time() - down_at < outage[1]:
                     time.sleep(0.2)
                 clickhouse("up", port, ch_data)
                 note("ClickHouse started")
+                if args.outage:
+                    drain.update(measure_drain(args.admin, note, drain["baseline"]))
         rc = lg.wait(timeout=duration + 300)
         note(f"loadgen finished: exit {rc}")
         if rc != 0:
@@ -192,6 +253,16 @@ def main():
         failures.append(f"verify exit {v.returncode}")
     if failures:
         die("chaos: FAILED: " + "; ".join(failures) + f"\nengine log: {engine.log_path}\n" + log_tail(engine.log_path))
+    if args.outage:
+        with open(summary) as f:
+            lat = json.load(f)["latency_us"]
+        took = drain.get("seconds")
+        ratio = f"{took / args.outage:.2f}" if took is not None else "n/a"
+        print(f"outage: ClickHouse down {args.outage:.0f} s; backlog peak {drain.get('peak', 0)} records; "
+              f"drained in {took if took is None else round(took, 1)} s after it returned "
+              f"(drain / outage = {ratio}); whole run: lead ack p50 {lat['lead']['p50'] / 1000:.2f} ms "
+              f"p99 {lat['lead']['p99'] / 1000:.2f} ms ({lat['lead']['count']} leads), "
+              f"chat ack p99 {lat['chat']['p99'] / 1000:.2f} ms")
     print(f"chaos: ok ({engine.starts} engine starts, database {db})")
 
 

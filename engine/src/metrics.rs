@@ -72,6 +72,9 @@ pub struct LogStats {
     pub bytes: AtomicU64,
     /// Last durable LSN.
     pub durable_lsn: AtomicU64,
+    /// Records from the oldest one a writer still needs to the durable end:
+    /// 0 when ClickHouse has everything (an upper bound on the backlog).
+    pub backlog_records: AtomicU64,
     /// Segments deleted after their rows were committed.
     pub segments_deleted: AtomicU64,
     /// Times the log went over its disk budget.
@@ -550,7 +553,8 @@ impl Metrics {
             self.moderation_dropped.load(Relaxed)
         );
         let l = &self.log;
-        let log_metrics: [(&str, &str, &str, u64); 12] = [
+        let log_metrics: [(&str, &str, &str, u64); 13] = [
+            ("roomgate_log_backlog_records", "gauge", "Log records from the oldest one not yet committed to ClickHouse to the durable end (0 = ClickHouse has everything).", l.backlog_records.load(Relaxed)),
             (
                 "roomgate_log_fsyncs_total",
                 "counter",

@@ -417,6 +417,11 @@ impl LogThread {
             .map(|a| a.load(Ordering::Relaxed))
             .min()
             .unwrap_or(0);
+        let durable = self.log.durable_lsn();
+        self.metrics
+            .log
+            .backlog_records
+            .store((durable + 1).saturating_sub(safe.max(1)), Ordering::Relaxed);
         match self.log.delete_below(safe) {
             Ok(n) if n > 0 => {
                 self.metrics

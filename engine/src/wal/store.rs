@@ -54,6 +54,9 @@ pub struct OpenStats {
 pub struct Log {
     dir: PathBuf,
     id: String,
+    /// Holds the directory's lock (`LOCK`, an advisory file lock) for the
+    /// life of the log: two engines on one log would corrupt it.
+    _lock: File,
     segments: Segments,
     file: File,
     buf: Vec<u8>,
@@ -84,6 +87,20 @@ impl Log {
         mut visit: impl FnMut(u64, Entry),
     ) -> io::Result<(Log, OpenStats)> {
         std::fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "the log in {} is in use by another roomgate process ({e}); one data directory per engine",
+                    dir.display()
+                ),
+            ));
+        }
         let id_path = dir.join("log.id");
         let id = match std::fs::read_to_string(&id_path) {
             Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
@@ -183,6 +200,7 @@ impl Log {
             Log {
                 dir: dir.to_owned(),
                 id,
+                _lock: lock,
                 segments: Arc::new(Mutex::new(segments)),
                 file,
                 buf: Vec::with_capacity(1 << 20),
@@ -463,6 +481,17 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn one_log_directory_serves_one_engine() {
+        let dir = tmp();
+        let (log, _, _) = open(&dir, 1 << 20);
+        let err = Log::open(&dir, 1 << 20, |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(log);
+        Log::open(&dir, 1 << 20, |_, _| {}).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
