@@ -135,7 +135,7 @@ fn keyed_limit(c: &mut Criterion) {
             let mut n = 0u64;
             b.iter(|| {
                 n += 1;
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     clock.advance(Duration::from_millis(1));
                 }
                 black_box(limiter.check_key(&(n % VIEWERS)).is_ok())

@@ -73,7 +73,7 @@ pub fn decode_len(prefix: [u8; LEN_PREFIX], max: usize) -> Result<usize, WireErr
 
 /// Decode and validate one client frame body (length prefix already removed).
 pub fn decode_client(body: &[u8], limits: &Limits) -> Result<ClientFrame, WireError> {
-    let frame = if (body.as_ptr() as usize) % ALIGN == 0 {
+    let frame = if (body.as_ptr() as usize).is_multiple_of(ALIGN) {
         rkyv::from_bytes::<ClientFrame, rancor::Error>(body)
     } else {
         let mut v = AlignedVec::<ALIGN>::with_capacity(body.len());
