@@ -102,6 +102,11 @@ impl Engine {
                     tracing::info!(?applied, database = %cfg.clickhouse.database, "schema up to date");
                     let _ = schema_tx.send(true);
                 }
+                Err(e) if !unreachable(&e) => {
+                    // ClickHouse answered and refused (SQL, permissions):
+                    // retrying will not help; say so at start.
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "ClickHouse unreachable at start: accepting viewers (the log holds their rows); migrations retried in the background");
                     let cfg = cfg.clone();
@@ -352,11 +357,22 @@ impl Engine {
     }
 }
 
+/// True when `e` says ClickHouse could not be reached (as opposed to a
+/// server that answered with an error).
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<clickhouse::error::Error>(),
+            Some(clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut)
+        )
+    })
+}
+
 /// Leads and chat decisions ClickHouse holds from the last `window_secs`:
 /// a resend of one after a restart (whose log no longer has it) is a
 /// replay, not a new lead or message. Best effort: if ClickHouse does not
 /// answer within 5 s the engine starts with what its log holds.
-async fn recent_ids(client: &clickhouse::Client, window_secs: u64) -> Vec<SeenId> {
+pub async fn recent_ids(client: &clickhouse::Client, window_secs: u64) -> Vec<SeenId> {
     #[derive(clickhouse::Row, serde::Deserialize)]
     struct Seen {
         lead: bool,
@@ -365,7 +381,7 @@ async fn recent_ids(client: &clickhouse::Client, window_secs: u64) -> Vec<SeenId
         client_id: u64,
         verdict: String,
         reason: String,
-        ts: i64,
+        ts_ms: i64,
     }
     let retry_later = crate::wal::recovery::RETRY_LATER
         .iter()
@@ -374,7 +390,7 @@ async fn recent_ids(client: &clickhouse::Client, window_secs: u64) -> Vec<SeenId
         .join(",");
     let sql = format!(
         "SELECT true AS lead, room_id, viewer_id, client_lead_id AS client_id, verdict, reason, \
-                toUnixTimestamp64Milli(ts) AS ts \
+                toUnixTimestamp64Milli(ts) AS ts_ms \
          FROM leads WHERE ts >= now64(3) - toIntervalSecond(?) \
          UNION ALL \
          SELECT false, room_id, viewer_id, client_msg_id, verdict, 'none', toUnixTimestamp64Milli(ts) \
@@ -400,7 +416,7 @@ async fn recent_ids(client: &clickhouse::Client, window_secs: u64) -> Vec<SeenId
                 client_id: r.client_id,
                 verdict: crate::wal::codec::intern(&r.verdict).unwrap_or("accepted"),
                 reason: crate::wal::codec::intern(&r.reason).unwrap_or("none"),
-                ts: r.ts,
+                ts: r.ts_ms,
             })
             .collect(),
         Ok(Err(e)) => {

@@ -71,6 +71,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         id_base,
         handshakes: handshakes.clone(),
         stop: stop_rx.clone(),
+        stopped_at: std::sync::OnceLock::new(),
     });
     let registries: Vec<Arc<Registry>> = (0..cfg.rooms)
         .map(|_| Arc::new(Registry::new(cfg.layout.clone())))
@@ -140,6 +141,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             });
         }
     }
+    let _ = ctx.stopped_at.set(Instant::now());
     let _ = stop_tx.send(true);
     let load_time = t0.elapsed().min(cfg.duration);
     while drivers.join_next().await.is_some() {}

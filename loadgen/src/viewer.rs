@@ -75,8 +75,31 @@ enum End {
     Done,
     /// Left by churn; comes back later.
     Left,
-    /// The connection was lost (or could not be made): reconnect and resend.
-    Lost(Vec<Carry>),
+    /// The connection was lost (or could not be made): reconnect and
+    /// resend. `connected`: this attempt had got a `Welcome`.
+    Lost { carry: Vec<Carry>, connected: bool },
+}
+
+/// Close labels after which reconnecting cannot help (the server refused
+/// this viewer or its frames): the viewer ends, as without reconnects.
+const FINAL_CLOSES: [&str; 11] = [
+    "banned",
+    "bad_ticket",
+    "ticket_expired",
+    "server_full",
+    "slow_consumer",
+    "malformed_frame",
+    "frame_too_large",
+    "invalid_field",
+    "unexpected_frame",
+    "hello_timeout",
+    "internal",
+];
+
+/// The end of a viewer's drain window: `drain_timeout` after the load
+/// stopped (or from now while it runs).
+fn drain_deadline(ctx: &Ctx) -> Instant {
+    ctx.stopped_at.get().copied().unwrap_or_else(Instant::now) + ctx.drain_timeout
 }
 
 /// What every viewer shares.
@@ -101,6 +124,9 @@ pub struct Ctx {
     pub handshakes: Arc<Semaphore>,
     /// Fires when the load stops (a viewer away stays away).
     pub stop: watch::Receiver<bool>,
+    /// When the load stopped: every drain and reconnect ends by this plus
+    /// `drain_timeout` (the driver aborts viewers a little later).
+    pub stopped_at: std::sync::OnceLock<Instant>,
 }
 
 /// Who this viewer is and where it connects from.
@@ -136,7 +162,6 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
     let mut carry: Vec<Carry> = Vec::new();
     let mut reconnecting = false;
     let mut backoff = RECONNECT_FIRST;
-    let mut stopped_at: Option<Instant> = None;
     ctx.stats.viewers.fetch_add(1, Relaxed);
     let mut ever_connected = false;
     loop {
@@ -166,6 +191,8 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
         match end {
             End::Done => return,
             End::Left => {
+                reconnecting = false;
+                backoff = RECONNECT_FIRST;
                 let Some((_, away)) = spec.churn else {
                     return;
                 };
@@ -179,27 +206,30 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
                 }
                 ctx.stats.rejoins.fetch_add(1, Relaxed);
             }
-            End::Lost(c) => {
+            End::Lost {
+                carry: c,
+                connected,
+            } => {
                 carry = c;
-                if *stop.borrow() {
-                    let at = *stopped_at.get_or_insert_with(Instant::now);
-                    if carry.is_empty() || at.elapsed() >= ctx.drain_timeout {
-                        give_up(&ctx, &spec, &carry);
-                        return;
-                    }
+                if connected {
+                    // A new outage: start the backoff over.
+                    backoff = RECONNECT_FIRST;
+                }
+                let wait = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                if *stop.borrow()
+                    && (carry.is_empty() || Instant::now() + wait >= drain_deadline(&ctx))
+                {
+                    give_up(&ctx, &spec, &carry);
+                    return;
                 }
                 reconnecting = true;
-                // Full jitter: spread a room's viewers over the window so a
+                // Jitter spreads a room's viewers over the window so a
                 // restarted engine is not hit by all of them at once.
-                let wait = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
                 backoff = (backoff * 2).min(RECONNECT_MAX);
                 intended = Instant::now() + wait;
                 sleep_until(intended).await;
                 ctx.stats.reconnect_attempts.fetch_add(1, Relaxed);
                 leave_at = leave_at.filter(|t| *t > Instant::now());
-                if ever_connected {
-                    backoff = backoff.max(RECONNECT_FIRST);
-                }
             }
         }
     }
@@ -250,7 +280,10 @@ async fn session(
         Ok(Err(f)) => {
             outcome.failed(&f.label, &f.detail);
             return if reconnecting {
-                End::Lost(carry)
+                End::Lost {
+                    carry,
+                    connected: false,
+                }
             } else {
                 End::Done
             };
@@ -258,7 +291,10 @@ async fn session(
         Err(_) => {
             outcome.failed("handshake_timeout", "no Welcome within 30 s");
             return if reconnecting {
-                End::Lost(carry)
+                End::Lost {
+                    carry,
+                    connected: false,
+                }
             } else {
                 End::Done
             };
@@ -823,7 +859,8 @@ impl Session {
 
         // 2. Drain.
         if ok && end.is_none() {
-            let deadline = Instant::now() + ctx.drain_timeout;
+            // Within the run's drain window, also after a reconnect.
+            let deadline = drain_deadline(ctx);
             while !(w.pending.is_empty() && acks.is_settled()) {
                 tokio::select! {
                     biased;
@@ -871,13 +908,19 @@ impl Session {
         *next_id = w.next_id;
         if left {
             // Churn: what is unacked now is counted below, as before.
-        } else if label != "normal" {
-            // Lost (engine restart, reset, idle timeout…): reconnect and
-            // resend what has no ack yet, ids unchanged. Frames carried in
-            // but never written again stay in the carry.
+        } else if label != "normal" && !FINAL_CLOSES.contains(&label.as_str()) {
+            // Lost (engine restart, `shutting_down`, reset, idle timeout…):
+            // reconnect and resend what has no ack yet, ids unchanged.
+            // Frames carried in but never written again stay in the carry.
             let mut next = acks.carry();
             next.sort_by_key(|c| c.id);
-            return (label, End::Lost(next));
+            return (
+                label,
+                End::Lost {
+                    carry: next,
+                    connected: true,
+                },
+            );
         }
         for (kind, n) in acks.unacked() {
             ctx.stats.unacked.add(kind, n);

@@ -399,7 +399,10 @@ impl Worker {
                     let _ = tx.send(self.core.room_settings(room));
                 }
                 AdminOp::Control(ctl, tx) => {
-                    let _ = tx.send(self.core.control(now, &ctl));
+                    let r = self.core.control(now, &ctl);
+                    // Notices and kicks go out before the caller hears back.
+                    self.ship();
+                    let _ = tx.send(r);
                 }
             }
         }

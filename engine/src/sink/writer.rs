@@ -218,6 +218,7 @@ impl<R: TableRow> TableWriter<R> {
                     &mut batch,
                     &mut last_insert,
                     deadline,
+                    &stop,
                 )
                 .await;
             if let Step::Stop = step {
@@ -267,6 +268,7 @@ impl<R: TableRow> TableWriter<R> {
         batch: &mut Batch<R>,
         last_insert: &mut Option<Instant>,
         deadline: Option<Instant>,
+        stop: &StopRx,
     ) -> Step {
         let table = R::TABLE;
         let mut read_any = false;
@@ -371,7 +373,7 @@ impl<R: TableRow> TableWriter<R> {
         // 3. Send a sealed batch.
         if sealed {
             let b = std::mem::replace(batch, Batch::new());
-            if !self.commit(b, last_insert, deadline).await {
+            if !self.commit(b, last_insert, stop).await {
                 return Step::Stop;
             }
             return Step::Again;
@@ -387,12 +389,7 @@ impl<R: TableRow> TableWriter<R> {
 
     /// Record, send and settle one insert. `false`: the stop deadline
     /// passed first (the insert stays in the log for the next start).
-    async fn commit(
-        &self,
-        b: Batch<R>,
-        last: &mut Option<Instant>,
-        deadline: Option<Instant>,
-    ) -> bool {
+    async fn commit(&self, b: Batch<R>, last: &mut Option<Instant>, stop: &StopRx) -> bool {
         let table = R::TABLE;
         let stats = &self.metrics.tables[table.index()];
         let n = b.rows.len() as u64;
@@ -410,14 +407,11 @@ impl<R: TableRow> TableWriter<R> {
         }
         let token = token(self.log.id(), table, b.first, b.last);
         let mut schema = self.schema.clone();
-        let ready = async { schema.wait_for(|ready| *ready).await.is_ok() };
-        let ready = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), ready)
-                .await
-                .unwrap_or(false),
-            None => ready.await,
-        };
-        if !ready {
+        let ready = schema.wait_for(|ready| *ready);
+        if !matches!(
+            before_deadline(stop, async { ready.await.is_ok() }).await,
+            Some(true)
+        ) {
             tracing::warn!(%table, rows = n, "schema not ready by the shutdown deadline; the batch stays in the log");
             return false;
         }
@@ -425,22 +419,20 @@ impl<R: TableRow> TableWriter<R> {
         loop {
             if let Some(prev) = *last {
                 let gap = prev.elapsed();
-                if gap < self.settings.min_interval {
-                    tokio::time::sleep(self.settings.min_interval - gap).await;
+                if gap < self.settings.min_interval
+                    && before_deadline(stop, tokio::time::sleep(self.settings.min_interval - gap))
+                        .await
+                        .is_none()
+                {
+                    return false;
                 }
             }
             *last = Some(Instant::now());
             let t0 = Instant::now();
             let attempt = insert(&self.client, &b.rows, &token, self.settings.insert_timeout);
-            let result = match deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), attempt).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        tracing::warn!(%table, rows = n, token, "shutdown deadline reached during an insert; it stays in the log");
-                        return false;
-                    }
-                },
-                None => attempt.await,
+            let Some(result) = before_deadline(stop, attempt).await else {
+                tracing::warn!(%table, rows = n, token, "shutdown deadline reached during an insert; it stays in the log");
+                return false;
             };
             match result {
                 Ok(()) => {
@@ -482,12 +474,13 @@ impl<R: TableRow> TableWriter<R> {
                     tracing::warn!(%table, rows = n, token, error = %e, retry_in_ms = delay.as_millis() as u64, "insert failed; retrying");
                 }
             }
-            let wake = Instant::now() + delay;
-            if deadline.is_some_and(|d| d <= wake) {
+            if before_deadline(stop, tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
                 tracing::warn!(%table, rows = n, token, "shutdown deadline reached while ClickHouse fails; the batch stays in the log");
                 return false;
             }
-            tokio::time::sleep(delay).await;
             delay = (delay * 2).min(self.settings.retry_max);
         }
     }
@@ -503,6 +496,26 @@ impl<R: TableRow> TableWriter<R> {
             last: b.last,
             outcome,
         });
+    }
+}
+
+/// Run `fut` unless the shutdown deadline passes first (`None`). The
+/// deadline may be set while `fut` runs (SIGTERM during a retry); a stop
+/// channel whose sender is gone means stop now.
+async fn before_deadline<F: std::future::Future>(stop: &StopRx, fut: F) -> Option<F::Output> {
+    let mut stop = stop.clone();
+    tokio::pin!(fut);
+    loop {
+        let deadline = *stop.borrow_and_update();
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            () = sleep_until(deadline) => return None,
+            r = stop.changed(), if deadline.is_none() => {
+                if r.is_err() {
+                    return None;
+                }
+            }
+        }
     }
 }
 

@@ -57,6 +57,16 @@ fn start(dir: &Path, port: u16, url: &str, db: &str) -> Node {
     Node { child }
 }
 
+fn verdict_code(name: &str) -> u8 {
+    match name {
+        "accepted" => 1,
+        "suspect" => 2,
+        "rejected" => 3,
+        "duplicate" => 4,
+        _ => 0,
+    }
+}
+
 fn lead(viewer: u64, id: u64) -> ClientFrame {
     ClientFrame::Lead(Lead {
         client_lead_id: id,
@@ -230,6 +240,23 @@ async fn acked_leads_survive_kill_9_and_restarts_exactly_once() {
         )
         .await;
         assert_eq!(rows, acked, "{name}: stored verdicts match acked ones");
+    }
+    // What a restarted engine reads back from ClickHouse to answer resends
+    // as replays: every lead (and the chat, none here) of the window.
+    let client_db = clickhouse::Client::default()
+        .with_url(&url)
+        .with_database(&db);
+    let seen = roomgate::engine::recent_ids(&client_db, 600).await;
+    assert_eq!(
+        seen.iter().filter(|s| s.lead).count() as u64,
+        VIEWERS * LEADS,
+        "recent leads read back from ClickHouse"
+    );
+    for s in seen.iter().filter(|s| s.lead) {
+        assert_eq!(
+            Some(&verdict_code(s.verdict)),
+            acks.get(&(s.viewer_id, s.client_id))
+        );
     }
     // The last line: a lead stored twice (which only a failover or a lost
     // data directory can cause) still counts once through `leads_unique`.
