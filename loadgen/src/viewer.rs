@@ -275,21 +275,15 @@ async fn session(
         recorded: false,
     };
     let started = Instant::now();
-    let session = match timeout(HANDSHAKE_TIMEOUT, handshake(ctx, spec)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(f)) => {
+    let attempt = timeout(HANDSHAKE_TIMEOUT, handshake(ctx, spec))
+        .await
+        .unwrap_or_else(|_| Err(Failure::new("handshake_timeout", "no Welcome within 30 s")));
+    let session = match attempt {
+        Ok(s) => s,
+        Err(f) => {
             outcome.failed(&f.label, &f.detail);
-            return if reconnecting {
-                End::Lost {
-                    carry,
-                    connected: false,
-                }
-            } else {
-                End::Done
-            };
-        }
-        Err(_) => {
-            outcome.failed("handshake_timeout", "no Welcome within 30 s");
+            // A failed first join ends the viewer; a failed reconnect is
+            // tried again.
             return if reconnecting {
                 End::Lost {
                     carry,
