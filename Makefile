@@ -33,7 +33,7 @@ build-release: ## release build of roomgate and roomgate-loadgen
 demo: build-release venv ## start ClickHouse + engine, run a 10,000-viewer room for ~60 s, print what happened (KEEP_RUNNING=1 keeps it up)
 	@python3 scripts/demo.py
 
-test: venv fmt-check lint unit it loadgen-it bench-check e2e chaos-quick ## everything CI checks
+test: venv fmt-check lint unit it loadgen-it bench-check e2e chaos-quick fuzz-quick ## everything CI checks
 	@echo "make test: all checks passed"
 
 fmt-check: ## rustfmt, check only
@@ -57,7 +57,20 @@ e2e: venv ## end-to-end: ClickHouse + engine + loadgen (1,000 viewers), exact co
 	@CLICKHOUSE_HTTP_PORT=$(TEST_CLICKHOUSE_PORT) CLICKHOUSE_DATA=$(CURDIR)/build/clickhouse/test-data-$(TEST_CLICKHOUSE_PORT) python3 scripts/clickhouse.py up >/dev/null
 	python3 scripts/e2e.py --clickhouse-url http://127.0.0.1:$(TEST_CLICKHOUSE_PORT) --bin-dir target/debug
 
-.PHONY: loadgen-it loadtest chaos chaos-quick outage
+.PHONY: loadgen-it loadtest chaos chaos-quick outage fuzz fuzz-quick fuzz-install
+
+# Fuzzing: cargo-fuzz on the nightly toolchain (libFuzzer + address sanitizer).
+# Targets: fuzz/fuzz_targets/*.rs; committed seeds: fuzz/seeds/<target>/.
+CARGO_FUZZ_VERSION ?= 0.13.2
+FUZZ_SECS ?= 120
+fuzz-install: ## install cargo-fuzz (pinned) unless present
+	@cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)" || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+
+fuzz: fuzz-install ## run every fuzz target FUZZ_SECS (120) seconds; prints executions, fails on a crash
+	python3 scripts/fuzz.py --secs $(FUZZ_SECS)
+
+fuzz-quick: fuzz-install ## every fuzz target for 30 s (in make test)
+	python3 scripts/fuzz.py --secs 30
 
 OUTAGE_SECS ?= 60
 OUTAGE_SCENARIO ?= loadgen/scenarios/chaos.toml

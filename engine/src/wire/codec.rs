@@ -137,9 +137,16 @@ fn check_client(frame: &ClientFrame, l: &Limits) -> Result<(), WireError> {
 ///
 /// After an error the decoder is poisoned: the connection must be closed with
 /// the error's close code.
+///
+/// Decoded frames are not drained one by one (that would move the rest of
+/// the buffer once per frame: quadratic on a large read of tiny frames); a
+/// read offset advances instead, and the consumed prefix is dropped once per
+/// [`FrameDecoder::push`].
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Bytes of `buf` already decoded.
+    pos: usize,
     limits: Limits,
     failed: bool,
 }
@@ -149,6 +156,7 @@ impl FrameDecoder {
     pub fn new(limits: Limits) -> Self {
         FrameDecoder {
             buf: Vec::new(),
+            pos: 0,
             limits,
             failed: false,
         }
@@ -156,12 +164,18 @@ impl FrameDecoder {
 
     /// Append received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.pos > 0 {
+            // One move per read, of what is left undecoded (at most one
+            // partial frame when the caller drains between pushes).
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Bytes buffered but not yet decoded.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.pos
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
@@ -169,16 +183,17 @@ impl FrameDecoder {
         if self.failed {
             return Err(WireError::Malformed);
         }
-        if self.buf.len() < LEN_PREFIX {
+        let rest = &self.buf[self.pos..];
+        if rest.len() < LEN_PREFIX {
             return Ok(None);
         }
-        let prefix = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
+        let prefix = [rest[0], rest[1], rest[2], rest[3]];
         let result = decode_len(prefix, self.limits.max_frame).and_then(|len| {
-            if self.buf.len() < LEN_PREFIX + len {
+            if rest.len() < LEN_PREFIX + len {
                 return Ok(None);
             }
-            let frame = decode_client(&self.buf[LEN_PREFIX..LEN_PREFIX + len], &self.limits)?;
-            self.buf.drain(..LEN_PREFIX + len);
+            let frame = decode_client(&rest[LEN_PREFIX..LEN_PREFIX + len], &self.limits)?;
+            self.pos += LEN_PREFIX + len;
             Ok(Some(frame))
         });
         if result.is_err() {
@@ -230,6 +245,29 @@ mod tests {
         }
         assert_eq!(out, frames());
         assert_eq!(dec.buffered(), 0);
+    }
+
+    #[test]
+    fn one_large_read_of_tiny_frames_then_a_split_frame() {
+        // 10,000 likes in one read, then a frame cut across two reads: every
+        // frame decodes once, in order, and the partial one waits.
+        let like = encode(&ClientFrame::Like { count: 1 });
+        let chat = encode(&frames()[1]);
+        let mut read: Vec<u8> = like.repeat(10_000);
+        read.extend_from_slice(&chat[..5]);
+        let mut dec = FrameDecoder::new(Limits::default());
+        dec.push(&read);
+        let mut n = 0;
+        while let Some(f) = dec.next_frame().unwrap() {
+            assert_eq!(f, ClientFrame::Like { count: 1 });
+            n += 1;
+        }
+        assert_eq!(n, 10_000);
+        assert_eq!(dec.buffered(), 5);
+        dec.push(&chat[5..]);
+        assert_eq!(dec.next_frame().unwrap(), Some(frames()[1].clone()));
+        assert_eq!(dec.buffered(), 0);
+        assert_eq!(dec.next_frame().unwrap(), None);
     }
 
     #[test]
