@@ -65,7 +65,7 @@ class Engine:
         env.update(DEV_ENV)
         self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.starts += 1
-        wait_http(f"http://{self.admin}/healthz", proc=self.proc, timeout=120)
+        wait_http(f"http://{self.admin}/livez", proc=self.proc, timeout=120)
 
     def kill9(self):
         self.proc.kill()

@@ -10,7 +10,7 @@ import urllib.request
 
 # Development-only key material: the demo and tests are not production.
 DEV_ENV = {
-    "ROOMGATE_TICKET_SECRET": "roomgate-dev-ticket-secret",
+    "ROOMGATE_TICKET_SECRET": "roomgate-dev-ticket-secret-not-for-production",
     "ROOMGATE_PII_HMAC_KEY": "5a" * 32,
     "ROOMGATE_PII_ENC_KEY": "c3" * 32,
 }

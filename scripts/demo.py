@@ -55,7 +55,7 @@ def main():
                     "--data-dir", os.path.join(WORK, "data"),
                     "--config", os.path.join(ROOT, "loadgen", "engine-loadtest.toml")], engine_log)
     try:
-        wait_http(f"http://{ADMIN}/healthz", proc=engine)
+        wait_http(f"http://{ADMIN}/livez", proc=engine)
         step(f"loadgen: 1 room x {viewers} viewers for {duration}s")
         summary = os.path.join(WORK, "summary.json")
         lg = subprocess.run([

@@ -53,7 +53,7 @@ def main():
         "--config", os.path.join(ROOT, "loadgen", "engine-loadtest.toml"),
     ], engine_log)
     try:
-        wait_http(f"http://{args.admin}/healthz", proc=engine)
+        wait_http(f"http://{args.admin}/livez", proc=engine)
         per_room = max(1, args.viewers // args.rooms)
         cmd = [
             os.path.join(args.bin_dir, "roomgate-loadgen"),

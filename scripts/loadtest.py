@@ -81,7 +81,7 @@ def main():
     ], engine_log)
     rc = 1
     try:
-        wait_http(f"http://{args.admin}/healthz", proc=engine)
+        wait_http(f"http://{args.admin}/livez", proc=engine)
         cmd = [
             os.path.join(args.bin_dir, "roomgate-loadgen"),
             "--server", args.listen, "--cert", os.path.join(work, "cert", "cert.pem"),

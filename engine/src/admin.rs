@@ -1,6 +1,8 @@
 //! The admin HTTP port (loopback by default).
 //!
-//! - `GET /metrics` (Prometheus text), `GET /healthz`: open.
+//! - `GET /metrics` (Prometheus text), `GET /livez` (the process
+//!   answers), `GET /readyz` (and its alias `/healthz`: ready to take
+//!   viewers, JSON with each part's state): open.
 //! - `/admin/...`: live room controls, behind a bearer token
 //!   (`admin.token` / `ROOMGATE_ADMIN_TOKEN`). Each change is queued to the
 //!   shard that owns the room (or every shard, for global changes) and
@@ -21,9 +23,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 
+use crate::config::Secret;
 use crate::guard::{Control, RoomSettingsView};
 use crate::metrics::Metrics;
 use crate::shard::{AdminOp, Shards};
+use crate::wal::LogHandle;
 use crate::wire::Reason;
 
 /// Shared state of the admin handlers.
@@ -34,7 +38,75 @@ pub struct AdminState {
     /// Where controls go.
     pub shards: Arc<Shards>,
     /// Bearer token for `/admin`; `None` disables the admin API.
-    pub token: Option<Arc<str>>,
+    pub token: Option<Arc<Secret>>,
+    /// What `/readyz` looks at.
+    pub health: Arc<Health>,
+}
+
+/// The parts of the engine readiness depends on.
+#[derive(Debug)]
+pub struct Health {
+    /// True once migrations are applied (or were not asked for).
+    pub schema: watch::Receiver<bool>,
+    /// The log: over its disk budget or not.
+    pub log: LogHandle,
+    /// Pinged (`SELECT 1`, 1 s timeout) on each readiness probe.
+    pub clickhouse: clickhouse::Client,
+    /// True once shutdown began.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// `/readyz`: may a load balancer send viewers here? Ready = not shutting
+/// down, migrations applied, and either ClickHouse answers or the log is
+/// below its disk budget (acks only need the log; a ClickHouse outage is
+/// absorbed until the budget is reached).
+async fn readyz(State(s): State<AdminState>) -> Response {
+    let h = &s.health;
+    let migrations = *h.schema.borrow();
+    let shutting_down = *h.shutdown.borrow();
+    let log_full = h.log.is_full();
+    let ping = tokio::time::timeout(
+        Duration::from_secs(1),
+        h.clickhouse.query("SELECT 1").fetch_one::<u8>(),
+    )
+    .await;
+    let clickhouse = match ping {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => "timeout (1 s)".to_owned(),
+    };
+    let ready = !shutting_down && migrations && (clickhouse == "ok" || !log_full);
+    let log = &s.metrics.log;
+    let body = serde_json::json!({
+        "ready": ready,
+        "shutting_down": shutting_down,
+        "migrations_applied": migrations,
+        "clickhouse": clickhouse,
+        "log": {
+            "over_budget": log_full,
+            "bytes": log.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            "backlog_records": log.backlog_records.load(std::sync::atomic::Ordering::Relaxed),
+        },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Equal in time independent of where they differ and of their lengths:
+/// both sides are hashed to 32 bytes first, and the digests compared
+/// without an early exit.
+fn token_matches(given: &str, token: &Secret) -> bool {
+    use sha2::{Digest, Sha256};
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(token.expose().as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
@@ -61,13 +133,7 @@ async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     // Constant-time comparison: the token guards live room controls.
-    let ok = given.is_some_and(|g| {
-        g.len() == token.len()
-            && g.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
+    let ok = given.is_some_and(|g| token_matches(g, token));
     if !ok {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
@@ -296,14 +362,16 @@ pub async fn bind(
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(readyz))
         .nest("/admin", admin)
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind admin port {addr}"))?;
     let addr = listener.local_addr().context("admin local address")?;
-    tracing::info!(%addr, "admin port listening (/metrics, /healthz, /admin)");
+    tracing::info!(%addr, "admin port listening (/metrics, /livez, /readyz, /admin)");
     Ok((addr, async move {
         let stop = async move {
             let _ = shutdown.changed().await;

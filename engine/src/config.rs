@@ -11,7 +11,60 @@ use serde::Deserialize;
 use crate::batch::BatchPolicy;
 use crate::guard::{GuardConfig, RoomConfig};
 use crate::table::Table;
+use crate::wire::ticket::{TicketKey, TicketKeys};
 use crate::wire::Limits;
+
+/// A secret from the config file or the environment: its `Debug` never
+/// shows the value, so a debug-printed [`Config`] leaks nothing.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a value.
+    pub fn new(v: impl Into<String>) -> Self {
+        Secret(v.into())
+    }
+
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(v: &str) -> Self {
+        Secret(v.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(v: String) -> Self {
+        Secret(v)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("Secret(<empty>)")
+        } else {
+            f.write_str("Secret(<redacted>)")
+        }
+    }
+}
+
+/// A URL with any `user:password@` part replaced by `***@`, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -101,7 +154,7 @@ pub struct ServerConfig {
     pub busy_retry_after_ms: u32,
     /// Bearer token for the admin API (`/admin/...`); prefer
     /// `ROOMGATE_ADMIN_TOKEN`. Unset = admin API disabled (503).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -124,12 +177,68 @@ impl Default for ServerConfig {
 }
 
 /// `[tickets]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TicketConfig {
-    /// Shared HMAC secret. Prefer the `ROOMGATE_TICKET_SECRET` environment
-    /// variable, which overrides this. Required.
-    pub secret: Option<String>,
+    /// Shared HMAC secret, at least 32 bytes. Prefer the
+    /// `ROOMGATE_TICKET_SECRET` environment variable, which overrides this.
+    /// Required.
+    pub secret: Option<Secret>,
+    /// Id of `secret`, carried in every ticket (`ROOMGATE_TICKET_KEY_ID`).
+    /// Default `k1`.
+    pub key_id: String,
+    /// During a key rotation, the secret being retired: tickets naming
+    /// `previous_key_id` still verify (`ROOMGATE_TICKET_PREVIOUS_SECRET`).
+    /// Default unset.
+    pub previous_secret: Option<Secret>,
+    /// Id of `previous_secret` (`ROOMGATE_TICKET_PREVIOUS_KEY_ID`).
+    pub previous_key_id: Option<String>,
+    /// Longest ticket lifetime accepted: a ticket expiring later than this
+    /// many seconds from now is refused (`bad_ticket`). Default 86,400.
+    pub max_ttl_secs: u64,
+    /// Seconds before a session's ticket expires that the engine sends the
+    /// `ticket_expiring` notice; the client answers with a `Refresh` frame
+    /// or is closed with `ticket_expired` at expiry. Default 60.
+    pub refresh_notice_secs: u64,
+}
+
+impl Default for TicketConfig {
+    fn default() -> Self {
+        TicketConfig {
+            secret: None,
+            key_id: "k1".into(),
+            previous_secret: None,
+            previous_key_id: None,
+            max_ttl_secs: 86_400,
+            refresh_notice_secs: 60,
+        }
+    }
+}
+
+impl TicketConfig {
+    /// The verifying (and signing) keys, checked.
+    pub fn keys(&self) -> Result<TicketKeys, String> {
+        let secret = self.secret.as_ref().ok_or(
+            "a ticket secret is required (ROOMGATE_TICKET_SECRET or tickets.secret, at least 32 bytes)",
+        )?;
+        let current = TicketKey::new(&self.key_id, secret.expose().as_bytes())
+            .map_err(|e| format!("tickets: {e}"))?;
+        let previous = match (&self.previous_secret, &self.previous_key_id) {
+            (None, None) => None,
+            (Some(s), Some(id)) => Some(
+                TicketKey::new(id, s.expose().as_bytes()).map_err(|e| format!("tickets: {e}"))?,
+            ),
+            _ => {
+                return Err(
+                    "tickets.previous_secret and tickets.previous_key_id go together".into(),
+                )
+            }
+        };
+        if self.max_ttl_secs == 0 {
+            return Err("tickets.max_ttl_secs must be at least 1".into());
+        }
+        TicketKeys::new(current, previous, self.max_ttl_secs).map_err(|e| format!("tickets: {e}"))
+    }
 }
 
 /// `[shards]`.
@@ -206,7 +315,7 @@ pub struct ClickHouseConfig {
     /// User. Default `default`.
     pub user: String,
     /// Password; prefer `ROOMGATE_CLICKHOUSE_PASSWORD`. Default empty.
-    pub password: String,
+    pub password: Secret,
     /// Database (created by migrations). Default `roomgate`.
     pub database: String,
     /// Apply migrations at start-up. Default true.
@@ -232,7 +341,7 @@ impl Default for ClickHouseConfig {
         ClickHouseConfig {
             url: "http://127.0.0.1:8123".into(),
             user: "default".into(),
-            password: String::new(),
+            password: Secret::default(),
             database: "roomgate".into(),
             migrate_on_start: true,
             retry_initial_ms: 200,
@@ -299,10 +408,10 @@ impl BatchConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PiiConfig {
     /// 32-byte HMAC key, hex; prefer `ROOMGATE_PII_HMAC_KEY`. Required.
-    pub hmac_key: Option<String>,
+    pub hmac_key: Option<Secret>,
     /// 32-byte ChaCha20-Poly1305 key, hex; prefer `ROOMGATE_PII_ENC_KEY`.
     /// Required.
-    pub enc_key: Option<String>,
+    pub enc_key: Option<Secret>,
 }
 
 /// A configuration problem, reported once at start-up.
@@ -371,8 +480,8 @@ impl Config {
         if self.shards.queue_capacity < 16 {
             return bad("shards.queue_capacity must be at least 16");
         }
-        if self.tickets.secret.as_deref().unwrap_or("").len() < 8 {
-            return bad("a ticket secret of at least 8 bytes is required (ROOMGATE_TICKET_SECRET or tickets.secret)");
+        if let Err(e) = self.tickets.keys() {
+            return Err(ConfigError::Invalid(e));
         }
         if self.server.dev_cert_dir.is_none()
             && (self.server.cert.is_none() || self.server.key.is_none())
@@ -390,8 +499,8 @@ impl Config {
         if self
             .server
             .admin_token
-            .as_deref()
-            .is_some_and(|t| t.len() < 16)
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
         {
             return bad("server.admin_token must be at least 16 characters");
         }
@@ -431,6 +540,40 @@ mod tests {
         assert_eq!(c.batch.policy(Table::Chat).max_age_ms, 1_000);
         assert_eq!(c.storage.dir, PathBuf::from("roomgate-data"));
         assert!(Config::from_toml("[nope]\n").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print_and_urls_lose_credentials() {
+        let mut c = Config::default();
+        c.tickets.secret = Some(Secret::new("super-secret-ticket-key-0123456789"));
+        c.pii.enc_key = Some(Secret::new("c3".repeat(32)));
+        c.clickhouse.password = Secret::new("hunter2");
+        c.server.admin_token = Some(Secret::new("admin-token-123456"));
+        let printed = format!("{c:?}");
+        for s in ["super-secret", "c3c3", "hunter2", "admin-token"] {
+            assert!(!printed.contains(s), "{s} in {printed}");
+        }
+        assert_eq!(
+            redact_url("https://u:p@ch.example:8443/x?y=1"),
+            "https://***@ch.example:8443/x?y=1"
+        );
+        assert_eq!(redact_url("http://127.0.0.1:8123"), "http://127.0.0.1:8123");
+        assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
+    }
+
+    #[test]
+    fn ticket_secrets_are_long_and_rotations_paired() {
+        let mut c = TicketConfig {
+            secret: Some(Secret::new("change-me")),
+            ..TicketConfig::default()
+        };
+        assert!(c.keys().unwrap_err().contains("at least 32"));
+        c.secret = Some(Secret::new("x".repeat(32)));
+        assert!(c.keys().is_ok());
+        c.previous_secret = Some(Secret::new("y".repeat(32)));
+        assert!(c.keys().unwrap_err().contains("go together"));
+        c.previous_key_id = Some("k0".into());
+        assert!(c.keys().is_ok());
     }
 
     #[test]

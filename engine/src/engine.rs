@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{redact_url, Config};
 use crate::gate::{self, GateCtx};
 use crate::metrics::Metrics;
 use crate::pii::PiiKeys;
@@ -37,14 +37,15 @@ pub async fn migrate_within(cfg: &Config, budget: Duration) -> Result<Vec<u32>> 
         match sink::migrate::migrate(&client, &cfg.clickhouse.database).await {
             Ok(v) => return Ok(v),
             Err(e) if waited < budget => {
-                tracing::warn!(error = %e, url = %cfg.clickhouse.url, "migration failed; retrying");
+                tracing::warn!(error = %e, url = %redact_url(&cfg.clickhouse.url), "migration failed; retrying");
                 tokio::time::sleep(delay).await;
                 waited += delay;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("migrate ClickHouse at {}", cfg.clickhouse.url))
+                return Err(e).with_context(|| {
+                    format!("migrate ClickHouse at {}", redact_url(&cfg.clickhouse.url))
+                })
             }
         }
     }
@@ -89,8 +90,8 @@ impl Engine {
     pub async fn start(cfg: Config) -> Result<Engine> {
         let metrics = Arc::new(Metrics::new(cfg.shards.count));
         let pii = Arc::new(PiiKeys::from_hex(
-            cfg.pii.hmac_key.as_deref().unwrap_or_default(),
-            cfg.pii.enc_key.as_deref().unwrap_or_default(),
+            cfg.pii.hmac_key.as_ref().map_or("", |k| k.expose()),
+            cfg.pii.enc_key.as_ref().map_or("", |k| k.expose()),
         )?);
         // The writers insert only once the schema is known to be current.
         // ClickHouse being down at start does not keep viewers out: acks
@@ -223,7 +224,13 @@ impl Engine {
             AdminState {
                 metrics: metrics.clone(),
                 shards: shards.clone(),
-                token: cfg.server.admin_token.as_deref().map(Into::into),
+                token: cfg.server.admin_token.clone().map(Arc::new),
+                health: Arc::new(admin::Health {
+                    schema: schema_rx.clone(),
+                    log: log.clone(),
+                    clickhouse: sink::client(&cfg.clickhouse),
+                    shutdown: shutdown_rx.clone(),
+                }),
             },
             shutdown_rx.clone(),
         )
@@ -235,7 +242,8 @@ impl Engine {
         let ctx = Arc::new(GateCtx {
             shards: shards.clone(),
             metrics: metrics.clone(),
-            secret: cfg.tickets.secret.clone().unwrap_or_default().into_bytes(),
+            tickets: cfg.tickets.keys().map_err(anyhow::Error::msg)?,
+            refresh_notice_secs: cfg.tickets.refresh_notice_secs,
             limits,
             room_settings: RoomSettings {
                 slow_mode_secs: 0,
@@ -257,7 +265,7 @@ impl Engine {
             listen = %quic_addr,
             admin = %admin_addr,
             shards = cfg.shards.count,
-            clickhouse = %cfg.clickhouse.url,
+            clickhouse = %redact_url(&cfg.clickhouse.url),
             database = %cfg.clickhouse.database,
             "roomgate running"
         );

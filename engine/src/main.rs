@@ -116,7 +116,7 @@ fn config(cli: &Cli) -> Result<Config> {
         cfg.clickhouse.user = v.clone();
     }
     if let Some(v) = &cli.clickhouse_password {
-        cfg.clickhouse.password = v.clone();
+        cfg.clickhouse.password = roomgate::config::Secret::new(v.clone());
     }
     if let Some(v) = &cli.database {
         cfg.clickhouse.database = v.clone();
@@ -136,16 +136,26 @@ fn config(cli: &Cli) -> Result<Config> {
     if let Some(v) = cli.shards {
         cfg.shards.count = v;
     }
-    if let Some(v) = env("ROOMGATE_TICKET_SECRET") {
+    let secret = |k: &str| env(k).map(roomgate::config::Secret::new);
+    if let Some(v) = secret("ROOMGATE_TICKET_SECRET") {
         cfg.tickets.secret = Some(v);
     }
-    if let Some(v) = env("ROOMGATE_ADMIN_TOKEN") {
+    if let Some(v) = env("ROOMGATE_TICKET_KEY_ID") {
+        cfg.tickets.key_id = v;
+    }
+    if let Some(v) = secret("ROOMGATE_TICKET_PREVIOUS_SECRET") {
+        cfg.tickets.previous_secret = Some(v);
+    }
+    if let Some(v) = env("ROOMGATE_TICKET_PREVIOUS_KEY_ID") {
+        cfg.tickets.previous_key_id = Some(v);
+    }
+    if let Some(v) = secret("ROOMGATE_ADMIN_TOKEN") {
         cfg.server.admin_token = Some(v);
     }
-    if let Some(v) = env("ROOMGATE_PII_HMAC_KEY") {
+    if let Some(v) = secret("ROOMGATE_PII_HMAC_KEY") {
         cfg.pii.hmac_key = Some(v);
     }
-    if let Some(v) = env("ROOMGATE_PII_ENC_KEY") {
+    if let Some(v) = secret("ROOMGATE_PII_ENC_KEY") {
         cfg.pii.enc_key = Some(v);
     }
     Ok(cfg)
@@ -208,22 +218,22 @@ fn main() -> Result<()> {
         }
         Cmd::DeadLetter { op } => rt.block_on(dead_letter(&cfg, op)),
         Cmd::Ticket { room, viewer, ttl } => {
-            let secret = cfg
-                .tickets
-                .secret
-                .context("ROOMGATE_TICKET_SECRET (or tickets.secret) is required")?;
+            let keys = cfg.tickets.keys().map_err(anyhow::Error::msg)?;
+            if ttl > keys.max_ttl_secs() {
+                anyhow::bail!(
+                    "--ttl {ttl} is over tickets.max_ttl_secs ({}): the engine would refuse it",
+                    keys.max_ttl_secs()
+                );
+            }
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
-            let t = roomgate::wire::ticket::sign(
-                secret.as_bytes(),
-                &roomgate::wire::ticket::Claims {
-                    room_id: room,
-                    viewer_id: viewer,
-                    expires_at: now + ttl,
-                    device_id: String::new(),
-                },
-            );
+            let t = keys.sign(&roomgate::wire::ticket::Claims {
+                room_id: room,
+                viewer_id: viewer,
+                expires_at: now + ttl,
+                device_id: String::new(),
+            });
             println!("{t}");
             Ok(())
         }

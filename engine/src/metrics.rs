@@ -173,6 +173,8 @@ pub struct Metrics {
     pub connections_open: AtomicI64,
     /// Connections refused at the cap.
     pub connections_refused: AtomicU64,
+    /// Session tickets renewed by a `Refresh` frame.
+    pub ticket_refreshes: AtomicU64,
     /// Connection closes by code.
     closes: [AtomicU64; CLOSES],
     /// Current depth of each shard queue.
@@ -214,6 +216,7 @@ impl Metrics {
             connections_opened: AtomicU64::new(0),
             connections_open: AtomicI64::new(0),
             connections_refused: AtomicU64::new(0),
+            ticket_refreshes: AtomicU64::new(0),
             closes: Default::default(),
             queue_depth: (0..shards).map(|_| AtomicI64::new(0)).collect(),
             tables: Default::default(),
@@ -452,6 +455,17 @@ impl Metrics {
             s,
             "roomgate_connections_refused_total {}",
             self.connections_refused.load(Relaxed)
+        );
+        head(
+            &mut s,
+            "roomgate_ticket_refreshes_total",
+            "counter",
+            "Session tickets renewed by a Refresh frame (expiries without one are closes with code ticket_expired).",
+        );
+        let _ = writeln!(
+            s,
+            "roomgate_ticket_refreshes_total {}",
+            self.ticket_refreshes.load(Relaxed)
         );
         head(
             &mut s,

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roomgate::wire::ticket::{sign, verify};
+use roomgate::wire::ticket::{TicketKey, TicketKeys};
 
 const SECRET: &[u8] = b"fuzz-ticket-secret-of-at-least-32-bytes!";
 
@@ -11,19 +11,21 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    // Unsigned garbage: must be refused without panicking.
-    let _ = verify(SECRET, text, 1_000);
+    let key = TicketKey::new("k1", SECRET).expect("valid key");
+    let keys = TicketKeys::new(key, None, 1 << 40).expect("valid keys");
+    // Unsigned garbage: refused without panicking.
+    let _ = keys.verify(text, 1_000);
     // The same text signed, so the parser behind the signature check is
     // reached too.
-    let signed = format!("{text}.{}", sign_payload(text));
-    if let Ok(claims) = verify(SECRET, &signed, 1_000) {
-        let again = sign(SECRET, &claims);
-        assert_eq!(verify(SECRET, &again, 1_000), Ok(claims));
+    let signed = format!("{text}.{}", mac_hex(text));
+    if let Ok(claims) = keys.verify(&signed, 1_000) {
+        let again = keys.sign(&claims);
+        assert_eq!(keys.verify(&again, 1_000), Ok(claims));
     }
 });
 
-/// The hex HMAC `sign` would append to `payload`.
-fn sign_payload(payload: &str) -> String {
+/// The hex HMAC a signer would append to `payload`.
+fn mac_hex(payload: &str) -> String {
     use hmac::{Hmac, Mac};
     let mut m = Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
     m.update(payload.as_bytes());

@@ -15,6 +15,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use roomgate::wire::ticket::{TicketKey, MIN_SECRET_BYTES};
 use serde::Serialize;
 
 use crate::{
@@ -167,6 +168,16 @@ pub struct Args {
     /// [default: 30].
     #[arg(long, default_value_t = 30.0)]
     pub idle_timeout: f64,
+
+    /// Id of the ticket key (the engine's tickets.key_id; env
+    /// ROOMGATE_TICKET_KEY_ID) [default: k1].
+    #[arg(long, env = "ROOMGATE_TICKET_KEY_ID", default_value = "k1")]
+    pub ticket_key_id: String,
+
+    /// Lifetime of each ticket, seconds: a session outliving it answers the
+    /// engine's ticket_expiring notice with a Refresh frame [default: 3600].
+    #[arg(long, default_value_t = 3600)]
+    pub ticket_ttl: u64,
 
     /// Exit non-zero (4) when fewer than this share of the viewers ever
     /// connected [default: 0.5].
@@ -415,19 +426,13 @@ pub struct Config {
     /// Verify after the run.
     #[serde(skip)]
     pub verify: Option<(Target, Settle)>,
-    /// Ticket HMAC secret (never serialized or printed).
+    /// Lifetime of each ticket, seconds.
+    #[serde(rename = "ticket_ttl_s")]
+    pub ticket_ttl: u64,
+    /// The ticket key (id and secret; `Debug` does not reveal the secret,
+    /// and it is never serialized).
     #[serde(skip)]
-    pub secret: Secret,
-}
-
-/// The ticket secret; `Debug` does not reveal it.
-#[derive(Clone, Default)]
-pub struct Secret(pub Vec<u8>);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
+    pub ticket_key: TicketKey,
 }
 
 fn arc<S: serde::Serializer, T: Serialize>(v: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -457,13 +462,17 @@ impl Config {
     /// from `secret` (the environment variable's value, passed in so tests
     /// need not touch the environment).
     pub fn from_args(a: Args, secret: Option<String>) -> Result<Config> {
-        let secret = match secret {
-            Some(s) if !s.is_empty() => Secret(s.into_bytes()),
+        let ticket_key = match secret {
+            Some(s) if !s.is_empty() => TicketKey::new(&a.ticket_key_id, s.as_bytes())
+                .map_err(|e| anyhow::anyhow!("{SECRET_ENV} / --ticket-key-id: {e}"))?,
             _ => bail!(
                 "{SECRET_ENV} is not set: export the ticket secret the engine was started with \
-                 (e.g. {SECRET_ENV}=devsecret)"
+                 (at least {MIN_SECRET_BYTES} bytes)"
             ),
         };
+        if a.ticket_ttl == 0 {
+            bail!("--ticket-ttl must be at least 1 second");
+        }
         let Some(cert) = a.cert.clone() else {
             bail!("--cert is required: the PEM certificate the engine presents");
         };
@@ -572,7 +581,8 @@ impl Config {
             layout,
             warnings,
             verify,
-            secret,
+            ticket_ttl: a.ticket_ttl,
+            ticket_key,
         })
     }
 
@@ -596,6 +606,8 @@ impl Config {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "loadgen-unit-test-secret-32-bytes!";
+
     fn args(extra: &[&str]) -> Args {
         let mut v = vec!["roomgate-loadgen", "--cert", "c.pem"];
         v.extend_from_slice(extra);
@@ -604,7 +616,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_documentation() {
-        let c = Config::from_args(args(&[]), Some("s".into())).unwrap();
+        let c = Config::from_args(args(&[]), Some(SECRET.into())).unwrap();
         assert_eq!(c.server_addr, SocketAddr::from(([127, 0, 0, 1], 4433)));
         assert_eq!(c.server_name, "localhost");
         assert_eq!((c.rooms, c.viewers), (1, 10_000));
@@ -629,7 +641,7 @@ mod tests {
             .to_string();
         assert!(e.contains(SECRET_ENV), "{e}");
         let no_cert = Cli::try_parse_from(["roomgate-loadgen"]).unwrap().run;
-        let e = Config::from_args(no_cert, Some("s".into()))
+        let e = Config::from_args(no_cert, Some(SECRET.into()))
             .unwrap_err()
             .to_string();
         assert!(e.contains("--cert is required"), "{e}");
@@ -645,7 +657,7 @@ mod tests {
             &["--max-abuse-accepted", "raider"],
         ] {
             assert!(
-                Config::from_args(args(bad), Some("s".into())).is_err(),
+                Config::from_args(args(bad), Some(SECRET.into())).is_err(),
                 "{bad:?}"
             );
         }
@@ -664,7 +676,7 @@ mod tests {
         )
         .unwrap();
         let path = f.to_str().unwrap();
-        let c = Config::from_args(args(&["--scenario", path]), Some("s".into())).unwrap();
+        let c = Config::from_args(args(&["--scenario", path]), Some(SECRET.into())).unwrap();
         assert_eq!((c.rooms, c.viewers, c.seed, c.chat_rate), (3, 500, 7, 4.0));
         assert_eq!(c.ramp, Duration::from_secs(5));
         assert_eq!(c.scenario.verify.max_busy, 0.2);
@@ -683,7 +695,7 @@ mod tests {
                 "--max-abuse-accepted",
                 "raider=0.1",
             ]),
-            Some("s".into()),
+            Some(SECRET.into()),
         )
         .unwrap();
         assert_eq!((c.rooms, c.viewers, c.chat_rate), (2, 500, 9.0));
@@ -693,7 +705,7 @@ mod tests {
         assert!(
             Config::from_args(
                 args(&["--scenario", path, "--like-rate", "5"]),
-                Some("s".into())
+                Some(SECRET.into())
             )
             .is_err(),
             "no like tappers to give the rate to"
@@ -727,7 +739,7 @@ mod tests {
     fn viewer_ids_are_unique_across_rooms() {
         let c = Config::from_args(
             args(&["--rooms", "3", "--room-base", "7"]),
-            Some("s".into()),
+            Some(SECRET.into()),
         )
         .unwrap();
         assert_eq!(c.room_id(2), 9);

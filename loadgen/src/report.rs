@@ -330,6 +330,10 @@ pub struct Connections {
     /// reconnect.
     #[serde(default)]
     pub reconnect_resent: ChatLead,
+    /// `Refresh` frames sent with a new ticket when the engine announced
+    /// the session's ticket was about to expire.
+    #[serde(default)]
+    pub tickets_refreshed: u64,
     /// Why attempts failed (close code name or error kind).
     pub failures: BTreeMap<String, u64>,
     /// How every attempted connection ended: `normal` after `Bye`, a close
@@ -475,6 +479,7 @@ pub fn summarize(
                 chat: stats.reconnect_resent.get(Kind::Chat),
                 lead: stats.reconnect_resent.get(Kind::Lead),
             },
+            tickets_refreshed: stats.tickets_refreshed.load(Relaxed),
             failures: d.failures.clone(),
             close_codes: d.close_codes.clone(),
         },
@@ -675,6 +680,13 @@ pub fn text(s: &Summary) -> String {
             o,
             "  reconnects after a lost connection: {} attempts, {} welcomed; resent unacked chat {} lead {}",
             c.reconnect_attempts, c.reconnected, c.reconnect_resent.chat, c.reconnect_resent.lead
+        );
+    }
+    if c.tickets_refreshed > 0 {
+        let _ = writeln!(
+            o,
+            "  tickets refreshed on ticket_expiring: {}",
+            c.tickets_refreshed
         );
     }
     let _ = writeln!(o);

@@ -289,6 +289,8 @@ pub struct Stats {
     pub reconnected: AtomicU64,
     /// Unacked chat / leads resent (same ids) after reconnecting.
     pub reconnect_resent: PerKind,
+    /// `Refresh` frames sent in answer to `ticket_expiring`.
+    pub tickets_refreshed: AtomicU64,
     /// Start of the run and the timeline's bucket width.
     origin: OnceLock<(Instant, Duration)>,
     /// Cumulative counters, one per bucket.
@@ -321,6 +323,8 @@ pub fn notice_name(kind: u8) -> String {
         2 => "muted".into(),
         3 => "unmuted".into(),
         4 => "shutting_down".into(),
+        5 => "ticket_expiring".into(),
+        6 => "ticket_refreshed".into(),
         k => format!("kind_{k}"),
     }
 }

@@ -30,8 +30,8 @@ use quinn::{
     WriteError,
 };
 use roomgate::wire::{
-    decode_len, decode_server, encode, ticket, AckKind, ClientFrame, CloseCode, Hello, ServerFrame,
-    Welcome, WireError, LEN_PREFIX, MAX_FRAME_HARD,
+    decode_len, decode_server, encode, ticket, AckKind, ClientFrame, CloseCode, Hello, NoticeKind,
+    ServerFrame, Welcome, WireError, LEN_PREFIX, MAX_FRAME_HARD,
 };
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::{
@@ -110,10 +110,11 @@ pub struct Ctx {
     pub server: SocketAddr,
     /// TLS server name.
     pub server_name: String,
-    /// Ticket HMAC secret.
-    pub secret: Vec<u8>,
-    /// Ticket expiry (Unix seconds).
-    pub expires_at: u64,
+    /// Ticket key.
+    pub ticket_key: ticket::TicketKey,
+    /// Ticket lifetime, seconds: each ticket (at join and on refresh)
+    /// expires this long after it is signed.
+    pub ticket_ttl: u64,
     /// Wait for outstanding acks after the load stops.
     pub drain_timeout: Duration,
     /// First client id of every viewer. Derived from the start time so a
@@ -440,18 +441,23 @@ fn close(conn: &quinn::Connection, code: CloseCode) {
     conn.close(VarInt::from_u32(code.code()), code.as_str().as_bytes());
 }
 
+/// A ticket for this viewer, valid `ticket_ttl` from now.
+fn sign_ticket(ctx: &Ctx, room_id: u64, viewer_id: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    ctx.ticket_key.sign(&ticket::Claims {
+        room_id,
+        viewer_id,
+        expires_at: now + ctx.ticket_ttl,
+        device_id: format!("lg{viewer_id}"),
+    })
+}
+
 async fn handshake(ctx: &Ctx, spec: &ViewerSpec) -> Result<Session, Failure> {
     let conn = spec.endpoint.connect(ctx.server, &ctx.server_name)?.await?;
     let (mut send, mut recv) = conn.open_bi().await?;
-    let ticket = ticket::sign(
-        &ctx.secret,
-        &ticket::Claims {
-            room_id: spec.room_id,
-            viewer_id: spec.viewer_id,
-            expires_at: ctx.expires_at,
-            device_id: format!("lg{}", spec.viewer_id),
-        },
-    );
+    let ticket = sign_ticket(ctx, spec.room_id, spec.viewer_id);
     let hello = ClientFrame::Hello(Hello {
         ticket,
         client: CLIENT_NAME.to_owned(),
@@ -738,6 +744,21 @@ impl Writer {
         true
     }
 
+    /// Answer `ticket_expiring` with a fresh ticket; `false` if the stream
+    /// is dead.
+    async fn refresh(&mut self, ctx: &Ctx, who: &Who) -> bool {
+        let ticket = sign_ticket(ctx, who.room_id, who.viewer_id);
+        let ok = self
+            .send
+            .write_all(&encode(&ClientFrame::Refresh { ticket }))
+            .await
+            .is_ok();
+        if ok {
+            self.stats.tickets_refreshed.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
     /// `Bye`, then finish the stream; `false` if the stream is dead.
     async fn bye(&mut self) -> bool {
         self.send
@@ -788,12 +809,14 @@ impl Session {
             viewer_id: spec.viewer_id,
             class: spec.class,
         };
+        let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_loop(
             recv,
             conn.clone(),
             acks.clone(),
             ctx.stats.clone(),
             who,
+            refresh_tx,
         ));
         let mut w = Writer {
             send,
@@ -838,6 +861,7 @@ impl Session {
                     break;
                 }
                 () = sleep_opt(w.next_resend()) => ok = w.send_due(Instant::now()).await,
+                Some(()) = refresh_rx.recv() => ok = w.refresh(ctx, &who).await,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => ok = w.send_cmd(cmd).await,
                     None => break,
@@ -865,6 +889,12 @@ impl Session {
                     () = sleep_until(deadline) => break,
                     () = sleep_opt(w.next_resend()) => {
                         ok = w.send_due(Instant::now()).await;
+                        if !ok {
+                            break;
+                        }
+                    }
+                    Some(()) = refresh_rx.recv() => {
+                        ok = w.refresh(ctx, &who).await;
                         if !ok {
                             break;
                         }
@@ -949,6 +979,7 @@ async fn read_loop(
     acks: Arc<Outstanding>,
     stats: Arc<Stats>,
     who: Who,
+    refresh: mpsc::UnboundedSender<()>,
 ) {
     let mut buf = Vec::new();
     loop {
@@ -999,7 +1030,12 @@ async fn read_loop(
                     }
                 }
             }
-            Ok(ServerFrame::Notice(n)) => stats.record_notice(n.kind),
+            Ok(ServerFrame::Notice(n)) => {
+                stats.record_notice(n.kind);
+                if n.kind == NoticeKind::TicketExpiring as u8 {
+                    let _ = refresh.send(());
+                }
+            }
             Ok(ServerFrame::Welcome(_)) => {
                 stats.bad_server_frames.fetch_add(1, Relaxed);
             }

@@ -168,13 +168,10 @@ async fn session(
         return CloseCode::UnexpectedFrame;
     };
     let now_ms = crate::now_ms();
-    let claims = match ticket::verify(&ctx.secret, &hello.ticket, (now_ms / 1000) as u64) {
+    let claims = match ctx.tickets.verify(&hello.ticket, (now_ms / 1000) as u64) {
         Ok(c) => c,
         Err(e) => {
-            let code = match e {
-                ticket::TicketError::Expired => CloseCode::TicketExpired,
-                _ => CloseCode::BadTicket,
-            };
+            let code = ticket_close(e);
             tracing::debug!(error = %e, "ticket refused");
             close(conn, code);
             return code;
@@ -210,7 +207,11 @@ async fn session(
         replier,
         pending_likes: 0,
         pending_since_ms: 0,
+        expires_at: claims.expires_at,
+        notice_at: None,
+        expiry: tokio::time::Instant::now(),
     };
+    s.set_expiry(claims.expires_at);
     s.push_wait(EventKind::Join {
         client: hello.client.chars().take(64).collect(),
         ip: s.ip.clone(),
@@ -246,6 +247,20 @@ async fn session(
     code
 }
 
+/// The close code for a refused ticket.
+fn ticket_close(e: ticket::TicketError) -> CloseCode {
+    match e {
+        ticket::TicketError::Expired => CloseCode::TicketExpired,
+        _ => CloseCode::BadTicket,
+    }
+}
+
+/// The monotonic instant at Unix time `unix_secs` (now if that has passed).
+fn instant_at(unix_secs: u64) -> tokio::time::Instant {
+    let ms = (i64::try_from(unix_secs).unwrap_or(i64::MAX / 1000) * 1000 - crate::now_ms()).max(0);
+    tokio::time::Instant::now() + Duration::from_millis(ms as u64)
+}
+
 async fn write_loop(
     mut send: quinn::SendStream,
     mut rx: mpsc::Receiver<Out>,
@@ -278,9 +293,76 @@ struct Session {
     pending_likes: u32,
     /// When the oldest pending tap arrived (Unix ms).
     pending_since_ms: i64,
+    /// The ticket's expiry (Unix s): the session ends then unless a
+    /// `Refresh` moved it.
+    expires_at: u64,
+    /// When to send the `ticket_expiring` notice; `None` once sent.
+    notice_at: Option<tokio::time::Instant>,
+    /// `expires_at` as a monotonic instant.
+    expiry: tokio::time::Instant,
 }
 
 impl Session {
+    /// Arm the notice and expiry timers for a ticket expiring at `unix`.
+    fn set_expiry(&mut self, unix: u64) {
+        self.expires_at = unix;
+        self.expiry = instant_at(unix);
+        self.notice_at = Some(instant_at(
+            unix.saturating_sub(self.ctx.refresh_notice_secs),
+        ));
+    }
+
+    /// The next ticket timer: the notice, then the expiry.
+    fn ticket_timer(&self) -> tokio::time::Instant {
+        self.notice_at.unwrap_or(self.expiry)
+    }
+
+    /// A ticket timer fired: send the notice, or end the session.
+    fn on_ticket_timer(&mut self) -> Option<CloseCode> {
+        if self.notice_at.take().is_some() {
+            let left = (self.expires_at as i64 - crate::now_ms() / 1000).max(0) as u32;
+            self.replier.reply(ServerFrame::Notice(wire::Notice {
+                kind: wire::NoticeKind::TicketExpiring as u8,
+                value: left,
+                text: format!("ticket expires in {left} s: send Refresh with a new ticket"),
+            }));
+            return None;
+        }
+        Some(CloseCode::TicketExpired)
+    }
+
+    /// A `Refresh` frame: a valid ticket for the same room and viewer moves
+    /// the expiry; anything else ends the session.
+    fn refresh(&mut self, ticket: &str) -> Option<CloseCode> {
+        let now = (crate::now_ms() / 1000) as u64;
+        match self.ctx.tickets.verify(ticket, now) {
+            Ok(c) if c.room_id == self.room_id && c.viewer_id == self.viewer_id => {
+                self.set_expiry(c.expires_at);
+                self.ctx
+                    .metrics
+                    .ticket_refreshes
+                    .fetch_add(1, Ordering::Relaxed);
+                self.replier.reply(ServerFrame::Notice(wire::Notice {
+                    kind: wire::NoticeKind::TicketRefreshed as u8,
+                    value: (c.expires_at - now) as u32,
+                    text: String::new(),
+                }));
+                None
+            }
+            Ok(_) => {
+                tracing::debug!(
+                    viewer = self.viewer_id,
+                    "refresh ticket for another room or viewer"
+                );
+                Some(CloseCode::BadTicket)
+            }
+            Err(e) => {
+                tracing::debug!(viewer = self.viewer_id, error = %e, "refresh ticket refused");
+                Some(ticket_close(e))
+            }
+        }
+    }
+
     fn envelope(&self, kind: EventKind) -> Envelope {
         Envelope {
             event: Event {
@@ -335,6 +417,11 @@ impl Session {
                     Err(_) => return CloseCode::Normal,
                 },
                 () = tokio::time::sleep(Duration::from_millis(100)), if retry_likes => self.flush_likes(),
+                () = tokio::time::sleep_until(self.ticket_timer()) => {
+                    if let Some(code) = self.on_ticket_timer() {
+                        return code;
+                    }
+                }
                 _ = shutdown.changed() => {
                     let _ = tx.try_send(Out::Frame(ServerFrame::Notice(wire::Notice {
                         kind: wire::NoticeKind::ShuttingDown as u8,
@@ -354,6 +441,7 @@ impl Session {
         match frame {
             ClientFrame::Hello(_) => return Some(CloseCode::UnexpectedFrame),
             ClientFrame::Bye => return Some(CloseCode::Normal),
+            ClientFrame::Refresh { ticket } => return self.refresh(&ticket),
             ClientFrame::Chat {
                 client_msg_id,
                 text,

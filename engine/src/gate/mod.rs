@@ -30,8 +30,11 @@ pub struct GateCtx {
     pub shards: Arc<Shards>,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Ticket HMAC secret.
-    pub secret: Vec<u8>,
+    /// Ticket keys (current and, during a rotation, previous).
+    pub tickets: crate::wire::ticket::TicketKeys,
+    /// Seconds before a session's ticket expires that the
+    /// `ticket_expiring` notice goes out.
+    pub refresh_notice_secs: u64,
     /// Frame limits.
     pub limits: Limits,
     /// Sent in `Welcome`.

@@ -28,7 +28,7 @@ pub fn client(cfg: &ClickHouseConfig) -> Client {
     Client::default()
         .with_url(&cfg.url)
         .with_user(&cfg.user)
-        .with_password(&cfg.password)
+        .with_password(cfg.password.expose())
         .with_database(&cfg.database)
         .with_compression(clickhouse::Compression::Lz4)
 }

@@ -129,6 +129,7 @@ fn check_client(frame: &ClientFrame, l: &Limits) -> Result<(), WireError> {
             }
         }
         ClientFrame::Bye => {}
+        ClientFrame::Refresh { ticket } => field(ticket, "ticket")?,
     }
     Ok(())
 }
@@ -228,6 +229,9 @@ mod tests {
                 ..Lead::default()
             }),
             ClientFrame::Bye,
+            ClientFrame::Refresh {
+                ticket: "v2.k1.1.2.3..ab".into(),
+            },
         ]
     }
 

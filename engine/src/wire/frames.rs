@@ -27,6 +27,13 @@ pub enum ClientFrame {
     Lead(Lead),
     /// The viewer leaves; the server closes the connection with code 0.
     Bye,
+    /// A fresh ticket for the open session, sent after a `ticket_expiring`
+    /// notice (or any time before expiry): same room and viewer, later
+    /// expiry. Anything else closes the connection with `bad_ticket`.
+    Refresh {
+        /// The new ticket (same format as in `Hello`).
+        ticket: String,
+    },
 }
 
 /// The session opener.
@@ -193,4 +200,26 @@ pub enum NoticeKind {
     Unmuted = 3,
     /// The server is shutting down; reconnect later.
     ShuttingDown = 4,
+    /// The session's ticket expires in `value` seconds: send a `Refresh`
+    /// frame with a new ticket before then, or be closed with
+    /// `ticket_expired`.
+    TicketExpiring = 5,
+    /// A `Refresh` was accepted; the session is now valid for `value`
+    /// more seconds.
+    TicketRefreshed = 6,
+}
+
+impl NoticeKind {
+    /// Decode from the wire value.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => NoticeKind::SlowMode,
+            2 => NoticeKind::Muted,
+            3 => NoticeKind::Unmuted,
+            4 => NoticeKind::ShuttingDown,
+            5 => NoticeKind::TicketExpiring,
+            6 => NoticeKind::TicketRefreshed,
+            _ => return None,
+        })
+    }
 }

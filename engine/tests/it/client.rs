@@ -16,15 +16,14 @@ pub struct Viewer {
 
 pub fn ticket(room: u64, viewer: u64, ttl: i64) -> String {
     let now = roomgate::now_ms() / 1000;
-    ticket::sign(
-        super::harness::SECRET.as_bytes(),
-        &ticket::Claims {
+    ticket::TicketKey::new("k1", super::harness::SECRET.as_bytes())
+        .expect("test secret is long enough")
+        .sign(&ticket::Claims {
             room_id: room,
             viewer_id: viewer,
             expires_at: (now + ttl).max(0) as u64,
             device_id: String::new(),
-        },
-    )
+        })
 }
 
 fn client_config(cert_dir: &Path) -> quinn::ClientConfig {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use roomgate::config::Config;
 
-pub const SECRET: &str = "integration-test-secret";
+pub const SECRET: &str = "engine-integration-test-secret-32b";
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 pub fn repo_root() -> PathBuf {

@@ -9,3 +9,4 @@ mod harness;
 mod outage;
 mod protocol;
 mod storage;
+mod tickets;

@@ -47,6 +47,14 @@ async fn outage_delays_rows_not_acks_and_loses_nothing() {
     }
     acked.sort();
     assert_eq!(acked, vec![1, 2, 3]);
+    // Still ready: ClickHouse is down but the log has room, and /readyz
+    // says which part is down.
+    let (status, body) = harness::admin(engine.admin_addr(), "GET", "/readyz", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"clickhouse\":\"error") || body.contains("timeout"),
+        "{body}"
+    );
     // The writers keep retrying; the rows wait in the log.
     tokio::time::sleep(Duration::from_secs(1)).await;
     harness::clickhouse_up(port);

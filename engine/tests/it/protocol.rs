@@ -22,7 +22,7 @@ async fn hostile_input_gets_documented_close_codes() {
         (
             "bad signature",
             wire::encode(&ClientFrame::Hello(wire::Hello {
-                ticket: ticket(1, 2, 3600).replace("v1.1.", "v1.9."),
+                ticket: ticket(1, 2, 3600).replace(".k1.1.", ".k1.9."),
                 client: String::new(),
             })),
             CloseCode::BadTicket,

@@ -9,7 +9,7 @@ use std::{
 
 /// The loadgen binary built for this test.
 pub const LOADGEN: &str = env!("CARGO_BIN_EXE_roomgate-loadgen");
-const SECRET: &str = "loadgen-it-secret";
+const SECRET: &str = "loadgen-integration-test-secret-32b";
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 fn repo_root() -> PathBuf {
@@ -95,6 +95,9 @@ impl Run {
         cfg.pii.enc_key = Some(KEY.into());
         cfg.shards.count = 2;
         cfg.batch.default.max_age_ms = 200;
+        // Tickets of 10 s, warned 8 s ahead: every session outliving its
+        // ticket refreshes it on the open stream.
+        cfg.tickets.refresh_notice_secs = 8;
         let cfg = cfg.validate().expect("engine config");
         let engine = roomgate::engine::Engine::start(cfg)
             .await
@@ -112,6 +115,8 @@ impl Run {
             scenario_path.display().to_string(),
             "--summary-json".into(),
             dir.join("summary.json").display().to_string(),
+            "--ticket-ttl".into(),
+            "10".into(),
         ];
         let out = tokio::task::spawn_blocking(move || {
             Command::new(LOADGEN)

@@ -63,6 +63,19 @@ async fn verify_passes_on_a_real_run_and_catches_missing_duplicate_and_unexpecte
 
     // The run itself: every viewer connected, every class sent something.
     assert_eq!(s["connections"]["connected"], 120, "{}", s["connections"]);
+    // Sessions outlived their 10 s tickets by refreshing them, none expired.
+    assert!(
+        s["connections"]["tickets_refreshed"].as_u64().unwrap_or(0) >= 100,
+        "{}",
+        s["connections"]
+    );
+    assert!(
+        s["connections"]["close_codes"]
+            .get("ticket_expired")
+            .is_none(),
+        "{}",
+        s["connections"]
+    );
     for class in ["chatter", "lead_submitter", "harasser", "fake_lead_bot"] {
         let sent = &s["classes"][class]["sent"];
         assert!(
