@@ -18,7 +18,7 @@ use roomgate::sink::LeadRow;
 use roomgate::wal::{codec, Entry, Log, Row};
 
 fn lead(i: u64) -> Entry {
-    Entry::Row(Row::Lead(LeadRow {
+    Entry::Row(Row::Lead(Box::new(LeadRow {
         room_id: 42,
         ts: 1_764_000_000_000 + i as i64,
         viewer_id: i,
@@ -35,10 +35,11 @@ fn lead(i: u64) -> Entry {
         wechat_enc: "cd".repeat(30),
         name_enc: "ef".repeat(20),
         fields_enc: String::new(),
+        pii_key_id: "k1".into(),
         ip_hmac: "12".repeat(32),
         consent: true,
         fill_ms: 8_000,
-    }))
+    })))
 }
 
 fn tmp(name: &str) -> PathBuf {

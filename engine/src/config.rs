@@ -330,6 +330,11 @@ pub struct ClickHouseConfig {
     pub min_insert_interval_ms: u64,
     /// Timeout of one insert request, ms. Default 30,000.
     pub insert_timeout_ms: u64,
+    /// Days after which chat text (`chat_messages.text`) and moderation
+    /// samples (`moderation_events.detail`) are emptied by a column TTL;
+    /// 0 = keep forever. Applied at start after the migrations, only when
+    /// it differs. Default 30.
+    pub text_ttl_days: u32,
     /// At shutdown, how long the writers keep flushing the log to
     /// ClickHouse, ms. What is not committed by then stays in the log and is
     /// sent after the next start. Default 10,000.
@@ -342,6 +347,7 @@ impl Default for ClickHouseConfig {
             url: "http://127.0.0.1:8123".into(),
             user: "default".into(),
             password: Secret::default(),
+            text_ttl_days: 30,
             database: "roomgate".into(),
             migrate_on_start: true,
             retry_initial_ms: 200,
@@ -404,14 +410,40 @@ impl BatchConfig {
 }
 
 /// `[pii]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PiiConfig {
-    /// 32-byte HMAC key, hex; prefer `ROOMGATE_PII_HMAC_KEY`. Required.
+    /// 32-byte root key of the HMACs (phone, IP: derived per purpose), hex;
+    /// prefer `ROOMGATE_PII_HMAC_KEY`. Required.
     pub hmac_key: Option<Secret>,
-    /// 32-byte ChaCha20-Poly1305 key, hex; prefer `ROOMGATE_PII_ENC_KEY`.
-    /// Required.
+    /// 32-byte root key of the encryption key, hex; prefer
+    /// `ROOMGATE_PII_ENC_KEY`. Required; must differ from `hmac_key`.
     pub enc_key: Option<Secret>,
+    /// Id of `enc_key`, stored with every ciphertext (`leads.pii_key_id`)
+    /// and bound into it; change it with the key (`ROOMGATE_PII_KEY_ID`).
+    /// Default `k1`.
+    pub key_id: String,
+}
+
+impl Default for PiiConfig {
+    fn default() -> Self {
+        PiiConfig {
+            hmac_key: None,
+            enc_key: None,
+            key_id: "k1".into(),
+        }
+    }
+}
+
+impl PiiConfig {
+    /// The derived keys, checked.
+    pub fn keys(&self) -> Result<crate::pii::PiiKeys, String> {
+        let (Some(h), Some(e)) = (&self.hmac_key, &self.enc_key) else {
+            return Err("pii.hmac_key and pii.enc_key are required (ROOMGATE_PII_HMAC_KEY, ROOMGATE_PII_ENC_KEY: 64 hex chars each)".into());
+        };
+        crate::pii::PiiKeys::from_hex(h.expose(), e.expose(), &self.key_id)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// A configuration problem, reported once at start-up.
@@ -504,8 +536,8 @@ impl Config {
         {
             return bad("server.admin_token must be at least 16 characters");
         }
-        if self.pii.hmac_key.is_none() || self.pii.enc_key.is_none() {
-            return bad("pii.hmac_key and pii.enc_key are required (ROOMGATE_PII_HMAC_KEY, ROOMGATE_PII_ENC_KEY: 64 hex chars each)");
+        if let Err(e) = self.pii.keys() {
+            return Err(ConfigError::Invalid(e));
         }
         if !self
             .clickhouse
@@ -574,6 +606,13 @@ mod tests {
         assert!(c.keys().unwrap_err().contains("go together"));
         c.previous_key_id = Some("k0".into());
         assert!(c.keys().is_ok());
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let c = Config::from_toml(include_str!("../../roomgate.example.toml")).unwrap();
+        assert_eq!(c.tickets.key_id, "k1");
+        assert_eq!(c.clickhouse.text_ttl_days, 30);
     }
 
     #[test]

@@ -16,7 +16,6 @@ use crate::admin::{self, AdminState};
 use crate::config::{redact_url, Config};
 use crate::gate::{self, GateCtx};
 use crate::metrics::Metrics;
-use crate::pii::PiiKeys;
 use crate::shard::{ShardSettings, Shards};
 use crate::sink::{self, WriterSettings};
 use crate::wal::{self, LogHandle, SeenId};
@@ -34,7 +33,17 @@ pub async fn migrate_within(cfg: &Config, budget: Duration) -> Result<Vec<u32>> 
     let mut delay = Duration::from_millis(250);
     let mut waited = Duration::ZERO;
     loop {
-        match sink::migrate::migrate(&client, &cfg.clickhouse.database).await {
+        let applied = async {
+            let v = sink::migrate::migrate(&client, &cfg.clickhouse.database).await?;
+            sink::migrate::apply_retention(
+                &client,
+                &cfg.clickhouse.database,
+                cfg.clickhouse.text_ttl_days,
+            )
+            .await?;
+            Ok::<_, clickhouse::error::Error>(v)
+        };
+        match applied.await {
             Ok(v) => return Ok(v),
             Err(e) if waited < budget => {
                 tracing::warn!(error = %e, url = %redact_url(&cfg.clickhouse.url), "migration failed; retrying");
@@ -89,10 +98,7 @@ impl Engine {
     /// Migrate (if configured), start the sink, shards, admin port and gate.
     pub async fn start(cfg: Config) -> Result<Engine> {
         let metrics = Arc::new(Metrics::new(cfg.shards.count));
-        let pii = Arc::new(PiiKeys::from_hex(
-            cfg.pii.hmac_key.as_ref().map_or("", |k| k.expose()),
-            cfg.pii.enc_key.as_ref().map_or("", |k| k.expose()),
-        )?);
+        let pii = Arc::new(cfg.pii.keys().map_err(anyhow::Error::msg)?);
         // The writers insert only once the schema is known to be current.
         // ClickHouse being down at start does not keep viewers out: acks
         // wait for the log, and migrations are retried in the background.

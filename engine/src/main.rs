@@ -158,6 +158,9 @@ fn config(cli: &Cli) -> Result<Config> {
     if let Some(v) = secret("ROOMGATE_PII_ENC_KEY") {
         cfg.pii.enc_key = Some(v);
     }
+    if let Some(v) = env("ROOMGATE_PII_KEY_ID") {
+        cfg.pii.key_id = v;
+    }
     Ok(cfg)
 }
 
@@ -268,25 +271,28 @@ async fn dead_letter(cfg: &Config, op: DeadLetterOp) -> Result<()> {
             );
             continue;
         }
-        macro_rules! typed {
-            ($variant:ident) => {{
-                let rows: Vec<_> = b
-                    .rows
-                    .iter()
-                    .filter_map(|r| match r {
-                        Row::$variant(x) => Some(x.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                writer::insert(&client, &rows, &b.token, timeout).await
-            }};
+        /// The batch's rows as table `T`'s (the batch holds one table).
+        fn typed<T: sink::TableRow>(rows: &[Row]) -> Vec<T> {
+            rows.iter().cloned().filter_map(T::from_row).collect()
         }
+        use roomgate::table::Table;
+        let (rows, token) = (&b.rows, &b.token);
         let result = match b.table {
-            roomgate::table::Table::Chat => typed!(Chat),
-            roomgate::table::Table::Likes => typed!(Like),
-            roomgate::table::Table::Leads => typed!(Lead),
-            roomgate::table::Table::Sessions => typed!(Session),
-            roomgate::table::Table::Moderation => typed!(Moderation),
+            Table::Chat => {
+                writer::insert(&client, &typed::<sink::ChatRow>(rows), token, timeout).await
+            }
+            Table::Likes => {
+                writer::insert(&client, &typed::<sink::LikeRow>(rows), token, timeout).await
+            }
+            Table::Leads => {
+                writer::insert(&client, &typed::<sink::LeadRow>(rows), token, timeout).await
+            }
+            Table::Sessions => {
+                writer::insert(&client, &typed::<sink::SessionRow>(rows), token, timeout).await
+            }
+            Table::Moderation => {
+                writer::insert(&client, &typed::<sink::ModerationRow>(rows), token, timeout).await
+            }
         };
         match result {
             Ok(()) => {

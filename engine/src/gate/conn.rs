@@ -500,7 +500,8 @@ impl Session {
             .reply(ack_frame(AckKind::Chat, client_msg_id, &d));
         let ev = env.event;
         let detail = match ev.kind {
-            EventKind::Chat { text, .. } => text,
+            // Not checked by the guard: it may hold a phone or an ID.
+            EventKind::Chat { text, .. } => crate::guard::text::redact_contacts(&text).into_owned(),
             _ => String::new(),
         };
         let row = ModerationRow {

@@ -667,6 +667,112 @@ fn digits_at(s: &[char], p: usize) -> usize {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Redaction.
+
+/// Fewest digits in a run that [`redact_contacts`] masks: shorter than any
+/// contact the checks look for (QQ numbers have 5), so nothing a check
+/// would call a contact survives redaction.
+pub const REDACT_MIN_DIGITS: usize = QQ_MIN_DIGITS;
+
+/// `text` with every contact-like part masked, for storing a message that
+/// may carry one (a rejected or dry-run chat message).
+///
+/// Works on the [`normalize`]d text (so full-width, circled and Chinese
+/// numerals and invisible padding are seen through), and returns the
+/// original text untouched when nothing needs masking:
+/// - every digit run with at least [`REDACT_MIN_DIGITS`] digits (the same
+///   runs as [`contact_kind`]: separators between digits, Chinese numerals;
+///   dates and number idioms included) becomes `[number]`;
+/// - every ID-shaped token (a letter or digit, then 4+ of `a-z 0-9 _ -`)
+///   within [`CONTACT_GAP`] chars after a WeChat or QQ marker becomes
+///   `[id]`, unless it is a common English word.
+///
+/// Names cannot be told from other words and are not masked.
+pub fn redact_contacts(text: &str) -> std::borrow::Cow<'_, str> {
+    let s: Vec<char> = normalize(text).chars().collect();
+    // 0 = keep, 1 = number, 2 = id.
+    let mut mask = vec![0u8; s.len()];
+    let mut p = 0;
+    while p < s.len() {
+        let end = digit_run_end(&s, p);
+        if end > p {
+            let digits = s[p..end]
+                .iter()
+                .filter(|&&c| digit_value(c).is_some())
+                .count();
+            if digits >= REDACT_MIN_DIGITS {
+                mask[p..end].fill(1);
+            }
+            p = end;
+        } else {
+            p += 1;
+        }
+    }
+    for i in 0..s.len() {
+        for marker in WECHAT_MARKERS.iter().chain(QQ_MARKERS) {
+            let Some(end) = marker_at(&s, i, marker) else {
+                continue;
+            };
+            let mut p = end;
+            while p < s.len().min(end + CONTACT_GAP + 1) {
+                let starts = is_id_char(s[p]) && (p == end || !is_id_char(s[p - 1]));
+                let len = s[p..].iter().take_while(|&&c| is_id_char(c)).count();
+                let token = &s[p..p + len];
+                let word = token.iter().all(char::is_ascii_lowercase)
+                    && NOT_IDS.iter().any(|w| token.iter().copied().eq(w.chars()));
+                if starts && len >= 5 && !word {
+                    for m in mask[p..p + len].iter_mut().filter(|m| **m == 0) {
+                        *m = 2;
+                    }
+                }
+                p += len.max(1);
+            }
+        }
+    }
+    if mask.iter().all(|&m| m == 0) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut last = 0u8;
+    for (c, m) in s.iter().zip(&mask) {
+        match m {
+            0 => out.push(*c),
+            m if *m != last => out.push_str(if *m == 1 { "[number]" } else { "[id]" }),
+            _ => {}
+        }
+        last = *m;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The end of the digit run starting at `p` (digits with up to
+/// [`MAX_DIGIT_SEP`] separators between two of them), or `p` when `p` does
+/// not start one.
+fn digit_run_end(s: &[char], p: usize) -> usize {
+    if digit_value(s[p]).is_none() || (p > 0 && digit_value(s[p - 1]).is_some()) {
+        return p;
+    }
+    let mut k = p;
+    loop {
+        while s.get(k).copied().and_then(digit_value).is_some() {
+            k += 1;
+        }
+        let seps = s[k..]
+            .iter()
+            .take(MAX_DIGIT_SEP + 1)
+            .take_while(|&&c| is_digit_sep(c))
+            .count();
+        if seps == 0
+            || seps > MAX_DIGIT_SEP
+            || s.get(k + seps).and_then(|&c| digit_value(c)).is_none()
+        {
+            return k;
+        }
+        k += seps;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1070,6 +1176,45 @@ mod tests {
             let _ = has_link(&text);
             let _ = contact_kind(&text);
             let _ = is_flood(&text);
+        }
+    }
+
+    #[test]
+    fn redaction_masks_every_contact_the_checks_find() {
+        for (text, want) in [
+            ("电话 184 0198 0579", "电话 [number]"),
+            ("找我：一三三九五六二九九一八", "找我:[number]"),
+            ("加v❤️信 abc_123 谢谢", "加v\u{2764}信 [id] 谢谢"),
+            ("qq 12345 来", "qq [number] 来"),
+            ("wx: wxid_a1b2c3", "wx: [id]"),
+            ("１３８００１３８０００", "[number]"),
+            ("①③⑧〇〇①③⑧〇〇〇", "[number]"),
+            ("加我 hellokitty", "加我 [id]"),
+        ] {
+            assert_eq!(redact_contacts(text), want, "{text}");
+            assert_eq!(contact_kind(&redact_contacts(text)), None, "{text}");
+        }
+        // Nothing to mask: the original text, not its normalized form.
+        for text in [
+            "主播好！",
+            "价格3999元",
+            "do you have a wechat account",
+            "Hello  World",
+        ] {
+            assert!(
+                matches!(redact_contacts(text), std::borrow::Cow::Borrowed(t) if t == text),
+                "{text}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, the redacted form holds no contact the checks
+        /// would find.
+        #[test]
+        fn redacted_text_has_no_contact(text in "[0-9 一二三四五六七八九〇wxqv微信加我a-z_.-]{0,40}") {
+            let r = redact_contacts(&text);
+            proptest::prop_assert_eq!(contact_kind(&r), None, "{} -> {}", text, r);
         }
     }
 }

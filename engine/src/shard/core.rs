@@ -267,6 +267,13 @@ impl ShardCore {
         } else {
             check.phone_e164.clone()
         };
+        let at = |column| crate::pii::Aad {
+            table: "leads",
+            column,
+            room_id: head.room_id,
+            viewer_id: head.viewer_id,
+            client_id: lead.client_lead_id,
+        };
         let row = LeadRow {
             room_id: head.room_id,
             ts: head.ts,
@@ -280,22 +287,23 @@ impl ShardCore {
             dry_run_reasons: d.dry_run.names(),
             phone_hmac: check.phone_key.clone(),
             phone_masked: mask_phone(&phone_clear),
-            phone_enc: self.pii.encrypt_hex(&phone_clear),
-            wechat_enc: self.pii.encrypt_hex(&lead.wechat),
-            name_enc: self.pii.encrypt_hex(&lead.name),
+            phone_enc: self.pii.encrypt_hex(&phone_clear, at("phone_enc")),
+            wechat_enc: self.pii.encrypt_hex(&lead.wechat, at("wechat_enc")),
+            name_enc: self.pii.encrypt_hex(&lead.name, at("name_enc")),
             fields_enc: if lead.fields.is_empty() {
                 String::new()
             } else {
-                self.pii.encrypt_hex(&fields)
+                self.pii.encrypt_hex(&fields, at("fields_enc"))
             },
-            ip_hmac: self.pii.hmac_hex(&check.ip),
+            pii_key_id: self.pii.key_id().to_owned(),
+            ip_hmac: self.pii.ip_hmac(&check.ip),
             consent: lead.consent,
             fill_ms: lead.fill_ms,
         };
         // Every lead is stored with its verdict; its ack waits until the
         // record is durable. The first sender gets the ack, resends made
         // while it was in flight get it as a replay.
-        self.out.round.rows.push(Row::Lead(row));
+        self.out.round.rows.push(Row::Lead(Box::new(row)));
         let mut to = to.into_iter();
         if let Some(first) = to.next() {
             self.out.round.acks.push(Ack { to: first, frame });
@@ -334,7 +342,7 @@ impl ShardCore {
             let pii = self.pii.clone();
             match self
                 .guard
-                .lead_start(now, &ev, lead, ip, |p| pii.hmac_hex(p))
+                .lead_start(now, &ev, lead, ip, |p| pii.phone_hmac(p))
             {
                 Err(replay) => {
                     self.out.stats.leads_done += 1;
@@ -486,6 +494,15 @@ impl ShardCore {
                 if d.replay {
                     return;
                 }
+                // A message stored as accepted passed every check, the
+                // contact check included; any other may carry a phone or
+                // an ID (its checks stopped at the first hit, or the
+                // contact rule runs dry): masked before it is stored.
+                let text = if d.stores() && d.dry_run.is_empty() {
+                    text
+                } else {
+                    crate::guard::text::redact_contacts(&text).into_owned()
+                };
                 for r in d.dry_run.iter() {
                     self.moderation(&head, "chat", client_msg_id, r, true, text.clone());
                 }
@@ -560,7 +577,7 @@ mod tests {
     }
 
     fn core(index: usize, shards: usize) -> ShardCore {
-        let pii = Arc::new(PiiKeys::from_hex(KEY, KEY).unwrap());
+        let pii = Arc::new(PiiKeys::from_hex(KEY, &KEY.replace('0', "f"), "k1").unwrap());
         ShardCore::new(
             index,
             shards,

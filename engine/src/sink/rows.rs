@@ -56,6 +56,8 @@ pub struct LeadRow {
     pub wechat_enc: String,
     pub name_enc: String,
     pub fields_enc: String,
+    /// Id of the key `*_enc` are encrypted under (bound into each).
+    pub pii_key_id: String,
     pub ip_hmac: String,
     pub consent: bool,
     pub fill_ms: u32,
@@ -125,22 +127,25 @@ impl RowSize for ModerationRow {
 
 macro_rules! table_row {
     ($row:ident, $variant:ident, $table:ident) => {
+        table_row!($row, $variant, $table, |r| r, |r| r);
+    };
+    ($row:ident, $variant:ident, $table:ident, $unwrap:expr, $wrap:expr) => {
         impl super::writer::TableRow for $row {
             const TABLE: crate::table::Table = crate::table::Table::$table;
             fn from_row(row: crate::wal::Row) -> Option<Self> {
                 match row {
-                    crate::wal::Row::$variant(r) => Some(r),
+                    crate::wal::Row::$variant(r) => Some($unwrap(r)),
                     _ => None,
                 }
             }
             fn into_row(self) -> crate::wal::Row {
-                crate::wal::Row::$variant(self)
+                crate::wal::Row::$variant($wrap(self))
             }
         }
     };
 }
 table_row!(ChatRow, Chat, Chat);
 table_row!(LikeRow, Like, Likes);
-table_row!(LeadRow, Lead, Leads);
+table_row!(LeadRow, Lead, Leads, |r: Box<LeadRow>| *r, Box::new);
 table_row!(SessionRow, Session, Sessions);
 table_row!(ModerationRow, Moderation, Moderation);

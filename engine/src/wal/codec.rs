@@ -27,8 +27,9 @@ pub enum Row {
     Chat(ChatRow),
     /// `like_ticks`.
     Like(LikeRow),
-    /// `leads`.
-    Lead(LeadRow),
+    /// `leads` (boxed: a lead row is several times the size of the others,
+    /// and leads are rare, so a `Vec<Row>` of chat and likes stays small).
+    Lead(Box<LeadRow>),
     /// `sessions`.
     Session(SessionRow),
     /// `moderation_events`.
@@ -228,6 +229,8 @@ fn encode(out: &mut Vec<u8>, entry: &Entry) {
                     }
                     e.u8(u8::from(r.consent));
                     e.u32(r.fill_ms);
+                    // Last, so records written before it existed decode.
+                    e.str(&r.pii_key_id);
                 }
                 Row::Session(r) => {
                     e.u64(r.room_id);
@@ -318,7 +321,7 @@ pub fn decode(payload: &[u8]) -> Result<Entry, DecodeError> {
                     ts: d.u32()?,
                     taps: d.u64()?,
                 }),
-                Table::Leads => Row::Lead(LeadRow {
+                Table::Leads => Row::Lead(Box::new(LeadRow {
                     room_id: d.u64()?,
                     ts: d.i64()?,
                     viewer_id: d.u64()?,
@@ -338,7 +341,12 @@ pub fn decode(payload: &[u8]) -> Result<Entry, DecodeError> {
                     ip_hmac: d.string()?,
                     consent: d.u8()? != 0,
                     fill_ms: d.u32()?,
-                }),
+                    pii_key_id: if d.0.is_empty() {
+                        String::new()
+                    } else {
+                        d.string()?
+                    },
+                })),
                 Table::Sessions => Row::Session(SessionRow {
                     room_id: d.u64()?,
                     ts: d.i64()?,
@@ -466,7 +474,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn lead(room: u64, viewer: u64, id: u64) -> Row {
-        Row::Lead(LeadRow {
+        Row::Lead(Box::new(LeadRow {
             room_id: room,
             ts: 1_700_000_000_123,
             viewer_id: viewer,
@@ -483,10 +491,33 @@ pub(crate) mod tests {
             wechat_enc: String::new(),
             name_enc: "11".into(),
             fields_enc: String::new(),
+            pii_key_id: "k1".into(),
             ip_hmac: "cd".into(),
             consent: true,
             fill_ms: 4_000,
-        })
+        }))
+    }
+
+    #[test]
+    fn a_lead_record_from_before_the_key_id_decodes_with_an_empty_one() {
+        let mut payload = Vec::new();
+        encode(&mut payload, &Entry::Row(lead(1, 2, 3)));
+        // The old layout: everything but the trailing key id (u32 len + "k1").
+        payload.truncate(payload.len() - 6);
+        let Ok(Entry::Row(Row::Lead(old))) = decode(&payload) else {
+            panic!("old lead record must decode");
+        };
+        let Row::Lead(new) = lead(1, 2, 3) else {
+            unreachable!()
+        };
+        assert_eq!(old.pii_key_id, "");
+        assert_eq!(
+            LeadRow {
+                pii_key_id: "k1".into(),
+                ..*old
+            },
+            *new
+        );
     }
 
     pub(crate) fn samples() -> Vec<Entry> {

@@ -49,7 +49,7 @@ fn start(dir: &Path, port: u16, url: &str, db: &str) -> Node {
         .args(["--log", "warn"])
         .env("ROOMGATE_TICKET_SECRET", SECRET)
         .env("ROOMGATE_PII_HMAC_KEY", KEY)
-        .env("ROOMGATE_PII_ENC_KEY", KEY)
+        .env("ROOMGATE_PII_ENC_KEY", harness::ENC_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

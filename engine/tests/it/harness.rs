@@ -8,6 +8,8 @@ use roomgate::config::Config;
 
 pub const SECRET: &str = "engine-integration-test-secret-32b";
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+/// The encryption root key: a different key from the HMAC root.
+pub const ENC_KEY: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -80,7 +82,7 @@ pub fn config(url: &str, name: &str) -> Config {
     cfg.clickhouse.retry_max_ms = 500;
     cfg.tickets.secret = Some(SECRET.into());
     cfg.pii.hmac_key = Some(KEY.into());
-    cfg.pii.enc_key = Some(KEY.into());
+    cfg.pii.enc_key = Some(ENC_KEY.into());
     cfg.shards.count = 2;
     cfg.batch.default.max_age_ms = 200;
     cfg.validate().unwrap()
@@ -134,4 +136,26 @@ pub async fn admin(
         .unwrap_or(0);
     let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     (status, body)
+}
+
+/// Run `sql` against ClickHouse's HTTP interface at `url` and return the raw
+/// body (any `FORMAT`). HTTP/1.0, so the body is not chunked.
+pub async fn http_query(url: &str, sql: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!(
+        "POST / HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{sql}",
+        sql.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{sql}: {out}"
+    );
+    body.to_owned()
 }

@@ -7,6 +7,7 @@ mod crash;
 mod guard;
 mod harness;
 mod outage;
+mod pii;
 mod protocol;
 mod storage;
 mod tickets;

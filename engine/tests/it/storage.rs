@@ -111,9 +111,9 @@ async fn acked_events_are_stored_exactly_once() {
         36
     );
     assert_eq!(scalar(&cfg, "SELECT count() FROM {db}.leads").await, 3);
-    // PII is not stored in clear.
+    // Masked and keyed (the scan for clear values is tests/it/pii.rs).
     assert_eq!(
-        scalar(&cfg, "SELECT countIf(phone_masked LIKE '138****800_' AND position(phone_enc, '13800138000') = 0 AND length(phone_hmac) = 64) FROM {db}.leads").await,
+        scalar(&cfg, "SELECT countIf(phone_masked LIKE '138****800_' AND length(phone_hmac) = 64 AND pii_key_id = 'k1') FROM {db}.leads").await,
         3
     );
     assert_eq!(

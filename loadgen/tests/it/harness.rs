@@ -11,6 +11,8 @@ use std::{
 pub const LOADGEN: &str = env!("CARGO_BIN_EXE_roomgate-loadgen");
 const SECRET: &str = "loadgen-integration-test-secret-32b";
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+/// The encryption root key: a different key from the HMAC root.
+pub const ENC_KEY: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -92,7 +94,7 @@ impl Run {
         cfg.storage.dir = dir.join("data");
         cfg.tickets.secret = Some(SECRET.into());
         cfg.pii.hmac_key = Some(KEY.into());
-        cfg.pii.enc_key = Some(KEY.into());
+        cfg.pii.enc_key = Some(ENC_KEY.into());
         cfg.shards.count = 2;
         cfg.batch.default.max_age_ms = 200;
         // Tickets of 10 s, warned 8 s ahead: every session outliving its
