@@ -185,7 +185,7 @@ SELECT
     kind,
     reason,
     dry_run,
-    count()              AS events,
+    sum(count)           AS events,
     uniqExact(viewer_id) AS viewers,
     min(ts)              AS first_seen,
     max(ts)              AS last_seen
@@ -303,7 +303,7 @@ ORDER BY t, verdict;
 WITH toDateTimeOrDefault({from:String}, '', now() - {seconds:UInt32}) AS from,
      toDateTimeOrDefault({to:String}, '', now()) AS to
 SELECT toStartOfInterval(ts, INTERVAL {rounding:UInt32} SECOND)::INT AS t,
-       reason, count() AS rejects
+       reason, sum(count) AS rejects
 FROM roomgate.moderation_events
 WHERE ts BETWEEN from AND to AND NOT dry_run
   AND ({room:UInt64} = 0 OR room_id = {room:UInt64})

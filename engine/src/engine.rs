@@ -260,6 +260,7 @@ impl Engine {
             max_pending_acks: cfg.server.max_pending_acks,
             busy_retry_after_ms: cfg.server.busy_retry_after_ms,
             max_connections: cfg.server.max_connections,
+            moderation_bucket_ms: cfg.guard.abuse.moderation_bucket_ms as i64,
             log: log.clone(),
             shutdown: shutdown_rx,
             drained: drained_rx,

@@ -102,6 +102,12 @@ pub struct RoundStats {
     /// Leads finished this round (decided, replayed or merged with a resend
     /// in flight): the I/O layer's count of leads in flight goes down by it.
     pub leads_done: usize,
+    /// Rejected events counted into a moderation row already open for
+    /// their viewer, reason and bucket (no row of their own).
+    pub moderation_folded: u64,
+    /// Rejected leads over the per-viewer hourly cap: acked, counted in a
+    /// moderation row, no `leads` row.
+    pub leads_unstored: u64,
     any: bool,
 }
 
@@ -114,6 +120,8 @@ impl Default for RoundStats {
             like_taps_admitted: 0,
             like_taps_limited: 0,
             leads_done: 0,
+            moderation_folded: 0,
+            leads_unstored: 0,
             any: false,
         }
     }
@@ -185,6 +193,11 @@ pub struct Metrics {
     pub log: LogStats,
     /// Moderation rows dropped because the sink queue was full (overload).
     pub moderation_dropped: AtomicU64,
+    /// Rejected events counted into an open moderation row (no row of
+    /// their own).
+    pub moderation_folded: AtomicU64,
+    /// Rejected leads over the per-viewer hourly cap (no `leads` row).
+    pub leads_rejected_unstored: AtomicU64,
     /// Client ids forgotten early by the idempotency window, per shard.
     pub idempotency_evicted: Vec<AtomicU64>,
 }
@@ -222,6 +235,8 @@ impl Metrics {
             tables: Default::default(),
             log: LogStats::default(),
             moderation_dropped: AtomicU64::new(0),
+            moderation_folded: AtomicU64::new(0),
+            leads_rejected_unstored: AtomicU64::new(0),
             idempotency_evicted: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -261,6 +276,14 @@ impl Metrics {
         if r.like_taps_limited > 0 {
             self.like_taps_limited
                 .fetch_add(r.like_taps_limited, Relaxed);
+        }
+        if r.moderation_folded > 0 {
+            self.moderation_folded
+                .fetch_add(r.moderation_folded, Relaxed);
+        }
+        if r.leads_unstored > 0 {
+            self.leads_rejected_unstored
+                .fetch_add(r.leads_unstored, Relaxed);
         }
     }
 
@@ -566,6 +589,21 @@ impl Metrics {
             "roomgate_moderation_rows_dropped_total {}",
             self.moderation_dropped.load(Relaxed)
         );
+        for (name, help, v) in [
+            (
+                "roomgate_moderation_events_folded_total",
+                "Rejected events counted into an open moderation row (one row per viewer, kind, reason and bucket).",
+                self.moderation_folded.load(Relaxed),
+            ),
+            (
+                "roomgate_leads_rejected_unstored_total",
+                "Rejected leads over the per-viewer hourly cap: acked, counted in moderation_events, no leads row.",
+                self.leads_rejected_unstored.load(Relaxed),
+            ),
+        ] {
+            head(&mut s, name, "counter", help);
+            let _ = writeln!(s, "{name} {v}");
+        }
         let l = &self.log;
         let log_metrics: [(&str, &str, &str, u64); 13] = [
             ("roomgate_log_backlog_records", "gauge", "Log records from the oldest one not yet committed to ClickHouse to the durable end (0 = ClickHouse has everything).", l.backlog_records.load(Relaxed)),

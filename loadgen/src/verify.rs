@@ -292,6 +292,15 @@ struct ModRow {
     taps: u64,
 }
 
+/// Rejected leads a viewer sent over its hourly cap: acked, counted in
+/// `moderation_events` (kind `lead`), no `leads` row.
+#[derive(Debug, Deserialize)]
+struct UnstoredLeads {
+    room_id: u64,
+    viewer_id: u64,
+    n: u64,
+}
+
 #[derive(Debug, Deserialize)]
 struct LeadRow {
     room_id: u64,
@@ -435,7 +444,7 @@ pub async fn verify(
     let mod_rows: Vec<ModRow> = ch
         .rows(&format!(
             "SELECT {class} AS class, toString(kind) AS kind, toString(reason) AS reason, dry_run, \
-             count() AS n, sum(toUInt64OrZero(extract(detail, '^(\\\\d+) of'))) AS taps \
+             sum(count) AS n, sum(toUInt64OrZero(extract(detail, '^(\\\\d+) of'))) AS taps \
              FROM {db}.moderation_events WHERE {rooms} AND \
              ((kind = 'chat' AND client_id {ids}) OR (kind = 'like' AND {window})) \
              GROUP BY class, kind, reason, dry_run"
@@ -447,6 +456,12 @@ pub async fn verify(
              arrayMap(x -> toString(x), reasons) AS reasons, \
              arrayMap(x -> toString(x), dry_run_reasons) AS dry_run_reasons \
              FROM {db}.leads WHERE {rooms} AND client_lead_id {ids}"
+        ))
+        .await?;
+    let unstored_rows: Vec<UnstoredLeads> = ch
+        .rows(&format!(
+            "SELECT room_id, viewer_id, sum(count) AS n FROM {db}.moderation_events \
+             WHERE {rooms} AND kind = 'lead' AND client_id {ids} GROUP BY room_id, viewer_id"
         ))
         .await?;
     let ticks = sc.tick_window();
@@ -564,6 +579,9 @@ pub async fn verify(
     let mut differs = Vec::new();
     let mut acked = 0;
     let mut known = std::collections::HashSet::new();
+    // Rejected leads acked but without a row, per viewer: the engine's cap
+    // on stored rejected leads (guard.abuse.max_rejected_leads_per_hour).
+    let mut rejected_rowless: HashMap<(u64, u64), u64> = HashMap::new();
     for l in leads {
         let key = (l.room_id, l.viewer_id, l.client_lead_id);
         known.insert(key);
@@ -581,6 +599,11 @@ pub async fn verify(
         }
         acked += 1;
         match rows.len() {
+            0 if l.verdict == "rejected" => {
+                *rejected_rowless
+                    .entry((l.room_id, l.viewer_id))
+                    .or_default() += 1;
+            }
             0 => missing.push(format!(
                 "viewer {} ({}) lead {} acked {}",
                 l.viewer_id, l.class, l.client_lead_id, l.verdict
@@ -599,6 +622,29 @@ pub async fn verify(
             )),
         }
     }
+    let counted: HashMap<(u64, u64), u64> = unstored_rows
+        .iter()
+        .map(|u| ((u.room_id, u.viewer_id), u.n))
+        .collect();
+    let uncounted: Vec<String> = rejected_rowless
+        .iter()
+        .chain(counted.iter())
+        .map(|(k, _)| *k)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|k| {
+            let (rowless, n) = (
+                rejected_rowless.get(&k).copied().unwrap_or(0),
+                counted.get(&k).copied().unwrap_or(0),
+            );
+            (rowless != n).then(|| {
+                format!(
+                    "viewer {}: {rowless} rejected leads acked without a row, {n} counted in moderation_events",
+                    k.1
+                )
+            })
+        })
+        .collect();
     let unexpected: Vec<String> = lead_count
         .iter()
         .filter(|(k, _)| !known.contains(k))
@@ -622,6 +668,18 @@ pub async fn verify(
                 missing.len(),
                 examples(&missing)
             )
+        },
+    );
+    check(
+        "rejected leads over the cap: counted in moderation_events",
+        uncounted.is_empty(),
+        if uncounted.is_empty() {
+            format!(
+                "{} rejected leads acked without a row, each counted",
+                rejected_rowless.values().sum::<u64>()
+            )
+        } else {
+            examples(&uncounted)
         },
     );
     check(

@@ -82,8 +82,9 @@ enum End {
 
 /// Close labels after which reconnecting cannot help (the server refused
 /// this viewer or its frames): the viewer ends, as without reconnects.
-const FINAL_CLOSES: [&str; 11] = [
+const FINAL_CLOSES: [&str; 12] = [
     "banned",
+    "abusive",
     "bad_ticket",
     "ticket_expired",
     "server_full",

@@ -210,6 +210,7 @@ async fn session(
         expires_at: claims.expires_at,
         notice_at: None,
         expiry: tokio::time::Instant::now(),
+        busy: None,
     };
     s.set_expiry(claims.expires_at);
     s.push_wait(EventKind::Join {
@@ -224,6 +225,7 @@ async fn session(
         code = c;
     }
     s.flush_likes_wait().await;
+    s.flush_busy();
     s.push_wait(EventKind::Leave {
         joined_at_ms: now_ms,
         close: code.as_str(),
@@ -300,6 +302,8 @@ struct Session {
     notice_at: Option<tokio::time::Instant>,
     /// `expires_at` as a monotonic instant.
     expiry: tokio::time::Instant,
+    /// The open `busy` moderation row: (bucket, row).
+    busy: Option<(i64, ModerationRow)>,
 }
 
 impl Session {
@@ -408,6 +412,7 @@ impl Session {
                 }
             }
             let retry_likes = self.pending_likes > 0;
+            self.flush_busy_if_due(crate::now_ms());
             tokio::select! {
                 chunk = recv.read_chunk(64 * 1024, true) => match chunk {
                     Ok(Some(c)) => dec.push(&c.bytes),
@@ -459,7 +464,7 @@ impl Session {
                     self.ctx.shards.try_push(env)
                 };
                 if let Err(env) = pushed {
-                    m.overflow(Kind::Chat, Overflow::Busy);
+                    self.ctx.metrics.overflow(Kind::Chat, Overflow::Busy);
                     self.busy(env, client_msg_id);
                 }
             }
@@ -485,8 +490,10 @@ impl Session {
         None
     }
 
-    /// Answer `busy` and record it.
-    fn busy(&self, env: Envelope, client_msg_id: u64) {
+    /// Answer `busy` and count it in the session's open `busy` moderation
+    /// row (one per bucket: a flood under overload costs a row per second,
+    /// not one per frame).
+    fn busy(&mut self, env: Envelope, client_msg_id: u64) {
         let d = Decision {
             verdict: Verdict::Rejected,
             reason: Reason::Busy,
@@ -499,21 +506,58 @@ impl Session {
         self.replier
             .reply(ack_frame(AckKind::Chat, client_msg_id, &d));
         let ev = env.event;
+        let bucket = ev
+            .received_at_ms
+            .div_euclid(self.ctx.moderation_bucket_ms.max(1));
+        if let Some((b, row)) = &mut self.busy {
+            if *b == bucket {
+                row.count = row.count.saturating_add(1);
+                self.ctx
+                    .metrics
+                    .moderation_folded
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.flush_busy();
+        }
         let detail = match ev.kind {
             // Not checked by the guard: it may hold a phone or an ID.
             EventKind::Chat { text, .. } => crate::guard::text::redact_contacts(&text).into_owned(),
             _ => String::new(),
         };
-        let row = ModerationRow {
-            room_id: ev.room_id,
-            ts: ev.received_at_ms,
-            viewer_id: ev.viewer_id,
-            session_id: ev.session_id,
-            kind: "chat",
-            client_id: client_msg_id,
-            reason: Reason::Busy.as_str(),
-            dry_run: false,
-            detail,
+        self.busy = Some((
+            bucket,
+            ModerationRow {
+                room_id: ev.room_id,
+                ts: ev.received_at_ms,
+                viewer_id: ev.viewer_id,
+                session_id: ev.session_id,
+                kind: "chat",
+                client_id: client_msg_id,
+                reason: Reason::Busy.as_str(),
+                dry_run: false,
+                count: 1,
+                detail,
+            },
+        ));
+    }
+
+    /// Log the open `busy` row if its bucket is over (or always, at the
+    /// session's end).
+    fn flush_busy_if_due(&mut self, now_ms: i64) {
+        let ms = self.ctx.moderation_bucket_ms.max(1);
+        if self
+            .busy
+            .as_ref()
+            .is_some_and(|(b, _)| (b + 1) * ms <= now_ms)
+        {
+            self.flush_busy();
+        }
+    }
+
+    fn flush_busy(&mut self) {
+        let Some((_, row)) = self.busy.take() else {
+            return;
         };
         // Overload already: never block the gate for a moderation row.
         let round = Submit {

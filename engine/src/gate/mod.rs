@@ -47,6 +47,9 @@ pub struct GateCtx {
     pub busy_retry_after_ms: u32,
     /// Connection cap.
     pub max_connections: usize,
+    /// Bucket of the `busy` moderation rows, ms
+    /// (`guard.abuse.moderation_bucket_ms`).
+    pub moderation_bucket_ms: i64,
     /// The log: moderation rows for rejects decided in the gate (`busy`),
     /// and its disk-budget state.
     pub log: LogHandle,

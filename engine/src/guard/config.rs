@@ -24,6 +24,9 @@ pub struct GuardConfig {
     pub likes: LikeConfig,
     /// Lead rules.
     pub leads: LeadConfig,
+    /// Limits on what one abusive viewer may cost in storage and
+    /// connections.
+    pub abuse: AbuseConfig,
 }
 
 impl Default for GuardConfig {
@@ -35,6 +38,39 @@ impl Default for GuardConfig {
             chat: ChatConfig::default(),
             likes: LikeConfig::default(),
             leads: LeadConfig::default(),
+            abuse: AbuseConfig::default(),
+        }
+    }
+}
+
+/// `[guard.abuse]`: what one viewer's rejected traffic may cost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AbuseConfig {
+    /// Rejected chat and over-cap likes are recorded as one
+    /// `moderation_events` row per (room, viewer, kind, reason, dry-run,
+    /// bucket) with a `count` and the first message as a (masked) sample.
+    /// Bucket length, ms. Default 1,000.
+    pub moderation_bucket_ms: u64,
+    /// Rejected chat messages and leads (not `busy`, which is the engine's
+    /// overload) that disconnect a viewer with `abusive` when reached within
+    /// `disconnect_window_secs`; 0 = never. Default 50.
+    pub disconnect_rejects: u32,
+    /// Window of `disconnect_rejects`, seconds. Default 10.
+    pub disconnect_window_secs: u64,
+    /// Rejected leads stored per viewer per hour as `leads` rows; beyond it a
+    /// rejected lead is acked as usual but only counted in a
+    /// `moderation_events` row (kind `lead`). Default 10.
+    pub max_rejected_leads_per_hour: u32,
+}
+
+impl Default for AbuseConfig {
+    fn default() -> Self {
+        AbuseConfig {
+            moderation_bucket_ms: 1_000,
+            disconnect_rejects: 50,
+            disconnect_window_secs: 10,
+            max_rejected_leads_per_hour: 10,
         }
     }
 }

@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::{ack_frame, shard_of, Envelope, LeadHop};
 use crate::event::{EventKind, Kind, Replier};
+use crate::guard::config::AbuseConfig;
 use crate::guard::{Control, Decision, Effect, Guard, LeadStage, RoomSettingsView};
 use crate::metrics::RoundStats;
 use crate::pii::{mask_phone, PiiKeys};
@@ -61,7 +62,50 @@ pub struct ShardCore {
     /// connection waiting for their ack (first send + in-flight resends).
     in_flight: FxHashMap<InFlightKey, Vec<Arc<dyn Replier>>>,
     pii: Arc<PiiKeys>,
+    abuse: AbuseConfig,
+    /// Moderation rows being aggregated over their bucket.
+    moderation: FxHashMap<ModKey, ModAgg>,
+    /// Rejects per (room, viewer) in the current disconnect window:
+    /// (window start ms, count).
+    strikes: FxHashMap<(u64, u64), (i64, u32)>,
+    /// Rejected leads stored per (room, viewer) this hour: (hour start ms,
+    /// count).
+    lead_rejects: FxHashMap<(u64, u64), (i64, u32)>,
+    /// When the aggregates and windows are next looked at (ms).
+    next_sweep: i64,
     out: Output,
+}
+
+/// The moderation row an event is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ModKey {
+    room_id: u64,
+    viewer_id: u64,
+    kind: &'static str,
+    reason: Reason,
+    dry_run: bool,
+}
+
+/// A moderation row being aggregated.
+#[derive(Debug)]
+struct ModAgg {
+    /// Bucket number (`ts / moderation_bucket_ms`).
+    bucket: i64,
+    row: ModerationRow,
+    /// Likes: taps over the cap, and taps in those frames.
+    taps_over: u64,
+    taps: u64,
+}
+
+/// What a moderation row keeps of the events it counts.
+#[derive(Debug)]
+enum Sample {
+    /// The first message (already masked of contacts).
+    Text(String),
+    /// Like taps: over the cap, of the frame's taps.
+    Taps { over: u64, of: u64 },
+    /// Nothing (a lead: its fields are personal data).
+    Nothing,
 }
 
 impl std::fmt::Debug for ShardCore {
@@ -74,8 +118,15 @@ impl std::fmt::Debug for ShardCore {
 }
 
 impl ShardCore {
-    /// Shard `index` of `shards`, deciding with `guard`.
-    pub fn new(index: usize, shards: usize, guard: Guard, pii: Arc<PiiKeys>) -> Self {
+    /// Shard `index` of `shards`, deciding with `guard`, bounding what one
+    /// viewer's rejects cost by `abuse`.
+    pub fn new(
+        index: usize,
+        shards: usize,
+        guard: Guard,
+        pii: Arc<PiiKeys>,
+        abuse: AbuseConfig,
+    ) -> Self {
         ShardCore {
             index,
             shards: shards.max(1),
@@ -84,6 +135,14 @@ impl ShardCore {
             sessions: FxHashMap::default(),
             in_flight: FxHashMap::default(),
             pii,
+            abuse: AbuseConfig {
+                moderation_bucket_ms: abuse.moderation_bucket_ms.max(1),
+                ..abuse
+            },
+            moderation: FxHashMap::default(),
+            strikes: FxHashMap::default(),
+            lead_rejects: FxHashMap::default(),
+            next_sweep: 0,
             out: Output::default(),
         }
     }
@@ -104,11 +163,40 @@ impl ShardCore {
     pub fn tick(&mut self, now: i64) {
         self.flush_likes(Some(now));
         self.guard.tick(now);
+        if now >= self.next_sweep {
+            self.sweep(Some(now));
+            self.next_sweep = now + (self.abuse.moderation_bucket_ms as i64).min(100);
+        }
     }
 
-    /// Shutdown: log every like second, the current one included.
+    /// Shutdown: log every like second and every moderation aggregate, the
+    /// current ones included.
     pub fn finish(&mut self) {
         self.flush_likes(None);
+        self.sweep(None);
+    }
+
+    /// Emit the moderation rows whose bucket is over (all of them at
+    /// `None`), forget expired strike and lead-cap windows.
+    fn sweep(&mut self, now: Option<i64>) {
+        let ms = self.abuse.moderation_bucket_ms as i64;
+        let due: Vec<ModKey> = self
+            .moderation
+            .iter()
+            .filter(|(_, a)| now.is_none_or(|now| (a.bucket + 1) * ms <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some(a) = self.moderation.remove(&k) {
+                self.emit_moderation(a);
+            }
+        }
+        if let Some(now) = now {
+            let window = (self.abuse.disconnect_window_secs as i64).saturating_mul(1000);
+            self.strikes.retain(|_, (start, _)| now - *start < window);
+            self.lead_rejects
+                .retain(|_, (start, _)| now - *start < HOUR_MS);
+        }
     }
 
     /// Client ids forgotten early by the idempotency window.
@@ -300,10 +388,29 @@ impl ShardCore {
             consent: lead.consent,
             fill_ms: lead.fill_ms,
         };
-        // Every lead is stored with its verdict; its ack waits until the
-        // record is durable. The first sender gets the ack, resends made
+        // Every lead is stored with its verdict, up to a cap of rejected
+        // ones per viewer and hour (beyond it a rejected lead is counted in
+        // a moderation row, without its fields); its ack waits until the
+        // round is durable. The first sender gets the ack, resends made
         // while it was in flight get it as a replay.
-        self.out.round.rows.push(Row::Lead(Box::new(row)));
+        if d.verdict == Verdict::Rejected {
+            self.strike(now, head.room_id, head.viewer_id, to.iter());
+        }
+        if d.verdict != Verdict::Rejected
+            || self.store_rejected_lead(now, head.room_id, head.viewer_id)
+        {
+            self.out.round.rows.push(Row::Lead(Box::new(row)));
+        } else {
+            self.out.stats.leads_unstored += 1;
+            self.moderation(
+                &head,
+                "lead",
+                lead.client_lead_id,
+                d.reason,
+                false,
+                Sample::Nothing,
+            );
+        }
         let mut to = to.into_iter();
         if let Some(first) = to.next() {
             self.out.round.acks.push(Ack { to: first, frame });
@@ -451,7 +558,10 @@ impl ShardCore {
                         0,
                         d.reason,
                         false,
-                        format!("{over} of {count} taps over the cap"),
+                        Sample::Taps {
+                            over: u64::from(over),
+                            of: u64::from(count),
+                        },
                     );
                 }
                 if d.dry_run.contains(Reason::RateLimited) {
@@ -461,7 +571,10 @@ impl ShardCore {
                         0,
                         Reason::RateLimited,
                         true,
-                        format!("{count} taps"),
+                        Sample::Taps {
+                            over: 0,
+                            of: u64::from(count),
+                        },
                     );
                 }
             }
@@ -504,7 +617,14 @@ impl ShardCore {
                     crate::guard::text::redact_contacts(&text).into_owned()
                 };
                 for r in d.dry_run.iter() {
-                    self.moderation(&head, "chat", client_msg_id, r, true, text.clone());
+                    self.moderation(
+                        &head,
+                        "chat",
+                        client_msg_id,
+                        r,
+                        true,
+                        Sample::Text(text.clone()),
+                    );
                 }
                 if d.stores() {
                     self.out.round.rows.push(Row::Chat(ChatRow {
@@ -518,13 +638,26 @@ impl ShardCore {
                         dry_run_reasons: d.dry_run.names(),
                     }));
                 } else {
-                    self.moderation(&head, "chat", client_msg_id, d.reason, false, text);
+                    if d.reason != Reason::Busy {
+                        self.strike(now, ev.room_id, ev.viewer_id, reply.as_ref());
+                    }
+                    self.moderation(
+                        &head,
+                        "chat",
+                        client_msg_id,
+                        d.reason,
+                        false,
+                        Sample::Text(text),
+                    );
                 }
             }
             EventKind::Lead { .. } => {}
         }
     }
 
+    /// Count one rejected (or dry-run) event in its moderation row: one row
+    /// per (room, viewer, kind, reason, dry-run) and bucket, so a flood costs
+    /// a bounded number of rows, not one per frame.
     fn moderation(
         &mut self,
         ev: &Head,
@@ -532,21 +665,115 @@ impl ShardCore {
         client_id: u64,
         reason: Reason,
         dry_run: bool,
-        detail: String,
+        sample: Sample,
     ) {
-        self.out.round.rows.push(Row::Moderation(ModerationRow {
+        let bucket = ev.ts.div_euclid(self.abuse.moderation_bucket_ms as i64);
+        let key = ModKey {
             room_id: ev.room_id,
-            ts: ev.ts,
             viewer_id: ev.viewer_id,
-            session_id: ev.session_id,
             kind,
-            client_id,
-            reason: reason.as_str(),
+            reason,
             dry_run,
-            detail,
-        }));
+        };
+        let (over, of) = match &sample {
+            Sample::Taps { over, of } => (*over, *of),
+            _ => (0, 0),
+        };
+        if let Some(a) = self.moderation.get_mut(&key) {
+            if a.bucket == bucket {
+                a.row.count = a.row.count.saturating_add(1);
+                a.taps_over += over;
+                a.taps += of;
+                self.out.stats.moderation_folded += 1;
+                return;
+            }
+            if let Some(old) = self.moderation.remove(&key) {
+                self.emit_moderation(old);
+            }
+        }
+        let detail = match sample {
+            Sample::Text(t) => t,
+            _ => String::new(),
+        };
+        self.moderation.insert(
+            key,
+            ModAgg {
+                bucket,
+                row: ModerationRow {
+                    room_id: ev.room_id,
+                    ts: ev.ts,
+                    viewer_id: ev.viewer_id,
+                    session_id: ev.session_id,
+                    kind,
+                    client_id,
+                    reason: reason.as_str(),
+                    dry_run,
+                    count: 1,
+                    detail,
+                },
+                taps_over: over,
+                taps: of,
+            },
+        );
+    }
+
+    fn emit_moderation(&mut self, a: ModAgg) {
+        let mut row = a.row;
+        if row.kind == "like" {
+            row.detail = if row.dry_run {
+                format!("{} taps", a.taps)
+            } else {
+                format!("{} of {} taps over the cap", a.taps_over, a.taps)
+            };
+        }
+        self.out.round.rows.push(Row::Moderation(row));
+    }
+
+    /// A rejected chat message or lead: past `guard.abuse.disconnect_rejects`
+    /// in the window, the connection is closed with `abusive`.
+    fn strike<'a>(
+        &mut self,
+        now: i64,
+        room_id: u64,
+        viewer_id: u64,
+        to: impl IntoIterator<Item = &'a Arc<dyn Replier>>,
+    ) {
+        let limit = self.abuse.disconnect_rejects;
+        if limit == 0 {
+            return;
+        }
+        let window = (self.abuse.disconnect_window_secs as i64).saturating_mul(1000);
+        let e = self.strikes.entry((room_id, viewer_id)).or_insert((now, 0));
+        if now - e.0 >= window {
+            *e = (now, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+        if e.1 >= limit {
+            for r in to {
+                self.out.closes.push((r.clone(), CloseCode::Abusive));
+            }
+        }
+    }
+
+    /// Whether a rejected lead of this viewer is still stored as a `leads`
+    /// row this hour (`guard.abuse.max_rejected_leads_per_hour`).
+    fn store_rejected_lead(&mut self, now: i64, room_id: u64, viewer_id: u64) -> bool {
+        let e = self
+            .lead_rejects
+            .entry((room_id, viewer_id))
+            .or_insert((now, 0));
+        if now - e.0 >= HOUR_MS {
+            *e = (now, 0);
+        }
+        if e.1 >= self.abuse.max_rejected_leads_per_hour {
+            return false;
+        }
+        e.1 += 1;
+        true
     }
 }
+
+const HOUR_MS: i64 = 3_600_000;
 
 #[cfg(test)]
 mod tests {
@@ -577,12 +804,17 @@ mod tests {
     }
 
     fn core(index: usize, shards: usize) -> ShardCore {
+        core_with(index, shards, AbuseConfig::default())
+    }
+
+    fn core_with(index: usize, shards: usize, abuse: AbuseConfig) -> ShardCore {
         let pii = Arc::new(PiiKeys::from_hex(KEY, &KEY.replace('0', "f"), "k1").unwrap());
         ShardCore::new(
             index,
             shards,
             Guard::new(&GuardConfig::default()).unwrap(),
             pii,
+            abuse,
         )
     }
 
@@ -785,5 +1017,150 @@ mod tests {
             "replayed with the restored verdict"
         );
         assert!(o.round.rows.is_empty());
+    }
+
+    /// Every output until `finish`, merged.
+    fn drain_all(c: &mut ShardCore, outs: &mut Vec<Output>) {
+        c.finish();
+        outs.push(c.poll_output());
+    }
+
+    fn moderation_rows(outs: &[Output]) -> Vec<ModerationRow> {
+        outs.iter()
+            .flat_map(|o| o.round.rows.iter())
+            .filter_map(|r| match r {
+                Row::Moderation(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flood_costs_one_moderation_row_per_reason_and_second_and_ends_in_a_disconnect() {
+        let mut c = core(0, 1);
+        let v = Arc::new(Conn::default());
+        let mut outs = Vec::new();
+        // 2,000 like frames of 100 taps and 40 copies of one message over
+        // 2 s: likes are over the cap, chat is rejected (duplicate, rate).
+        for i in 0..2_000i64 {
+            let at = T0 + i;
+            c.handle(
+                at,
+                env(
+                    1,
+                    7,
+                    at,
+                    EventKind::Like {
+                        count: 100,
+                        spread_ms: 0,
+                    },
+                    &v,
+                ),
+            );
+            if i % 50 == 0 {
+                let chat = EventKind::Chat {
+                    client_msg_id: i as u64,
+                    text: "spam 13800138000".into(),
+                };
+                c.handle(at, env(1, 7, at, chat, &v));
+            }
+            c.tick(at);
+            outs.push(c.poll_output());
+        }
+        drain_all(&mut c, &mut outs);
+        let rows = moderation_rows(&outs);
+        // One row per (kind, reason, second): 2 seconds of likes, and at
+        // most 2 seconds × the chat reasons.
+        let likes: Vec<_> = rows.iter().filter(|r| r.kind == "like").collect();
+        assert_eq!(likes.len(), 2, "{likes:?}");
+        assert_eq!(likes.iter().map(|r| u64::from(r.count)).sum::<u64>(), 2_000);
+        let over: u64 = likes
+            .iter()
+            .map(|r| r.detail.split(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        let limited: u64 = outs.iter().map(|o| o.stats.like_taps_limited).sum();
+        assert_eq!(over, limited);
+        let chat: Vec<_> = rows.iter().filter(|r| r.kind == "chat").collect();
+        let rejected_chat: u64 = chat.iter().map(|r| u64::from(r.count)).sum();
+        assert!(rejected_chat >= 38, "{chat:?}");
+        assert!(chat.len() <= 2 * 3, "{chat:?}");
+        // The sample is masked.
+        assert!(
+            chat.iter().all(|r| !r.detail.contains("13800138000")),
+            "{chat:?}"
+        );
+        // Rows written ÷ frames sent.
+        assert!(rows.len() * 200 <= 2_040, "{} rows", rows.len());
+        // 40 rejects is under the default of 50: still connected.
+        assert!(!v.closed.lock().unwrap().contains(&CloseCode::Abusive));
+    }
+
+    #[test]
+    fn a_viewer_past_the_reject_limit_is_disconnected_as_abusive() {
+        let mut c = core_with(
+            0,
+            1,
+            AbuseConfig {
+                disconnect_rejects: 5,
+                ..AbuseConfig::default()
+            },
+        );
+        let v = Arc::new(Conn::default());
+        let mut outs = Vec::new();
+        for i in 0..8u64 {
+            let at = T0 + i as i64;
+            let chat = EventKind::Chat {
+                client_msg_id: i,
+                text: "same text".into(),
+            };
+            c.handle(at, env(1, 7, at, chat, &v));
+            outs.push(c.poll_output());
+        }
+        let abusive = |o: &Output| {
+            o.closes
+                .iter()
+                .filter(|(_, c)| *c == CloseCode::Abusive)
+                .count()
+        };
+        let closes: Vec<usize> = outs.iter().map(abusive).collect();
+        // The 5th reject closes (the first message is accepted).
+        assert_eq!(closes, vec![0, 0, 0, 0, 0, 1, 1, 1]);
+    }
+
+    #[test]
+    fn rejected_leads_over_the_hourly_cap_are_counted_not_stored() {
+        let mut c = core(0, 1);
+        let v = Arc::new(Conn::default());
+        let mut outs = Vec::new();
+        for id in 0..15u64 {
+            let at = T0 + id as i64 * 10;
+            let kind = EventKind::Lead {
+                lead: Box::new(Lead {
+                    client_lead_id: id,
+                    phone: "13905718264".into(),
+                    consent: false,
+                    fill_ms: 9_000,
+                    ..Lead::default()
+                }),
+                ip: "10.0.0.1".into(),
+            };
+            c.handle(at, env(1, 7, at, kind, &v));
+            outs.push(c.poll_output());
+        }
+        drain_all(&mut c, &mut outs);
+        let leads = outs
+            .iter()
+            .flat_map(|o| o.round.rows.iter())
+            .filter(|r| matches!(r, Row::Lead(_)))
+            .count();
+        assert_eq!(leads, 10);
+        let rows = moderation_rows(&outs);
+        assert!(rows.iter().all(|r| r.kind == "lead" && r.detail.is_empty()));
+        assert_eq!(rows.iter().map(|r| r.count).sum::<u32>(), 5);
+        // Every one is acked, rejected.
+        let acked: Vec<_> = outs.iter().flat_map(acks).collect();
+        assert_eq!(acked.len(), 15);
+        assert!(acked.iter().all(|a| a.2 == Verdict::Rejected as u8));
+        assert_eq!(outs.iter().map(|o| o.stats.leads_unstored).sum::<u64>(), 5);
     }
 }

@@ -89,6 +89,11 @@ pub struct ModerationRow {
     pub client_id: u64,
     pub reason: &'static str,
     pub dry_run: bool,
+    /// Events this row stands for (rejects are aggregated per viewer,
+    /// reason and bucket).
+    pub count: u32,
+    /// A sample: the first message of the bucket (contacts masked), or the
+    /// like taps over the cap.
     pub detail: String,
 }
 

@@ -252,6 +252,8 @@ fn encode(out: &mut Vec<u8>, entry: &Entry) {
                     e.str(r.reason);
                     e.u8(u8::from(r.dry_run));
                     e.str(&r.detail);
+                    // Last, so records written before it existed decode.
+                    e.u32(r.count);
                 }
             }
         }
@@ -367,6 +369,7 @@ pub fn decode(payload: &[u8]) -> Result<Entry, DecodeError> {
                     reason: d.name()?,
                     dry_run: d.u8()? != 0,
                     detail: d.string()?,
+                    count: if d.0.is_empty() { 1 } else { d.u32()? },
                 }),
             })
         }
@@ -557,6 +560,7 @@ pub(crate) mod tests {
                 client_id: 5,
                 reason: "busy",
                 dry_run: true,
+                count: 3,
                 detail: "x".into(),
             })),
             Entry::Batch {

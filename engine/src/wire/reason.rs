@@ -182,6 +182,9 @@ pub enum CloseCode {
     IdleTimeout = 0x33,
     /// The viewer did not read its acks fast enough (ack buffer full).
     SlowConsumer = 0x34,
+    /// The viewer kept tripping hard limits (`guard.abuse`): too many
+    /// rejected messages and leads in a short window.
+    Abusive = 0x35,
     /// An internal error; a bug, please report.
     Internal = 0x3f,
 }
@@ -208,6 +211,7 @@ impl CloseCode {
             CloseCode::Banned => "banned",
             CloseCode::IdleTimeout => "idle_timeout",
             CloseCode::SlowConsumer => "slow_consumer",
+            CloseCode::Abusive => "abusive",
             CloseCode::Internal => "internal",
         }
     }
@@ -227,6 +231,7 @@ impl CloseCode {
         CloseCode::Banned,
         CloseCode::IdleTimeout,
         CloseCode::SlowConsumer,
+        CloseCode::Abusive,
         CloseCode::Internal,
     ];
 

@@ -139,7 +139,10 @@ async fn acked_leads_survive_kill_9_and_restarts_exactly_once() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("engine.toml"),
-        "[batch.default]\nmax_age_ms = 300\n[clickhouse]\nretry_initial_ms = 100\nretry_max_ms = 500\n",
+        // Every lead is stored here, rejected ones included: no cap, no
+        // disconnects (this test counts rows, not abuse).
+        "[batch.default]\nmax_age_ms = 300\n[clickhouse]\nretry_initial_ms = 100\nretry_max_ms = 500\n\
+         [guard.abuse]\nmax_rejected_leads_per_hour = 1000000\ndisconnect_rejects = 0\n",
     )
     .unwrap();
     let db = format!("it_crash_{}_{}", std::process::id(), roomgate::now_ms());

@@ -368,7 +368,7 @@ async fn abuse_is_stopped_and_the_legitimate_viewer_is_not() {
     let reasons = |r: &'static str, dry: u8| {
         let cfg = cfg.clone();
         async move {
-            scalar(&cfg, &format!("SELECT count() FROM {{db}}.moderation_events WHERE reason = '{r}' AND dry_run = {dry}")).await
+            scalar(&cfg, &format!("SELECT sum(count) FROM {{db}}.moderation_events WHERE reason = '{r}' AND dry_run = {dry}")).await
         }
     };
     assert_eq!(reasons("spam_wave", 0).await, raid_rejects);
@@ -381,7 +381,7 @@ async fn abuse_is_stopped_and_the_legitimate_viewer_is_not() {
     assert_eq!(reasons("muted", 0).await, 1);
     assert_eq!(reasons("slow_mode", 0).await, 2);
     assert_eq!(
-        q("SELECT count() FROM {db}.moderation_events WHERE viewer_id = 1").await,
+        q("SELECT sum(count) FROM {db}.moderation_events WHERE viewer_id = 1").await,
         0
     );
     // Likes: the viewer's 10 and the flooder's 20 admitted of 100.

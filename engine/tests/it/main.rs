@@ -2,6 +2,7 @@
 //! ClickHouse started through the project's own launcher
 //! (`scripts/clickhouse.py`), a fresh database per test.
 
+mod abuse;
 mod client;
 mod crash;
 mod guard;
