@@ -139,8 +139,24 @@ pub struct ServerConfig {
     /// Generate a self-signed certificate for `localhost` and write
     /// `cert.pem` into this directory (development only). Default unset.
     pub dev_cert_dir: Option<PathBuf>,
-    /// Most concurrent connections; more are refused. Default 50,000.
+    /// Most concurrent connections; more are refused at the QUIC level
+    /// (no TLS work). Default 50,000.
     pub max_connections: usize,
+    /// Most concurrent connections from one IP address; 0 = no cap.
+    /// Default 5,000 (mobile carriers put many viewers behind one address).
+    pub max_connections_per_ip: usize,
+    /// Most handshakes in progress (accepted, no valid `Hello` yet) from one
+    /// IP address; 0 = no cap. Default 256.
+    pub max_handshakes_per_ip: usize,
+    /// Above this many handshakes in progress in total, a new connection
+    /// from an address QUIC has not validated is answered with a Retry
+    /// (address validation: a spoofed source cannot complete it); 0 =
+    /// always. Default 1,000.
+    pub retry_above_handshakes: usize,
+    /// Time allowed for a frame that has started to arrive to complete, ms;
+    /// a frame stalled half-sent closes the connection with
+    /// `frame_timeout`. Default 10,000.
+    pub frame_timeout_ms: u64,
     /// Time allowed for the QUIC handshake plus `Hello`, ms. Default 10,000.
     pub handshake_timeout_ms: u64,
     /// QUIC idle timeout, ms. Default 30,000.
@@ -166,6 +182,10 @@ impl Default for ServerConfig {
             key: None,
             dev_cert_dir: None,
             max_connections: 50_000,
+            max_connections_per_ip: 5_000,
+            max_handshakes_per_ip: 256,
+            retry_above_handshakes: 1_000,
+            frame_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             max_streams_per_connection: 1,

@@ -259,7 +259,15 @@ impl Engine {
             handshake_timeout: Duration::from_millis(cfg.server.handshake_timeout_ms),
             max_pending_acks: cfg.server.max_pending_acks,
             busy_retry_after_ms: cfg.server.busy_retry_after_ms,
-            max_connections: cfg.server.max_connections,
+            admission: std::sync::Mutex::new(gate::admission::Admission::new(
+                gate::admission::AdmissionLimits {
+                    max_connections: cfg.server.max_connections,
+                    max_connections_per_ip: cfg.server.max_connections_per_ip,
+                    max_handshakes_per_ip: cfg.server.max_handshakes_per_ip,
+                    retry_above_handshakes: cfg.server.retry_above_handshakes,
+                },
+            )),
+            frame_timeout: Duration::from_millis(cfg.server.frame_timeout_ms),
             moderation_bucket_ms: cfg.guard.abuse.moderation_bucket_ms as i64,
             log: log.clone(),
             shutdown: shutdown_rx,

@@ -7,13 +7,14 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::event::Kind;
+use crate::gate::admission::Refusal;
 use crate::table::Table;
 use crate::wire::{CloseCode, Reason, Verdict};
 
 const KINDS: usize = 4;
 const REASONS: usize = 64;
 const VERDICTS: usize = 5;
-const CLOSES: usize = 16;
+const CLOSES: usize = CloseCode::ALL.len();
 
 /// Overflow outcomes at the shard queue, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,8 +180,13 @@ pub struct Metrics {
     pub connections_opened: AtomicU64,
     /// Connections currently open.
     pub connections_open: AtomicI64,
-    /// Connections refused at the cap.
-    pub connections_refused: AtomicU64,
+    /// Connection attempts refused before any TLS work, by
+    /// [`Refusal`] (index in `Refusal::ALL`).
+    connections_refused: [AtomicU64; 3],
+    /// Retry packets sent (address validation under a handshake flood).
+    pub retries_sent: AtomicU64,
+    /// Handshakes in progress now (accepted, no valid `Hello` yet).
+    pub handshakes_in_progress: AtomicI64,
     /// Session tickets renewed by a `Refresh` frame.
     pub ticket_refreshes: AtomicU64,
     /// Connection closes by code.
@@ -228,7 +234,9 @@ impl Metrics {
             frames: Default::default(),
             connections_opened: AtomicU64::new(0),
             connections_open: AtomicI64::new(0),
-            connections_refused: AtomicU64::new(0),
+            connections_refused: Default::default(),
+            retries_sent: AtomicU64::new(0),
+            handshakes_in_progress: AtomicI64::new(0),
             ticket_refreshes: AtomicU64::new(0),
             closes: Default::default(),
             queue_depth: (0..shards).map(|_| AtomicI64::new(0)).collect(),
@@ -300,6 +308,25 @@ impl Metrics {
     /// Count a decoded frame.
     pub fn frame(&self, kind: Kind) {
         self.frames[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Count a connection attempt refused before its handshake.
+    pub fn refused(&self, why: Refusal) {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.connections_refused[i].fetch_add(1, Relaxed);
+    }
+
+    /// Connection attempts refused for `why` so far.
+    pub fn refused_count(&self, why: Refusal) -> u64 {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.connections_refused[i].load(Relaxed)
+    }
+
+    /// Publish the admission counters.
+    pub fn set_admission(&self, open: usize, handshaking: usize) {
+        self.connections_open.store(open as i64, Relaxed);
+        self.handshakes_in_progress
+            .store(handshaking as i64, Relaxed);
     }
 
     /// Count a connection close.
@@ -472,13 +499,33 @@ impl Metrics {
             &mut s,
             "roomgate_connections_refused_total",
             "counter",
-            "Connections refused at the connection cap.",
+            "Connection attempts refused before any TLS work: at the connection cap (server_full), or at the per-address caps (ip_connections, ip_handshakes).",
         );
-        let _ = writeln!(
-            s,
-            "roomgate_connections_refused_total {}",
-            self.connections_refused.load(Relaxed)
-        );
+        for why in Refusal::ALL {
+            let _ = writeln!(
+                s,
+                "roomgate_connections_refused_total{{why=\"{}\"}} {}",
+                why.as_str(),
+                self.refused_count(why)
+            );
+        }
+        for (name, kind, help, v) in [
+            (
+                "roomgate_quic_retries_total",
+                "counter",
+                "Retry packets sent to validate addresses while many handshakes were in progress (server.retry_above_handshakes).",
+                self.retries_sent.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_handshakes_in_progress",
+                "gauge",
+                "Connections accepted that have not sent a valid Hello yet.",
+                self.handshakes_in_progress.load(Relaxed),
+            ),
+        ] {
+            head(&mut s, name, kind, help);
+            let _ = writeln!(s, "{name} {v}");
+        }
         head(
             &mut s,
             "roomgate_ticket_refreshes_total",

@@ -82,9 +82,12 @@ enum End {
 
 /// Close labels after which reconnecting cannot help (the server refused
 /// this viewer or its frames): the viewer ends, as without reconnects.
-const FINAL_CLOSES: [&str; 12] = [
+const FINAL_CLOSES: [&str; 15] = [
     "banned",
     "abusive",
+    "session_replaced",
+    "frame_timeout",
+    "refused",
     "bad_ticket",
     "ticket_expired",
     "server_full",
@@ -413,6 +416,12 @@ pub fn connection_label(e: &ConnectionError) -> String {
             "tls_error".into()
         }
         ConnectionError::TransportError(_) => "transport_error".into(),
+        // Refused before any handshake (connection cap, per-address caps).
+        ConnectionError::ConnectionClosed(c)
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            "refused".into()
+        }
         ConnectionError::ConnectionClosed(_) => "peer_transport_error".into(),
         ConnectionError::Reset => "reset".into(),
         ConnectionError::TimedOut => "timed_out".into(),

@@ -1,5 +1,6 @@
 //! One viewer connection: handshake, `Hello`, the frame loop, acks out.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,24 +79,46 @@ fn close_of(err: &quinn::ConnectionError) -> CloseCode {
     }
 }
 
-/// Refuse at the connection cap with `server_full`.
-pub(super) async fn refuse(incoming: quinn::Incoming, ctx: Arc<GateCtx>) {
-    let Ok(connecting) = incoming.accept() else {
-        return;
-    };
-    if let Ok(Ok(conn)) = tokio::time::timeout(ctx.handshake_timeout, connecting).await {
-        close(&conn, CloseCode::ServerFull);
-        ctx.metrics.close(CloseCode::ServerFull);
+/// An admitted connection's place in [`super::admission::Admission`]:
+/// its handshake slot is given back at a valid `Hello` (or when it ends
+/// without one), its connection slot when it ends.
+struct Slot<'a> {
+    ctx: &'a GateCtx,
+    ip: IpAddr,
+    handshaking: bool,
+}
+
+impl Slot<'_> {
+    fn handshake_over(&mut self) {
+        if std::mem::take(&mut self.handshaking) {
+            let mut a = self.ctx.admission.lock().unwrap_or_else(|p| p.into_inner());
+            a.handshake_over(self.ip);
+            self.ctx.metrics.set_admission(a.open(), a.handshaking());
+        }
     }
 }
 
-/// Serve one connection to its end.
-pub(super) async fn run(incoming: quinn::Incoming, ctx: Arc<GateCtx>) {
-    let ip = incoming.remote_address().ip().to_string();
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut a = self.ctx.admission.lock().unwrap_or_else(|p| p.into_inner());
+        if self.handshaking {
+            a.handshake_over(self.ip);
+        }
+        a.closed(self.ip);
+        self.ctx.metrics.set_admission(a.open(), a.handshaking());
+    }
+}
+
+/// Serve one admitted connection to its end.
+pub(super) async fn run(incoming: quinn::Incoming, ctx: Arc<GateCtx>, ip: IpAddr) {
+    let mut slot = Slot {
+        ctx: &ctx,
+        ip,
+        handshaking: true,
+    };
     let deadline = Instant::now() + ctx.handshake_timeout;
-    // `connections_open` was incremented by the accept loop.
-    let code = handshake_and_session(incoming, &ctx, ip, deadline).await;
-    ctx.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    let code = handshake_and_session(incoming, &ctx, &mut slot, deadline).await;
+    drop(slot);
     if let Some(code) = code {
         ctx.metrics.close(code);
     }
@@ -104,7 +127,7 @@ pub(super) async fn run(incoming: quinn::Incoming, ctx: Arc<GateCtx>) {
 async fn handshake_and_session(
     incoming: quinn::Incoming,
     ctx: &Arc<GateCtx>,
-    ip: String,
+    slot: &mut Slot<'_>,
     deadline: Instant,
 ) -> Option<CloseCode> {
     let Ok(connecting) = incoming.accept() else {
@@ -118,7 +141,7 @@ async fn handshake_and_session(
         }
         Err(_) => return Some(CloseCode::HelloTimeout),
     };
-    Some(session(&conn, ctx, ip, deadline).await)
+    Some(session(&conn, ctx, slot, deadline).await)
 }
 
 /// Read exactly one frame during the hello phase.
@@ -143,9 +166,10 @@ async fn read_hello(
 async fn session(
     conn: &quinn::Connection,
     ctx: &Arc<GateCtx>,
-    ip: String,
+    slot: &mut Slot<'_>,
     deadline: Instant,
 ) -> CloseCode {
+    let ip = slot.ip.to_string();
     let mut dec = FrameDecoder::new(ctx.limits);
     let hello = async {
         let (send, mut recv) = conn.accept_bi().await.map_err(|e| close_of(&e))?;
@@ -177,6 +201,7 @@ async fn session(
             return code;
         }
     };
+    slot.handshake_over();
     ctx.metrics.frame(Kind::Session);
     ctx.metrics
         .connections_opened
@@ -261,6 +286,13 @@ fn ticket_close(e: ticket::TicketError) -> CloseCode {
 fn instant_at(unix_secs: u64) -> tokio::time::Instant {
     let ms = (i64::try_from(unix_secs).unwrap_or(i64::MAX / 1000) * 1000 - crate::now_ms()).max(0);
     tokio::time::Instant::now() + Duration::from_millis(ms as u64)
+}
+
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn write_loop(
@@ -396,10 +428,13 @@ impl Session {
         if *shutdown.borrow() {
             return CloseCode::ShuttingDown;
         }
+        let mut partial_since: Option<tokio::time::Instant> = None;
         loop {
+            let mut decoded = false;
             loop {
                 match dec.next_frame() {
                     Ok(Some(frame)) => {
+                        decoded = true;
                         if let Some(code) = self.frame(frame).await {
                             return code;
                         }
@@ -413,6 +448,15 @@ impl Session {
             }
             let retry_likes = self.pending_likes > 0;
             self.flush_busy_if_due(crate::now_ms());
+            // A frame that started to arrive must complete in time (counted
+            // from the last complete frame): a client cannot hold its
+            // buffer half-filled.
+            if dec.buffered() == 0 {
+                partial_since = None;
+            } else if decoded || partial_since.is_none() {
+                partial_since = Some(tokio::time::Instant::now());
+            }
+            let frame_deadline = partial_since.map(|t| t + self.ctx.frame_timeout);
             tokio::select! {
                 chunk = recv.read_chunk(64 * 1024, true) => match chunk {
                     Ok(Some(c)) => dec.push(&c.bytes),
@@ -422,6 +466,7 @@ impl Session {
                     Err(_) => return CloseCode::Normal,
                 },
                 () = tokio::time::sleep(Duration::from_millis(100)), if retry_likes => self.flush_likes(),
+                () = sleep_opt(frame_deadline) => return CloseCode::FrameTimeout,
                 () = tokio::time::sleep_until(self.ticket_timer()) => {
                     if let Some(code) = self.on_ticket_timer() {
                         return code;

@@ -5,6 +5,7 @@
 //! task per connection that decodes frames and pushes events to the shards
 //! (see [`conn`]). Acks come back through a bounded per-connection channel.
 
+pub mod admission;
 mod conn;
 pub mod tls;
 
@@ -45,8 +46,10 @@ pub struct GateCtx {
     pub max_pending_acks: usize,
     /// `retry_after_ms` on `busy`.
     pub busy_retry_after_ms: u32,
-    /// Connection cap.
-    pub max_connections: usize,
+    /// Connections and handshakes in progress, and their caps.
+    pub admission: std::sync::Mutex<admission::Admission>,
+    /// Time allowed for a started frame to complete.
+    pub frame_timeout: Duration,
     /// Bucket of the `busy` moderation rows, ms
     /// (`guard.abuse.moderation_bucket_ms`).
     pub moderation_bucket_ms: i64,
@@ -135,6 +138,38 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// The accept loop's decision on one incoming connection: Retry, refuse
+/// (both without any TLS work), or start its handshake in a task.
+fn admit(incoming: quinn::Incoming, ctx: &Arc<GateCtx>, tasks: &mut JoinSet<()>) {
+    use admission::Admit;
+    let ip = incoming.remote_address().ip();
+    let decision = {
+        let mut a = ctx.admission.lock().unwrap_or_else(|p| p.into_inner());
+        let d = a.admit(
+            ip,
+            incoming.remote_address_validated(),
+            incoming.may_retry(),
+        );
+        ctx.metrics.set_admission(a.open(), a.handshaking());
+        d
+    };
+    match decision {
+        Admit::Accept => {
+            tasks.spawn(conn::run(incoming, ctx.clone(), ip));
+        }
+        Admit::Retry => {
+            ctx.metrics.retries_sent.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().refuse();
+            }
+        }
+        Admit::Refuse(why) => {
+            ctx.metrics.refused(why);
+            incoming.refuse();
+        }
+    }
+}
+
 /// Accept connections until shutdown, then wait for every connection task to
 /// close its session (each pushes its `Leave` event).
 pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<GateCtx>) {
@@ -147,18 +182,7 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<GateCtx>) {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                // Counted from accept (not from the end of the handshake), so
-                // a burst of handshakes cannot overshoot the cap.
-                let open = ctx.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-                if open >= ctx.max_connections as i64 {
-                    ctx.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-                    ctx.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
-                    // Complete the handshake so the viewer sees a clear code
-                    // instead of a transport-level refusal.
-                    tasks.spawn(conn::refuse(incoming, ctx.clone()));
-                    continue;
-                }
-                tasks.spawn(conn::run(incoming, ctx.clone()));
+                admit(incoming, &ctx, &mut tasks);
             }
             _ = shutdown.changed() => break,
         }

@@ -62,6 +62,11 @@ pub struct AbuseConfig {
     /// rejected lead is acked as usual but only counted in a
     /// `moderation_events` row (kind `lead`). Default 10.
     pub max_rejected_leads_per_hour: u32,
+    /// Most concurrent sessions of one viewer in one room (one ticket);
+    /// a newer session closes the oldest with `session_replaced`, so an app
+    /// reconnecting before its old connection timed out is let in at once.
+    /// 0 = no cap. Default 2.
+    pub max_sessions_per_viewer: usize,
 }
 
 impl Default for AbuseConfig {
@@ -71,6 +76,7 @@ impl Default for AbuseConfig {
             disconnect_rejects: 50,
             disconnect_window_secs: 10,
             max_rejected_leads_per_hour: 10,
+            max_sessions_per_viewer: 2,
         }
     }
 }

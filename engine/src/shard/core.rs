@@ -58,6 +58,9 @@ pub struct ShardCore {
     likes: FxHashMap<(u64, u32), u64>,
     /// Open sessions per room.
     sessions: FxHashMap<u64, RoomSessions>,
+    /// Open sessions per (room, viewer), oldest first, each with whether it
+    /// was already closed as replaced (its `Leave` is still to come).
+    by_viewer: FxHashMap<(u64, u64), Vec<(u64, bool)>>,
     /// Leads of this shard's rooms still travelling their stages, with every
     /// connection waiting for their ack (first send + in-flight resends).
     in_flight: FxHashMap<InFlightKey, Vec<Arc<dyn Replier>>>,
@@ -133,6 +136,7 @@ impl ShardCore {
             guard,
             likes: FxHashMap::default(),
             sessions: FxHashMap::default(),
+            by_viewer: FxHashMap::default(),
             in_flight: FxHashMap::default(),
             pii,
             abuse: AbuseConfig {
@@ -288,12 +292,52 @@ impl ShardCore {
 
     /// The open sessions of `viewer` in `room`.
     fn viewer_sessions(&self, room: u64, viewer: u64) -> impl Iterator<Item = &Arc<dyn Replier>> {
-        self.sessions
-            .get(&room)
+        let room_sessions = self.sessions.get(&room);
+        self.by_viewer
+            .get(&(room, viewer))
             .into_iter()
-            .flat_map(|m| m.values())
-            .filter(move |(v, _)| *v == viewer)
-            .map(|(_, r)| r)
+            .flatten()
+            .filter_map(move |(id, _)| room_sessions?.get(id).map(|(_, r)| r))
+    }
+
+    /// A session of `viewer` in `room` opened: past
+    /// `guard.abuse.max_sessions_per_viewer`, the oldest ones are closed
+    /// with `session_replaced` (the newest wins).
+    fn session_opened(&mut self, room: u64, viewer: u64, session: u64) {
+        let list = self.by_viewer.entry((room, viewer)).or_default();
+        list.push((session, false));
+        let max = self.abuse.max_sessions_per_viewer;
+        if max == 0 {
+            return;
+        }
+        let mut live = list.iter().filter(|(_, replaced)| !replaced).count();
+        let mut replace = Vec::new();
+        for (id, replaced) in list.iter_mut() {
+            if live <= max {
+                break;
+            }
+            if !*replaced {
+                *replaced = true;
+                live -= 1;
+                replace.push(*id);
+            }
+        }
+        for id in replace {
+            if let Some((_, r)) = self.sessions.get(&room).and_then(|m| m.get(&id)) {
+                self.out
+                    .closes
+                    .push((r.clone(), CloseCode::SessionReplaced));
+            }
+        }
+    }
+
+    fn session_closed(&mut self, room: u64, viewer: u64, session: u64) {
+        if let Some(list) = self.by_viewer.get_mut(&(room, viewer)) {
+            list.retain(|(id, _)| *id != session);
+            if list.is_empty() {
+                self.by_viewer.remove(&(room, viewer));
+            }
+        }
     }
 
     /// A lead arriving from another shard: run its stage here, then move it
@@ -502,6 +546,7 @@ impl ShardCore {
                         .entry(ev.room_id)
                         .or_default()
                         .insert(ev.session_id, (ev.viewer_id, r.clone()));
+                    self.session_opened(ev.room_id, ev.viewer_id, ev.session_id);
                     let slow = self.guard.slow_mode_secs(ev.room_id);
                     if slow > 0 {
                         self.effect(&Effect::Viewer {
@@ -533,6 +578,7 @@ impl ShardCore {
                         self.sessions.remove(&ev.room_id);
                     }
                 }
+                self.session_closed(ev.room_id, ev.viewer_id, ev.session_id);
                 self.out.round.rows.push(Row::Session(SessionRow {
                     room_id: ev.room_id,
                     ts: ev.received_at_ms,
@@ -1162,5 +1208,60 @@ mod tests {
         assert_eq!(acked.len(), 15);
         assert!(acked.iter().all(|a| a.2 == Verdict::Rejected as u8));
         assert_eq!(outs.iter().map(|o| o.stats.leads_unstored).sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn a_third_session_of_a_viewer_replaces_the_oldest() {
+        let mut c = core(0, 1);
+        let conns: Vec<Arc<Conn>> = (0..4).map(|_| Arc::new(Conn::default())).collect();
+        let join = || EventKind::Join {
+            client: "t".into(),
+            ip: "10.0.0.1".into(),
+        };
+        for (i, conn) in conns.iter().enumerate().take(3) {
+            let mut e = env(1, 7, T0, join(), conn);
+            e.event.session_id = i as u64 + 1;
+            c.handle(T0, e);
+        }
+        let o = c.poll_output();
+        let replaced = |o: &Output| {
+            o.closes
+                .iter()
+                .filter(|(_, code)| *code == CloseCode::SessionReplaced)
+                .count()
+        };
+        assert_eq!(replaced(&o), 1);
+        // The oldest (session 1) is the one closed.
+        assert!(Arc::ptr_eq(
+            &o.closes[0].0,
+            &(conns[0].clone() as Arc<dyn Replier>)
+        ));
+        // Session 1 leaves; a 4th joins: session 2 is now the oldest.
+        let mut leave = env(
+            1,
+            7,
+            T0 + 5,
+            EventKind::Leave {
+                joined_at_ms: T0,
+                close: "session_replaced",
+            },
+            &conns[0],
+        );
+        leave.event.session_id = 1;
+        c.handle(T0 + 5, leave);
+        let mut e = env(1, 7, T0 + 6, join(), &conns[3]);
+        e.event.session_id = 4;
+        c.handle(T0 + 6, e);
+        let o = c.poll_output();
+        assert_eq!(replaced(&o), 1);
+        assert!(Arc::ptr_eq(
+            &o.closes[0].0,
+            &(conns[1].clone() as Arc<dyn Replier>)
+        ));
+        // Another viewer is not affected.
+        let mut e = env(1, 8, T0 + 7, join(), &conns[3]);
+        e.event.session_id = 9;
+        c.handle(T0 + 7, e);
+        assert_eq!(replaced(&c.poll_output()), 0);
     }
 }

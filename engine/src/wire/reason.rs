@@ -166,6 +166,9 @@ pub enum CloseCode {
     InvalidField = 0x12,
     /// A frame arrived out of order (anything before `Hello`, a second `Hello`).
     UnexpectedFrame = 0x13,
+    /// A frame started to arrive and did not complete within
+    /// `server.frame_timeout_ms`.
+    FrameTimeout = 0x14,
     /// The ticket's signature or format is wrong.
     BadTicket = 0x20,
     /// The ticket has expired.
@@ -185,6 +188,9 @@ pub enum CloseCode {
     /// The viewer kept tripping hard limits (`guard.abuse`): too many
     /// rejected messages and leads in a short window.
     Abusive = 0x35,
+    /// A newer session of the same viewer in the same room took this one's
+    /// place (`server.max_sessions_per_viewer`).
+    SessionReplaced = 0x36,
     /// An internal error; a bug, please report.
     Internal = 0x3f,
 }
@@ -203,6 +209,7 @@ impl CloseCode {
             CloseCode::FrameTooLarge => "frame_too_large",
             CloseCode::InvalidField => "invalid_field",
             CloseCode::UnexpectedFrame => "unexpected_frame",
+            CloseCode::FrameTimeout => "frame_timeout",
             CloseCode::BadTicket => "bad_ticket",
             CloseCode::TicketExpired => "ticket_expired",
             CloseCode::HelloTimeout => "hello_timeout",
@@ -212,6 +219,7 @@ impl CloseCode {
             CloseCode::IdleTimeout => "idle_timeout",
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::Abusive => "abusive",
+            CloseCode::SessionReplaced => "session_replaced",
             CloseCode::Internal => "internal",
         }
     }
@@ -223,6 +231,7 @@ impl CloseCode {
         CloseCode::FrameTooLarge,
         CloseCode::InvalidField,
         CloseCode::UnexpectedFrame,
+        CloseCode::FrameTimeout,
         CloseCode::BadTicket,
         CloseCode::TicketExpired,
         CloseCode::HelloTimeout,
@@ -232,6 +241,7 @@ impl CloseCode {
         CloseCode::IdleTimeout,
         CloseCode::SlowConsumer,
         CloseCode::Abusive,
+        CloseCode::SessionReplaced,
         CloseCode::Internal,
     ];
 

@@ -26,7 +26,7 @@ pub fn ticket(room: u64, viewer: u64, ttl: i64) -> String {
         })
 }
 
-fn client_config(cert_dir: &Path) -> quinn::ClientConfig {
+pub fn client_config(cert_dir: &Path) -> quinn::ClientConfig {
     try_client_config(cert_dir).expect("a readable cert.pem")
 }
 

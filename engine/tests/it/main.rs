@@ -5,6 +5,7 @@
 mod abuse;
 mod client;
 mod crash;
+mod flood;
 mod guard;
 mod harness;
 mod outage;

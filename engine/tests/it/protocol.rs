@@ -10,7 +10,8 @@ use crate::harness;
 async fn hostile_input_gets_documented_close_codes() {
     harness::init_tracing();
     let url = harness::shared_clickhouse();
-    let cfg = harness::config(&url, "protocol");
+    let mut cfg = harness::config(&url, "protocol");
+    cfg.server.frame_timeout_ms = 500;
     let certs = cfg.server.dev_cert_dir.clone().unwrap();
     let engine = Engine::start(cfg).await.unwrap();
     let addr = engine.quic_addr();
@@ -71,6 +72,32 @@ async fn hostile_input_gets_documented_close_codes() {
     }))
     .await;
     assert_eq!(v.close_code().await, Some(CloseCode::UnexpectedFrame));
+
+    // A frame stalled half-sent: closed after server.frame_timeout_ms.
+    let mut v = Viewer::join(addr, &certs, 1, 5).await;
+    let chat = wire::encode(&ClientFrame::Chat {
+        client_msg_id: 1,
+        text: "never finished".into(),
+    });
+    v.send_raw(&chat[..chat.len() - 3]).await;
+    assert_eq!(v.close_code().await, Some(CloseCode::FrameTimeout));
+
+    // One ticket, three sessions: the newest two stay, the oldest is
+    // replaced (guard.abuse.max_sessions_per_viewer = 2).
+    let first = Viewer::join(addr, &certs, 1, 6).await;
+    let _second = Viewer::join(addr, &certs, 1, 6).await;
+    let mut third = Viewer::join(addr, &certs, 1, 6).await;
+    assert_eq!(first.close_code().await, Some(CloseCode::SessionReplaced));
+    third
+        .send(&ClientFrame::Chat {
+            client_msg_id: 9,
+            text: "the newest session works".into(),
+        })
+        .await;
+    assert!(matches!(
+        third.next().await,
+        Some(ServerFrame::Ack { client_id: 9, .. })
+    ));
 
     // The healthy viewer still gets its acks, and Bye closes normally.
     good.send(&ClientFrame::Chat {
