@@ -75,5 +75,51 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, encode);
+/// The streaming decoder on one large read of tiny frames (what a flooding
+/// client produces), against the same decoder moving the buffer once per
+/// frame (`Vec::drain(..n)`, roomgate's decoder before the fix): the peer
+/// is quadratic in frames per read, roomgate linear.
+fn stream(c: &mut Criterion) {
+    let limits = Limits::default();
+    let like = wire::encode(&ClientFrame::Like { count: 1 });
+    let mut g = c.benchmark_group("stream_decode");
+    for frames in [100usize, 1_000, 10_000] {
+        let read = like.repeat(frames);
+        g.throughput(Throughput::Elements(frames as u64));
+        g.bench_with_input(BenchmarkId::new("roomgate", frames), &read, |b, read| {
+            b.iter(|| {
+                let mut dec = wire::FrameDecoder::new(limits);
+                dec.push(black_box(read));
+                let mut n = 0;
+                while let Ok(Some(_)) = dec.next_frame() {
+                    n += 1;
+                }
+                assert_eq!(n, frames);
+            })
+        });
+        g.bench_with_input(
+            BenchmarkId::new("drain_per_frame_peer", frames),
+            &read,
+            |b, read| {
+                b.iter(|| {
+                    let mut buf = black_box(read).clone();
+                    let mut n = 0;
+                    while buf.len() >= LEN_PREFIX {
+                        let len =
+                            wire::decode_len([buf[0], buf[1], buf[2], buf[3]], limits.max_frame)
+                                .expect("valid");
+                        wire::decode_client(&buf[LEN_PREFIX..LEN_PREFIX + len], &limits)
+                            .expect("valid");
+                        buf.drain(..LEN_PREFIX + len);
+                        n += 1;
+                    }
+                    assert_eq!(n, frames);
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, encode, stream);
 criterion_main!(benches);
