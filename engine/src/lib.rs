@@ -27,7 +27,7 @@
 //!   point), segments, readers, deletion of committed segments.
 //! - [`sink`]: ClickHouse rows, migrations and the per-table writers, which
 //!   read the log.
-//! - [`admin`]: the loopback HTTP admin port (`/metrics`, `/healthz`).
+//! - [`admin`]: the loopback HTTP admin port (`/metrics`, `/livez`, `/readyz`).
 //! - [`metrics`]: every counter, in one place.
 //! - [`config`]: the TOML configuration, validated once.
 //! - [`engine`]: wires the pieces together and shuts them down in order.
