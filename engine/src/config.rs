@@ -237,7 +237,11 @@ impl Default for TicketConfig {
 
 impl TicketConfig {
     /// The verifying (and signing) keys, checked.
-    pub fn keys(&self) -> Result<TicketKeys, String> {
+    pub fn keys(&self) -> Result<TicketKeys, ConfigError> {
+        self.try_keys().map_err(ConfigError::Invalid)
+    }
+
+    fn try_keys(&self) -> Result<TicketKeys, String> {
         let secret = self.secret.as_ref().ok_or(
             "a ticket secret is required (ROOMGATE_TICKET_SECRET or tickets.secret, at least 32 bytes)",
         )?;
@@ -457,7 +461,11 @@ impl Default for PiiConfig {
 
 impl PiiConfig {
     /// The derived keys, checked.
-    pub fn keys(&self) -> Result<crate::pii::PiiKeys, String> {
+    pub fn keys(&self) -> Result<crate::pii::PiiKeys, ConfigError> {
+        self.try_keys().map_err(ConfigError::Invalid)
+    }
+
+    fn try_keys(&self) -> Result<crate::pii::PiiKeys, String> {
         let (Some(h), Some(e)) = (&self.hmac_key, &self.enc_key) else {
             return Err("pii.hmac_key and pii.enc_key are required (ROOMGATE_PII_HMAC_KEY, ROOMGATE_PII_ENC_KEY: 64 hex chars each)".into());
         };
@@ -532,9 +540,7 @@ impl Config {
         if self.shards.queue_capacity < 16 {
             return bad("shards.queue_capacity must be at least 16");
         }
-        if let Err(e) = self.tickets.keys() {
-            return Err(ConfigError::Invalid(e));
-        }
+        self.tickets.keys()?;
         if self.server.dev_cert_dir.is_none()
             && (self.server.cert.is_none() || self.server.key.is_none())
         {
@@ -556,9 +562,7 @@ impl Config {
         {
             return bad("server.admin_token must be at least 16 characters");
         }
-        if let Err(e) = self.pii.keys() {
-            return Err(ConfigError::Invalid(e));
-        }
+        self.pii.keys()?;
         if !self
             .clickhouse
             .database
@@ -619,11 +623,11 @@ mod tests {
             secret: Some(Secret::new("change-me")),
             ..TicketConfig::default()
         };
-        assert!(c.keys().unwrap_err().contains("at least 32"));
+        assert!(c.keys().unwrap_err().to_string().contains("at least 32"));
         c.secret = Some(Secret::new("x".repeat(32)));
         assert!(c.keys().is_ok());
         c.previous_secret = Some(Secret::new("y".repeat(32)));
-        assert!(c.keys().unwrap_err().contains("go together"));
+        assert!(c.keys().unwrap_err().to_string().contains("go together"));
         c.previous_key_id = Some("k0".into());
         assert!(c.keys().is_ok());
     }

@@ -98,7 +98,7 @@ impl Engine {
     /// Migrate (if configured), start the sink, shards, admin port and gate.
     pub async fn start(cfg: Config) -> Result<Engine> {
         let metrics = Arc::new(Metrics::new(cfg.shards.count));
-        let pii = Arc::new(cfg.pii.keys().map_err(anyhow::Error::msg)?);
+        let pii = Arc::new(cfg.pii.keys()?);
         // The writers insert only once the schema is known to be current.
         // ClickHouse being down at start does not keep viewers out: acks
         // wait for the log, and migrations are retried in the background.
@@ -248,7 +248,7 @@ impl Engine {
         let ctx = Arc::new(GateCtx {
             shards: shards.clone(),
             metrics: metrics.clone(),
-            tickets: cfg.tickets.keys().map_err(anyhow::Error::msg)?,
+            tickets: cfg.tickets.keys()?,
             refresh_notice_secs: cfg.tickets.refresh_notice_secs,
             limits,
             room_settings: RoomSettings {

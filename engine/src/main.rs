@@ -221,7 +221,7 @@ fn main() -> Result<()> {
         }
         Cmd::DeadLetter { op } => rt.block_on(dead_letter(&cfg, op)),
         Cmd::Ticket { room, viewer, ttl } => {
-            let keys = cfg.tickets.keys().map_err(anyhow::Error::msg)?;
+            let keys = cfg.tickets.keys()?;
             if ttl > keys.max_ttl_secs() {
                 anyhow::bail!(
                     "--ttl {ttl} is over tickets.max_ttl_secs ({}): the engine would refuse it",
