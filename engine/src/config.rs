@@ -235,6 +235,9 @@ impl Default for TicketConfig {
     }
 }
 
+/// Longest `tickets.max_ttl_secs` accepted: a year.
+pub const MAX_TICKET_TTL_SECS: u64 = 365 * 86_400;
+
 impl TicketConfig {
     /// The verifying (and signing) keys, checked.
     pub fn keys(&self) -> Result<TicketKeys, ConfigError> {
@@ -258,8 +261,10 @@ impl TicketConfig {
                 )
             }
         };
-        if self.max_ttl_secs == 0 {
-            return Err("tickets.max_ttl_secs must be at least 1".into());
+        if !(1..=MAX_TICKET_TTL_SECS).contains(&self.max_ttl_secs) {
+            return Err(format!(
+                "tickets.max_ttl_secs must be between 1 and {MAX_TICKET_TTL_SECS} (a year)"
+            ));
         }
         TicketKeys::new(current, previous, self.max_ttl_secs).map_err(|e| format!("tickets: {e}"))
     }

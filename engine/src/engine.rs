@@ -33,18 +33,22 @@ pub async fn migrate_within(cfg: &Config, budget: Duration) -> Result<Vec<u32>> 
     let mut delay = Duration::from_millis(250);
     let mut waited = Duration::ZERO;
     loop {
-        let applied = async {
-            let v = sink::migrate::migrate(&client, &cfg.clickhouse.database).await?;
-            sink::migrate::apply_retention(
-                &client,
-                &cfg.clickhouse.database,
-                cfg.clickhouse.text_ttl_days,
-            )
-            .await?;
-            Ok::<_, clickhouse::error::Error>(v)
-        };
-        match applied.await {
-            Ok(v) => return Ok(v),
+        match sink::migrate::migrate(&client, &cfg.clickhouse.database).await {
+            Ok(v) => {
+                // Retention is housekeeping: a failure (no ALTER grant, a
+                // table managed elsewhere) is reported, never blocks the
+                // writers or readiness.
+                if let Err(e) = sink::migrate::apply_retention(
+                    &client,
+                    &cfg.clickhouse.database,
+                    cfg.clickhouse.text_ttl_days,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "cannot set the text retention (clickhouse.text_ttl_days); continuing");
+                }
+                return Ok(v);
+            }
             Err(e) if waited < budget => {
                 tracing::warn!(error = %e, url = %redact_url(&cfg.clickhouse.url), "migration failed; retrying");
                 tokio::time::sleep(delay).await;

@@ -8,6 +8,11 @@ pub trait Replier: Send + Sync + std::fmt::Debug {
     fn reply(&self, frame: ServerFrame);
     /// Close the viewer's connection with `code`.
     fn close(&self, code: CloseCode);
+    /// Close with `code` after the frames already queued to the viewer are
+    /// written (the ack that explains the close goes out first).
+    fn close_after_replies(&self, code: CloseCode) {
+        self.close(code);
+    }
 }
 
 /// One thing a viewer did, as the gate hands it to a shard.

@@ -12,6 +12,10 @@
 //!    attempt is refused.
 //!
 //! A refusal is QUIC's `CONNECTION_REFUSED`, sent without a handshake.
+//!
+//! "Address" is an IPv4 address, or an IPv6 /64: one subscriber usually
+//! holds a whole /64, so counting single IPv6 addresses would let one
+//! client rotate through 2^64 of them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -95,10 +99,23 @@ impl Admission {
         }
     }
 
+    /// The unit the per-address caps count: the IPv4 address (also when
+    /// mapped into IPv6), or the IPv6 /64.
+    pub fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+            },
+        }
+    }
+
     /// Decide on a connection attempt from `ip`. `validated`: QUIC has
     /// validated its address (it answered a Retry); `may_retry`: a Retry
     /// may still be sent to it.
     pub fn admit(&mut self, ip: IpAddr, validated: bool, may_retry: bool) -> Admit {
+        let ip = Self::key(ip);
         if !validated && may_retry && self.handshaking >= self.limits.retry_above_handshakes {
             return Admit::Retry;
         }
@@ -124,6 +141,7 @@ impl Admission {
     /// An accepted connection from `ip` finished its handshake (a valid
     /// `Hello`), or gave up on it.
     pub fn handshake_over(&mut self, ip: IpAddr) {
+        let ip = Self::key(ip);
         if let Some(u) = self.per_ip.get_mut(&ip) {
             if u.handshakes > 0 {
                 u.handshakes -= 1;
@@ -134,6 +152,7 @@ impl Admission {
 
     /// An accepted connection from `ip` ended.
     pub fn closed(&mut self, ip: IpAddr) {
+        let ip = Self::key(ip);
         if let Some(u) = self.per_ip.get_mut(&ip) {
             u.connections = u.connections.saturating_sub(1);
             self.open = self.open.saturating_sub(1);
@@ -217,6 +236,28 @@ mod tests {
         }
         assert_eq!(a.open(), 7);
         assert_eq!(a.addresses(), 4);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_address() {
+        let mut a = Admission::new(limits());
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, last]);
+        assert_eq!(a.admit(v6(1), false, true), Admit::Accept);
+        assert_eq!(a.admit(v6(2), false, true), Admit::Accept);
+        assert_eq!(
+            a.admit(v6(3), false, true),
+            Admit::Refuse(Refusal::IpHandshakes)
+        );
+        // Another /64 is another address; a v4-mapped address is its v4.
+        assert_eq!(
+            a.admit(IpAddr::from([0x2001, 0xdb8, 1, 3, 0, 0, 0, 1]), false, true),
+            Admit::Accept
+        );
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(Admission::key(mapped), ip(1));
+        a.handshake_over(v6(7));
+        a.closed(v6(9));
+        assert_eq!((a.open(), a.handshaking()), (2, 2));
     }
 
     #[test]

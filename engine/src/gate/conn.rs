@@ -61,6 +61,22 @@ impl Replier for ConnReplier {
         );
         close(&self.conn, code);
     }
+
+    fn close_after_replies(&self, code: CloseCode) {
+        let first = self
+            .closed_with
+            .compare_exchange(
+                NOT_CLOSED,
+                code.code(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        // Behind the queued frames; if the queue is full, at once.
+        if first && self.tx.try_send(Out::Close(code)).is_err() {
+            close(&self.conn, code);
+        }
+    }
 }
 
 fn close(conn: &quinn::Connection, code: CloseCode) {
@@ -239,7 +255,11 @@ async fn session(
     };
     s.set_expiry(claims.expires_at);
     s.push_wait(EventKind::Join {
-        client: hello.client.chars().take(64).collect(),
+        // Free text from the app: stored (`sessions.client`), so masked.
+        client: crate::guard::text::redact_contacts(
+            &hello.client.chars().take(64).collect::<String>(),
+        )
+        .into_owned(),
         ip: s.ip.clone(),
     })
     .await;
@@ -282,9 +302,19 @@ fn ticket_close(e: ticket::TicketError) -> CloseCode {
     }
 }
 
+/// The monotonic instant at Unix time `unix_ms` (now if that has passed).
+fn instant_at_ms(unix_ms: i64) -> tokio::time::Instant {
+    let ms = unix_ms.saturating_sub(crate::now_ms()).max(0);
+    tokio::time::Instant::now() + Duration::from_millis(ms as u64)
+}
+
 /// The monotonic instant at Unix time `unix_secs` (now if that has passed).
 fn instant_at(unix_secs: u64) -> tokio::time::Instant {
-    let ms = (i64::try_from(unix_secs).unwrap_or(i64::MAX / 1000) * 1000 - crate::now_ms()).max(0);
+    let ms = i64::try_from(unix_secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000)
+        .saturating_sub(crate::now_ms())
+        .max(0);
     tokio::time::Instant::now() + Duration::from_millis(ms as u64)
 }
 
@@ -372,7 +402,11 @@ impl Session {
     fn refresh(&mut self, ticket: &str) -> Option<CloseCode> {
         let now = (crate::now_ms() / 1000) as u64;
         match self.ctx.tickets.verify(ticket, now) {
-            Ok(c) if c.room_id == self.room_id && c.viewer_id == self.viewer_id => {
+            Ok(c)
+                if c.room_id == self.room_id
+                    && c.viewer_id == self.viewer_id
+                    && c.expires_at > self.expires_at =>
+            {
                 self.set_expiry(c.expires_at);
                 self.ctx
                     .metrics
@@ -457,6 +491,11 @@ impl Session {
                 partial_since = Some(tokio::time::Instant::now());
             }
             let frame_deadline = partial_since.map(|t| t + self.ctx.frame_timeout);
+            let ms = self.ctx.moderation_bucket_ms.max(1);
+            let busy_due = self
+                .busy
+                .as_ref()
+                .map(|(b, _)| instant_at_ms((b + 1).saturating_mul(ms)));
             tokio::select! {
                 chunk = recv.read_chunk(64 * 1024, true) => match chunk {
                     Ok(Some(c)) => dec.push(&c.bytes),
@@ -467,6 +506,7 @@ impl Session {
                 },
                 () = tokio::time::sleep(Duration::from_millis(100)), if retry_likes => self.flush_likes(),
                 () = sleep_opt(frame_deadline) => return CloseCode::FrameTimeout,
+                () = sleep_opt(busy_due) => self.flush_busy(),
                 () = tokio::time::sleep_until(self.ticket_timer()) => {
                     if let Some(code) = self.on_ticket_timer() {
                         return code;
@@ -608,6 +648,7 @@ impl Session {
         let round = Submit {
             rows: vec![Row::Moderation(row)],
             acks: Vec::new(),
+            closes: Vec::new(),
         };
         if self.ctx.log.try_submit(round).is_err() {
             self.ctx

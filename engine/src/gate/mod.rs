@@ -157,12 +157,15 @@ fn admit(incoming: quinn::Incoming, ctx: &Arc<GateCtx>, tasks: &mut JoinSet<()>)
         Admit::Accept => {
             tasks.spawn(conn::run(incoming, ctx.clone(), ip));
         }
-        Admit::Retry => {
-            ctx.metrics.retries_sent.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = incoming.retry() {
+        Admit::Retry => match incoming.retry() {
+            Ok(()) => {
+                ctx.metrics.retries_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                ctx.metrics.refused(admission::Refusal::ServerFull);
                 e.into_incoming().refuse();
             }
-        }
+        },
         Admit::Refuse(why) => {
             ctx.metrics.refused(why);
             incoming.refuse();

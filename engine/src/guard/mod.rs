@@ -626,7 +626,9 @@ impl Guard {
         if text::has_link(&norm) && hit(d, Reason::Link, 0) {
             return true;
         }
-        if text::contact_kind(&norm).is_some() && hit(d, Reason::ContactInfo, 0) {
+        // The whole message, not the cut normalized form: padding must not
+        // push a phone number out of sight.
+        if text::contact_kind(text).is_some() && hit(d, Reason::ContactInfo, 0) {
             return true;
         }
         let raid_min = self.cfg.chat.raid_min_chars;

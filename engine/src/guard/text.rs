@@ -92,7 +92,18 @@ pub enum ContactKind {
 /// whitespace run to one ASCII space, and cuts at [`MAX_NORMALIZED_CHARS`]
 /// chars. Idempotent.
 pub fn normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(MAX_NORMALIZED_CHARS * 4));
+    normalize_to(text, MAX_NORMALIZED_CHARS)
+}
+
+/// [`normalize`] without the cut: what the contact checks and redaction
+/// see, so padding a message past the cut cannot hide a phone number at its
+/// end. The wire's chat limit bounds the work.
+pub fn normalize_uncut(text: &str) -> String {
+    normalize_to(text, usize::MAX)
+}
+
+fn normalize_to(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
     let mut count = 0;
     let mut pending_space = false;
     'chars: for c in text.chars() {
@@ -108,14 +119,14 @@ pub fn normalize(text: &str) -> String {
             if pending_space {
                 // A space is only written with a char after it: no trailing
                 // space, even when the cut falls right behind it.
-                if count + 2 > MAX_NORMALIZED_CHARS {
+                if count + 2 > max_chars {
                     break 'chars;
                 }
                 out.push(' ');
                 count += 1;
                 pending_space = false;
             }
-            if count >= MAX_NORMALIZED_CHARS {
+            if count >= max_chars {
                 break 'chars;
             }
             out.push(lower);
@@ -207,7 +218,7 @@ pub fn has_link(text: &str) -> bool {
 ///   numbers separated only by spaces merge ("12800 3999"). Counting aloud
 ///   in Chinese numerals ("一二三四五六七") is flagged too.
 pub fn contact_kind(text: &str) -> Option<ContactKind> {
-    let s: Vec<char> = normalize(text).chars().collect();
+    let s: Vec<char> = normalize_uncut(text).chars().collect();
     if has_marked_contact(&s, WECHAT_MARKERS, |s, p, end| {
         id_at(s, p, end) || digits_at(s, p) >= WECHAT_MIN_DIGITS
     }) {
@@ -690,7 +701,7 @@ pub const REDACT_MIN_DIGITS: usize = QQ_MIN_DIGITS;
 ///
 /// Names cannot be told from other words and are not masked.
 pub fn redact_contacts(text: &str) -> std::borrow::Cow<'_, str> {
-    let s: Vec<char> = normalize(text).chars().collect();
+    let s: Vec<char> = normalize_uncut(text).chars().collect();
     // 0 = keep, 1 = number, 2 = id.
     let mut mask = vec![0u8; s.len()];
     let mut p = 0;
@@ -1194,6 +1205,10 @@ mod tests {
             assert_eq!(redact_contacts(text), want, "{text}");
             assert_eq!(contact_kind(&redact_contacts(text)), None, "{text}");
         }
+        // Padding past the normalization cut hides nothing.
+        let padded = format!("{}13800138000", "İ".repeat(250));
+        assert_eq!(contact_kind(&padded), Some(ContactKind::Phone));
+        assert!(redact_contacts(&padded).ends_with("[number]"));
         // Nothing to mask: the original text, not its normalized form.
         for text in [
             "主播好！",

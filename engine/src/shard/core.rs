@@ -98,6 +98,10 @@ struct ModAgg {
     /// Likes: taps over the cap, and taps in those frames.
     taps_over: u64,
     taps: u64,
+    /// Leads over the cap: their acks (and `abusive` closes) are released
+    /// with this row, so an ack never precedes its durable record.
+    acks: Vec<Ack>,
+    closes: Vec<(Arc<dyn Replier>, CloseCode)>,
 }
 
 /// What a moderation row keeps of the events it counts.
@@ -324,7 +328,9 @@ impl ShardCore {
         }
         for id in replace {
             if let Some((_, r)) = self.sessions.get(&room).and_then(|m| m.get(&id)) {
+                // After the acks already decided for that session.
                 self.out
+                    .round
                     .closes
                     .push((r.clone(), CloseCode::SessionReplaced));
             }
@@ -432,18 +438,33 @@ impl ShardCore {
             consent: lead.consent,
             fill_ms: lead.fill_ms,
         };
-        // Every lead is stored with its verdict, up to a cap of rejected
-        // ones per viewer and hour (beyond it a rejected lead is counted in
-        // a moderation row, without its fields); its ack waits until the
-        // round is durable. The first sender gets the ack, resends made
-        // while it was in flight get it as a replay.
-        if d.verdict == Verdict::Rejected {
-            self.strike(now, head.room_id, head.viewer_id, to.iter());
+        // The first sender gets the ack, resends made while it was in
+        // flight get it as a replay; every ack waits until the lead's record
+        // is durable.
+        let mut acks: Vec<Ack> = Vec::with_capacity(to.len());
+        let mut closes = Vec::new();
+        let abusive =
+            d.verdict == Verdict::Rejected && self.strike(now, head.room_id, head.viewer_id);
+        for (i, r) in to.into_iter().enumerate() {
+            if abusive {
+                closes.push((r.clone(), CloseCode::Abusive));
+            }
+            let frame = if i == 0 {
+                frame.clone()
+            } else {
+                replay.clone()
+            };
+            acks.push(Ack { to: r, frame });
         }
+        // Every lead is stored with its verdict, up to a cap of rejected
+        // ones per viewer and hour; beyond it a rejected lead is counted in
+        // a moderation row (no fields) and its ack rides with that row.
         if d.verdict != Verdict::Rejected
             || self.store_rejected_lead(now, head.room_id, head.viewer_id)
         {
             self.out.round.rows.push(Row::Lead(Box::new(row)));
+            self.out.round.acks.extend(acks);
+            self.out.round.closes.extend(closes);
         } else {
             self.out.stats.leads_unstored += 1;
             self.moderation(
@@ -454,16 +475,17 @@ impl ShardCore {
                 false,
                 Sample::Nothing,
             );
-        }
-        let mut to = to.into_iter();
-        if let Some(first) = to.next() {
-            self.out.round.acks.push(Ack { to: first, frame });
-        }
-        for r in to {
-            self.out.round.acks.push(Ack {
-                to: r,
-                frame: replay.clone(),
-            });
+            let key = ModKey {
+                room_id: head.room_id,
+                viewer_id: head.viewer_id,
+                kind: "lead",
+                reason: d.reason,
+                dry_run: false,
+            };
+            if let Some(a) = self.moderation.get_mut(&key) {
+                a.acks.extend(acks);
+                a.closes.extend(closes);
+            }
         }
         self.out.stats.leads_done += 1;
     }
@@ -684,8 +706,11 @@ impl ShardCore {
                         dry_run_reasons: d.dry_run.names(),
                     }));
                 } else {
-                    if d.reason != Reason::Busy {
-                        self.strike(now, ev.room_id, ev.viewer_id, reply.as_ref());
+                    if d.reason != Reason::Busy && self.strike(now, ev.room_id, ev.viewer_id) {
+                        // After the round's acks: the reject's ack goes first.
+                        if let Some(r) = &reply {
+                            self.out.round.closes.push((r.clone(), CloseCode::Abusive));
+                        }
                     }
                     self.moderation(
                         &head,
@@ -759,6 +784,8 @@ impl ShardCore {
                 },
                 taps_over: over,
                 taps: of,
+                acks: Vec::new(),
+                closes: Vec::new(),
             },
         );
     }
@@ -773,20 +800,17 @@ impl ShardCore {
             };
         }
         self.out.round.rows.push(Row::Moderation(row));
+        self.out.round.acks.extend(a.acks);
+        self.out.round.closes.extend(a.closes);
     }
 
-    /// A rejected chat message or lead: past `guard.abuse.disconnect_rejects`
-    /// in the window, the connection is closed with `abusive`.
-    fn strike<'a>(
-        &mut self,
-        now: i64,
-        room_id: u64,
-        viewer_id: u64,
-        to: impl IntoIterator<Item = &'a Arc<dyn Replier>>,
-    ) {
+    /// A rejected chat message or lead: true when the viewer has reached
+    /// `guard.abuse.disconnect_rejects` in the window (its connection is to
+    /// be closed with `abusive`, after the reject's ack).
+    fn strike(&mut self, now: i64, room_id: u64, viewer_id: u64) -> bool {
         let limit = self.abuse.disconnect_rejects;
         if limit == 0 {
-            return;
+            return false;
         }
         let window = (self.abuse.disconnect_window_secs as i64).saturating_mul(1000);
         let e = self.strikes.entry((room_id, viewer_id)).or_insert((now, 0));
@@ -794,11 +818,7 @@ impl ShardCore {
             *e = (now, 0);
         }
         e.1 = e.1.saturating_add(1);
-        if e.1 >= limit {
-            for r in to {
-                self.out.closes.push((r.clone(), CloseCode::Abusive));
-            }
-        }
+        e.1 >= limit
     }
 
     /// Whether a rejected lead of this viewer is still stored as a `leads`
@@ -1138,7 +1158,7 @@ mod tests {
         // Rows written ÷ frames sent.
         assert!(rows.len() * 200 <= 2_040, "{} rows", rows.len());
         // 40 rejects is under the default of 50: still connected.
-        assert!(!v.closed.lock().unwrap().contains(&CloseCode::Abusive));
+        assert!(outs.iter().all(|o| o.round.closes.is_empty()));
     }
 
     #[test]
@@ -1163,7 +1183,8 @@ mod tests {
             outs.push(c.poll_output());
         }
         let abusive = |o: &Output| {
-            o.closes
+            o.round
+                .closes
                 .iter()
                 .filter(|(_, c)| *c == CloseCode::Abusive)
                 .count()
@@ -1208,6 +1229,11 @@ mod tests {
         assert_eq!(acked.len(), 15);
         assert!(acked.iter().all(|a| a.2 == Verdict::Rejected as u8));
         assert_eq!(outs.iter().map(|o| o.stats.leads_unstored).sum::<u64>(), 5);
+        // The 5 capped leads' acks ride with their moderation row: never
+        // before the record they promise is durable.
+        let last = outs.last().unwrap();
+        assert_eq!(acks(last).len(), 5);
+        assert_eq!(moderation_rows(std::slice::from_ref(last)).len(), 1);
     }
 
     #[test]
@@ -1225,7 +1251,8 @@ mod tests {
         }
         let o = c.poll_output();
         let replaced = |o: &Output| {
-            o.closes
+            o.round
+                .closes
                 .iter()
                 .filter(|(_, code)| *code == CloseCode::SessionReplaced)
                 .count()
@@ -1233,7 +1260,7 @@ mod tests {
         assert_eq!(replaced(&o), 1);
         // The oldest (session 1) is the one closed.
         assert!(Arc::ptr_eq(
-            &o.closes[0].0,
+            &o.round.closes[0].0,
             &(conns[0].clone() as Arc<dyn Replier>)
         ));
         // Session 1 leaves; a 4th joins: session 2 is now the oldest.
@@ -1255,7 +1282,7 @@ mod tests {
         let o = c.poll_output();
         assert_eq!(replaced(&o), 1);
         assert!(Arc::ptr_eq(
-            &o.closes[0].0,
+            &o.round.closes[0].0,
             &(conns[1].clone() as Arc<dyn Replier>)
         ));
         // Another viewer is not affected.

@@ -39,7 +39,7 @@ pub use store::{Log, OpenStats, Reader};
 use crate::event::Replier;
 use crate::metrics::Metrics;
 use crate::table::Table;
-use crate::wire::ServerFrame;
+use crate::wire::{CloseCode, ServerFrame};
 
 /// A frame to send to a viewer once the records submitted with it (and
 /// everything before them) are durable.
@@ -58,12 +58,15 @@ pub struct Submit {
     pub rows: Vec<Row>,
     /// Acks released once the rows are durable.
     pub acks: Vec<Ack>,
+    /// Connections closed after the acks (a close that must not overtake
+    /// the ack explaining it: `abusive`, `session_replaced`).
+    pub closes: Vec<(Arc<dyn Replier>, CloseCode)>,
 }
 
 impl Submit {
-    /// Nothing to log or ack.
+    /// Nothing to log, ack or close.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.acks.is_empty()
+        self.rows.is_empty() && self.acks.is_empty() && self.closes.is_empty()
     }
 }
 
@@ -160,6 +163,7 @@ pub fn start(
         settings,
         metrics,
         acks: Vec::new(),
+        closes: Vec::new(),
         waiters: Vec::new(),
         barriers: Vec::new(),
         last_sweep: Instant::now(),
@@ -262,6 +266,7 @@ struct LogThread {
     settings: LogSettings,
     metrics: Arc<Metrics>,
     acks: Vec<Ack>,
+    closes: Vec<(Arc<dyn Replier>, CloseCode)>,
     waiters: Vec<(oneshot::Sender<u64>, u64)>,
     barriers: Vec<oneshot::Sender<()>>,
     last_sweep: Instant,
@@ -352,6 +357,7 @@ impl LogThread {
             self.log.append(&Entry::Row(row));
         }
         self.acks.extend(s.acks);
+        self.closes.extend(s.closes);
     }
 
     fn mark(&mut self, m: Mark) {
@@ -394,6 +400,9 @@ impl LogThread {
         let n = self.acks.len() as u64;
         for ack in self.acks.drain(..) {
             ack.to.reply(ack.frame);
+        }
+        for (to, code) in self.closes.drain(..) {
+            to.close_after_replies(code);
         }
         self.metrics.log.acks.fetch_add(n, Ordering::Relaxed);
         for (tx, lsn) in self.waiters.drain(..) {

@@ -28,8 +28,9 @@ pub enum ClientFrame {
     /// The viewer leaves; the server closes the connection with code 0.
     Bye,
     /// A fresh ticket for the open session, sent after a `ticket_expiring`
-    /// notice (or any time before expiry): same room and viewer, later
-    /// expiry. Anything else closes the connection with `bad_ticket`.
+    /// notice (or any time before expiry): same room and viewer, a later
+    /// expiry than the session's. Anything else closes the connection with
+    /// `bad_ticket` (an expired one: `ticket_expired`).
     Refresh {
         /// The new ticket (same format as in `Hello`).
         ticket: String,

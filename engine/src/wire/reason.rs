@@ -189,7 +189,7 @@ pub enum CloseCode {
     /// rejected messages and leads in a short window.
     Abusive = 0x35,
     /// A newer session of the same viewer in the same room took this one's
-    /// place (`server.max_sessions_per_viewer`).
+    /// place (`guard.abuse.max_sessions_per_viewer`).
     SessionReplaced = 0x36,
     /// An internal error; a bug, please report.
     Internal = 0x3f,

@@ -81,7 +81,14 @@ async fn no_table_and_no_file_holds_a_contact_in_clear() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let mut w = Viewer::join(addr, &certs, 31, 2).await;
+    // The app's self-description is free text too (`sessions.client`).
+    let mut w = Viewer::open(addr, &certs).await;
+    w.send(&ClientFrame::Hello(roomgate::wire::Hello {
+        ticket: crate::client::ticket(31, 2, 3600),
+        client: "app/1.0 call 13395629918".into(),
+    }))
+    .await;
+    assert!(matches!(w.next().await, Some(ServerFrame::Welcome(_))));
     w.send(&ClientFrame::Chat {
         client_msg_id: 1,
         text: "我的手机 159 1234 5678 微信 wxid_secret42".into(),
