@@ -33,15 +33,16 @@ pub struct AdmissionLimits {
     pub retry_above_handshakes: usize,
 }
 
-/// Why an attempt was refused.
+/// Why an attempt was refused (the discriminant indexes [`Refusal::ALL`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
 pub enum Refusal {
     /// At `max_connections`.
-    ServerFull,
+    ServerFull = 0,
     /// Its address is at `max_connections_per_ip`.
-    IpConnections,
+    IpConnections = 1,
     /// Its address is at `max_handshakes_per_ip`.
-    IpHandshakes,
+    IpHandshakes = 2,
 }
 
 impl Refusal {

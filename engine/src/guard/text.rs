@@ -617,7 +617,8 @@ const MAX_DIGIT_SEP: usize = 3;
 /// The contact-like digit count of the digit run starting at `p` (0 when `p`
 /// does not start a run, or the run is a date, a flood or an idiom).
 fn digits_at(s: &[char], p: usize) -> usize {
-    if digit_value(s[p]).is_none() || (p > 0 && digit_value(s[p - 1]).is_some()) {
+    let end = digit_run_end(s, p);
+    if end == p {
         return 0;
     }
     let mut digits: Vec<u8> = Vec::new();
@@ -625,26 +626,22 @@ fn digits_at(s: &[char], p: usize) -> usize {
     let mut groups: Vec<usize> = vec![0];
     let mut last_sep: &[char] = &[];
     let mut k = p;
-    loop {
-        while let Some(d) = s.get(k).copied().and_then(digit_value) {
-            digits.push(d);
-            if let Some(g) = groups.last_mut() {
-                *g += 1;
+    while k < end {
+        match digit_value(s[k]) {
+            Some(d) => {
+                digits.push(d);
+                if let Some(g) = groups.last_mut() {
+                    *g += 1;
+                }
+                k += 1;
             }
-            k += 1;
+            None => {
+                let seps = s[k..end].iter().take_while(|&&c| is_digit_sep(c)).count();
+                last_sep = &s[k..k + seps];
+                groups.push(0);
+                k += seps;
+            }
         }
-        let seps = s[k..]
-            .iter()
-            .take(MAX_DIGIT_SEP + 1)
-            .take_while(|&&c| is_digit_sep(c))
-            .count();
-        let digit_follows = s.get(k + seps).is_some_and(|&c| digit_value(c).is_some());
-        if seps == 0 || seps > MAX_DIGIT_SEP || !digit_follows {
-            break;
-        }
-        last_sep = &s[k..k + seps];
-        groups.push(0);
-        k += seps;
     }
 
     let mut count = digits.len();
@@ -701,6 +698,25 @@ pub const REDACT_MIN_DIGITS: usize = QQ_MIN_DIGITS;
 ///
 /// Names cannot be told from other words and are not masked.
 pub fn redact_contacts(text: &str) -> std::borrow::Cow<'_, str> {
+    let std::borrow::Cow::Owned(mut out) = redact_once(text) else {
+        return std::borrow::Cow::Borrowed(text);
+    };
+    // Masking can make a new word start next to a marker; mask again until
+    // nothing is left (in practice one more pass), else drop the text.
+    for _ in 0..3 {
+        if contact_kind(&out).is_none() {
+            return std::borrow::Cow::Owned(out);
+        }
+        out = redact_once(&out).into_owned();
+    }
+    if contact_kind(&out).is_none() {
+        std::borrow::Cow::Owned(out)
+    } else {
+        std::borrow::Cow::Owned("[redacted]".to_owned())
+    }
+}
+
+fn redact_once(text: &str) -> std::borrow::Cow<'_, str> {
     let s: Vec<char> = normalize_uncut(text).chars().collect();
     // 0 = keep, 1 = number, 2 = id.
     let mut mask = vec![0u8; s.len()];
@@ -1205,6 +1221,9 @@ mod tests {
             assert_eq!(redact_contacts(text), want, "{text}");
             assert_eq!(contact_kind(&redact_contacts(text)), None, "{text}");
         }
+        // Found by the `phone` fuzz target: masking once left a contact.
+        let fuzzed = "\u{1}vn+v,\u{1}vvv\0\0\0\0\u{3}xtvvvvvvvvvvvvtvvv`vvvvvvv52\0\0\0\0\0\0\0\0.\u{c}.4\0\0\0\0\0\0\0\0\0\0\0\0\0\0vvvvvvvvvv+";
+        assert_eq!(contact_kind(&redact_contacts(fuzzed)), None);
         // Padding past the normalization cut hides nothing.
         let padded = format!("{}13800138000", "İ".repeat(250));
         assert_eq!(contact_kind(&padded), Some(ContactKind::Phone));
