@@ -500,8 +500,21 @@ struct Entry {
     expected: u32,
     /// The first ack arrived (its latency was recorded).
     first_acked: bool,
+    /// Resent after a reconnect: the lost connection may have stored it
+    /// already, so its first ack may rightly be a replay.
+    carried: bool,
     /// The frame, to resend after a reconnect.
     bytes: Vec<u8>,
+}
+
+/// What an ack meant to the frame it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Acked {
+    /// The first ack of this id: the latency sample and the event's
+    /// intended time. `None` for the ack of a resend after that.
+    latency: Option<(Duration, Instant)>,
+    /// The frame had been carried over from a lost connection.
+    carried: bool,
 }
 
 /// Outstanding acks of one viewer, shared by its writer and reader. A viewer
@@ -527,6 +540,24 @@ impl Outstanding {
     /// A frame with this id is about to be written. `first` = a first send
     /// (its ack is a latency sample); a resend after the first ack came is not.
     fn expect(&self, kind: Kind, id: u64, intended: Instant, first: bool, bytes: &[u8]) {
+        self.expect_as(kind, id, intended, first, false, bytes);
+    }
+
+    /// A frame carried over from a lost connection is about to be written
+    /// again: its first ack is still to come and may be a replay.
+    fn expect_carried(&self, kind: Kind, id: u64, intended: Instant, bytes: &[u8]) {
+        self.expect_as(kind, id, intended, true, true, bytes);
+    }
+
+    fn expect_as(
+        &self,
+        kind: Kind,
+        id: u64,
+        intended: Instant,
+        first: bool,
+        carried: bool,
+        bytes: &[u8],
+    ) {
         let mut g = self.lock();
         if let Some(e) = g.entries.iter_mut().find(|e| e.kind == kind && e.id == id) {
             e.expected += 1;
@@ -537,6 +568,7 @@ impl Outstanding {
                 intended,
                 expected: 1,
                 first_acked: !first,
+                carried,
                 bytes: bytes.to_vec(),
             });
         }
@@ -571,7 +603,7 @@ impl Outstanding {
     /// An ack arrived at `now`. `None` if nothing was outstanding for it;
     /// otherwise the latency to record and the event's intended send time,
     /// if this is the id's first ack.
-    fn ack(&self, kind: Kind, id: u64, now: Instant) -> Option<Option<(Duration, Instant)>> {
+    fn ack(&self, kind: Kind, id: u64, now: Instant) -> Option<Acked> {
         let mut g = self.lock();
         let i = g
             .entries
@@ -580,6 +612,7 @@ impl Outstanding {
         let e = &mut g.entries[i];
         let latency =
             (!e.first_acked).then(|| (now.saturating_duration_since(e.intended), e.intended));
+        let carried = e.carried;
         e.first_acked = true;
         e.expected -= 1;
         if e.expected == 0 {
@@ -588,7 +621,7 @@ impl Outstanding {
                 self.settled.notify_one();
             }
         }
-        Some(latency)
+        Some(Acked { latency, carried })
     }
 
     fn reader_done(&self) {
@@ -847,7 +880,7 @@ impl Session {
         // sample, measured from the original intended time. All are
         // registered first, so a failed write leaves them to carry again.
         for c in &carry {
-            w.acks.expect(c.kind, c.id, c.intended, true, &c.bytes);
+            w.acks.expect_carried(c.kind, c.id, c.intended, &c.bytes);
         }
         for c in &carry {
             if w.send.write_all(&c.bytes).await.is_err() {
@@ -1012,8 +1045,14 @@ async fn read_loop(
                     }
                 };
                 match acks.ack(kind, client_id, now) {
-                    Some(latency) => {
-                        if replay && latency.is_some() {
+                    Some(Acked { latency, carried }) => {
+                        let first = latency.is_some();
+                        // A first ack flagged as a replay is right for a
+                        // frame carried over from a lost connection (the
+                        // original was stored there, its ack was lost);
+                        // on the connection that sent the original it is
+                        // the server answering a resend too early.
+                        if replay && first && !carried {
                             stats.replay_before_first.add(kind, 1);
                         }
                         if kind == Kind::Lead && latency.is_some() {
@@ -1026,12 +1065,15 @@ async fn read_loop(
                                 class: who.class,
                             });
                         }
+                        // The first ack counts under its verdict even when
+                        // flagged a replay: the id was stored once, and the
+                        // verdict is the stored one. Later acks are replays.
                         stats.record_ack(AckEvent {
                             kind,
                             class: who.class,
                             verdict,
                             reason,
-                            replay,
+                            replay: replay && !first,
                             latency,
                         });
                     }
@@ -1073,28 +1115,45 @@ mod tests {
         o.expect(Kind::Lead, 7, t, false, &[]); // resend before the first ack
         assert!(!o.is_settled());
         let later = t + Duration::from_millis(1200);
+        let sample = |latency| {
+            Some(Acked {
+                latency,
+                carried: false,
+            })
+        };
         assert_eq!(
             o.ack(Kind::Lead, 7, later),
-            Some(Some((Duration::from_millis(1200), t)))
+            sample(Some((Duration::from_millis(1200), t)))
         );
         assert_eq!(
             o.ack(Kind::Lead, 7, later),
-            Some(None),
+            sample(None),
             "replay ack: no sample"
         );
         assert!(o.is_settled());
         assert_eq!(o.ack(Kind::Lead, 7, later), None, "nothing outstanding");
         // Resend after the first ack: expected again, still no latency sample.
         o.expect(Kind::Chat, 1, t, true, &[]);
-        assert!(o.ack(Kind::Chat, 1, later).unwrap().is_some());
+        assert!(o.ack(Kind::Chat, 1, later).unwrap().latency.is_some());
         o.expect(Kind::Chat, 1, t, false, &[]);
         assert_eq!(o.unacked(), [(Kind::Chat, 1), (Kind::Lead, 0)]);
         assert!(o.unacked_leads().is_empty());
-        assert_eq!(o.ack(Kind::Chat, 1, later), Some(None));
+        assert_eq!(o.ack(Kind::Chat, 1, later), sample(None));
         // A kind mismatch is not a match.
         o.expect(Kind::Chat, 2, t, true, &[]);
         assert_eq!(o.ack(Kind::Lead, 2, later), None);
         o.unexpect(Kind::Chat, 2);
+        // Carried over from a lost connection: the first ack is the sample
+        // and says the frame was carried (its replay flag is then expected).
+        o.expect_carried(Kind::Chat, 3, t, &[]);
+        assert_eq!(
+            o.ack(Kind::Chat, 3, later),
+            Some(Acked {
+                latency: Some((Duration::from_millis(1200), t)),
+                carried: true
+            })
+        );
+        assert_eq!(o.carry().len(), 0);
         // A lead with no ack at all is reported for verify.
         o.expect(Kind::Lead, 9, t, true, &[]);
         assert_eq!(o.unacked_leads(), [9]);
