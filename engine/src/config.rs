@@ -368,6 +368,11 @@ pub struct ClickHouseConfig {
     /// ClickHouse, ms. What is not committed by then stays in the log and is
     /// sent after the next start. Default 10,000.
     pub shutdown_flush_ms: u64,
+    /// Benchmarks only: no ClickHouse at all. Rows still go through the
+    /// log and the writers form and mark their batches, but each batch is
+    /// counted and dropped instead of inserted (no migrations, no restored
+    /// ids). `make perf` measures the front door with it. Default false.
+    pub null_sink: bool,
 }
 
 impl Default for ClickHouseConfig {
@@ -384,6 +389,7 @@ impl Default for ClickHouseConfig {
             min_insert_interval_ms: 250,
             insert_timeout_ms: 30_000,
             shutdown_flush_ms: 10_000,
+            null_sink: false,
         }
     }
 }

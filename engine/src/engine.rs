@@ -106,8 +106,12 @@ impl Engine {
         // The writers insert only once the schema is known to be current.
         // ClickHouse being down at start does not keep viewers out: acks
         // wait for the log, and migrations are retried in the background.
-        let (schema_tx, schema_rx) = watch::channel(!cfg.clickhouse.migrate_on_start);
-        if cfg.clickhouse.migrate_on_start {
+        let null_sink = cfg.clickhouse.null_sink;
+        if null_sink {
+            tracing::warn!("clickhouse.null_sink: rows are counted and dropped after the log (benchmarks only)");
+        }
+        let (schema_tx, schema_rx) = watch::channel(null_sink || !cfg.clickhouse.migrate_on_start);
+        if cfg.clickhouse.migrate_on_start && !null_sink {
             match migrate_within(&cfg, Duration::from_secs(10)).await {
                 Ok(applied) => {
                     tracing::info!(?applied, database = %cfg.clickhouse.database, "schema up to date");
@@ -168,7 +172,11 @@ impl Engine {
             "log opened"
         );
         let client = sink::client(&cfg.clickhouse);
-        let mut restore = recent_ids(&client, cfg.guard.idempotency_window_secs).await;
+        let mut restore = if null_sink {
+            Vec::new()
+        } else {
+            recent_ids(&client, cfg.guard.idempotency_window_secs).await
+        };
         restore.extend(recovery.seen.iter().cloned());
         restore.sort_by_key(|l| l.ts);
         metrics
@@ -187,6 +195,7 @@ impl Engine {
                 dead_letter_dir: wal::dead_letter_dir(&cfg.storage.dir),
                 read_interval: Duration::from_millis(10),
                 read_bytes: 4 << 20,
+                null_sink,
             },
             metrics: &metrics,
             log: &log,

@@ -586,7 +586,9 @@ impl Guard {
         if text.chars().count() > max_chars && hit(d, Reason::TooLong, 0) {
             return true;
         }
-        let norm = text::normalize(text);
+        // Normalized once for every check below.
+        let normalized = text::Normalized::new(text);
+        let norm = normalized.cut();
         if norm.is_empty() && hit(d, Reason::Empty, 0) {
             return true;
         }
@@ -601,7 +603,7 @@ impl Guard {
                 return true;
             }
         }
-        let h = text_hash(&norm);
+        let h = text_hash(norm);
         while v.recent.front().is_some_and(|(_, t)| now - t >= dup_ms) {
             v.recent.pop_front();
         }
@@ -610,10 +612,10 @@ impl Guard {
             return true;
         }
         *h_out = h;
-        if text::is_flood(&norm) && hit(d, Reason::Flood, 0) {
+        if text::is_flood_normalized(norm) && hit(d, Reason::Flood, 0) {
             return true;
         }
-        let skel = text::skeleton(&norm);
+        let skel = text::skeleton_of_normalized(norm);
         let blocked = room.terms.as_ref().and_then(|t| t.matches(&skel)).is_some()
             || self
                 .global
@@ -623,12 +625,14 @@ impl Guard {
         if blocked && hit(d, Reason::BlockedTerm, 0) {
             return true;
         }
-        if text::has_link(&norm) && hit(d, Reason::Link, 0) {
+        if text::has_link_normalized(norm) && hit(d, Reason::Link, 0) {
             return true;
         }
         // The whole message, not the cut normalized form: padding must not
         // push a phone number out of sight.
-        if text::contact_kind(text).is_some() && hit(d, Reason::ContactInfo, 0) {
+        if text::contact_kind_normalized(normalized.whole()).is_some()
+            && hit(d, Reason::ContactInfo, 0)
+        {
             return true;
         }
         let raid_min = self.cfg.chat.raid_min_chars;

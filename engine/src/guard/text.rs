@@ -102,6 +102,40 @@ pub fn normalize_uncut(text: &str) -> String {
     normalize_to(text, usize::MAX)
 }
 
+/// A chat message normalized once, for every check of the guard: the
+/// whole normalized text (the contact checks and redaction) and its cut at
+/// [`MAX_NORMALIZED_CHARS`] (duplicates, raids, floods, terms, links). The
+/// cut equals [`normalize`] of the raw text (a property test checks it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    whole: String,
+    /// Byte length of the cut form.
+    cut: usize,
+}
+
+impl Normalized {
+    /// Normalize `text` (one pass over it).
+    pub fn new(text: &str) -> Self {
+        let whole = normalize_uncut(text);
+        let cut = match whole.char_indices().nth(MAX_NORMALIZED_CHARS) {
+            // A space is only kept with a char after it (as `normalize`).
+            Some((i, _)) => whole[..i].trim_end_matches(' ').len(),
+            None => whole.len(),
+        };
+        Normalized { whole, cut }
+    }
+
+    /// [`normalize`] of the text.
+    pub fn cut(&self) -> &str {
+        &self.whole[..self.cut]
+    }
+
+    /// [`normalize_uncut`] of the text.
+    pub fn whole(&self) -> &str {
+        &self.whole
+    }
+}
+
 fn normalize_to(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
     let mut count = 0;
@@ -150,7 +184,11 @@ fn normalize_to(text: &str, max_chars: usize) -> String {
 /// [`BlockedTerms`](super::terms::BlockedTerms) does) and short Latin terms
 /// match inside unrelated words. Idempotent.
 pub fn skeleton(text: &str) -> String {
-    let normalized = normalize(text);
+    skeleton_of_normalized(&normalize(text))
+}
+
+/// [`skeleton`] of text that is already [`normalize`]d.
+pub fn skeleton_of_normalized(normalized: &str) -> String {
     let mut out = String::with_capacity(normalized.len());
     let mut last = None;
     for c in normalized.chars() {
@@ -180,7 +218,11 @@ pub fn skeleton(text: &str) -> String {
 /// typed without a space after its full stop when the next word is a TLD
 /// ("nice.me too", "good.top quality").
 pub fn has_link(text: &str) -> bool {
-    let normalized = normalize(text);
+    has_link_normalized(&normalize(text))
+}
+
+/// [`has_link`] of text that is already [`normalize`]d.
+pub fn has_link_normalized(normalized: &str) -> bool {
     if normalized.contains("http://") || normalized.contains("https://") {
         return true;
     }
@@ -218,7 +260,13 @@ pub fn has_link(text: &str) -> bool {
 ///   numbers separated only by spaces merge ("12800 3999"). Counting aloud
 ///   in Chinese numerals ("一二三四五六七") is flagged too.
 pub fn contact_kind(text: &str) -> Option<ContactKind> {
-    let s: Vec<char> = normalize_uncut(text).chars().collect();
+    contact_kind_normalized(&normalize_uncut(text))
+}
+
+/// [`contact_kind`] of text that is already [`normalize_uncut`] (the whole
+/// message: [`Normalized::whole`]).
+pub fn contact_kind_normalized(whole: &str) -> Option<ContactKind> {
+    let s: Vec<char> = whole.chars().collect();
     if has_marked_contact(&s, WECHAT_MARKERS, |s, p, end| {
         id_at(s, p, end) || digits_at(s, p) >= WECHAT_MIN_DIGITS
     }) {
@@ -244,7 +292,12 @@ pub fn contact_kind(text: &str) -> Option<ContactKind> {
 ///
 /// "666", "哈哈哈" and "hahaha" pass.
 pub fn is_flood(text: &str) -> bool {
-    let s: Vec<char> = normalize(text)
+    is_flood_normalized(&normalize(text))
+}
+
+/// [`is_flood`] of text that is already [`normalize`]d.
+pub fn is_flood_normalized(normalized: &str) -> bool {
+    let s: Vec<char> = normalized
         .chars()
         .filter(|&c| !('\u{1F3FB}'..='\u{1F3FF}').contains(&c))
         .collect();
@@ -1196,6 +1249,26 @@ mod tests {
             proptest::prop_assert!(n.chars().count() <= MAX_NORMALIZED_CHARS);
             let k = skeleton(&text);
             proptest::prop_assert_eq!(skeleton(&k), k);
+        }
+
+        /// Normalizing once gives what each check computed on its own.
+        #[test]
+        fn normalized_once_equals_each_normalization(
+            text in "(\\PC|[ \u{3000}\u{200B}ＡＢａｂ])*",
+            pad in 0usize..3,
+        ) {
+            // Around the cut: texts a little longer than MAX_NORMALIZED_CHARS
+            // with spaces where the cut falls.
+            let long = format!("{}{}{text}", "ab ".repeat(MAX_NORMALIZED_CHARS / 3), " ".repeat(pad));
+            for t in [text.as_str(), long.as_str()] {
+                let n = Normalized::new(t);
+                proptest::prop_assert_eq!(n.cut(), normalize(t));
+                proptest::prop_assert_eq!(n.whole(), normalize_uncut(t));
+                proptest::prop_assert_eq!(skeleton_of_normalized(n.cut()), skeleton(t));
+                proptest::prop_assert_eq!(has_link_normalized(n.cut()), has_link(t));
+                proptest::prop_assert_eq!(is_flood_normalized(n.cut()), is_flood(t));
+                proptest::prop_assert_eq!(contact_kind_normalized(n.whole()), contact_kind(t));
+            }
         }
 
         #[test]
