@@ -48,7 +48,8 @@ pub struct WriterSettings {
     /// Where non-retryable batches are written (fsynced) before they are
     /// marked done.
     pub dead_letter_dir: std::path::PathBuf,
-    /// How often a writer looks for new rows in the log.
+    /// Shortest pause between two looks for new rows in the log (the pause
+    /// is an eighth of the table's batch age, up to 100 ms).
     pub read_interval: Duration,
     /// Most bytes read from the log per look.
     pub read_bytes: usize,
@@ -249,8 +250,11 @@ impl<R: TableRow> TableWriter<R> {
                         // The log stopped: nothing more will arrive.
                         break;
                     }
-                    // Let a few group commits accumulate before reading.
-                    tokio::time::sleep(self.settings.read_interval).await;
+                    // Let group commits accumulate before reading: every
+                    // writer reads the whole log, so a look per fsync (up
+                    // to hundreds a second) costs more than it brings. An
+                    // eighth of the batch age keeps sealing on time.
+                    tokio::time::sleep(self.read_pause()).await;
                 }
                 () = sleep_until(age) => {}
                 r = stop.changed(), if deadline.is_none() => {
@@ -260,6 +264,14 @@ impl<R: TableRow> TableWriter<R> {
             }
         }
         tracing::debug!(%table, "writer stopped");
+    }
+
+    /// How long to let new records accumulate before the next look: an
+    /// eighth of the batch's age limit, between `read_interval` and 100 ms.
+    fn read_pause(&self) -> Duration {
+        let floor = self.settings.read_interval;
+        Duration::from_millis(self.policy.max_age_ms / 8)
+            .clamp(floor, floor.max(Duration::from_millis(100)))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -356,12 +356,17 @@ impl Reader {
                 break;
             }
             let file = self.file.as_ref().expect("opened above");
-            self.buf.resize(chunk, 0);
-            let n = file.read_at(&mut self.buf, self.offset)?;
-            self.buf.truncate(n);
+            // The buffer keeps its length between reads: zeroing a 4 MiB
+            // chunk before every look for a few new records was 13 % of
+            // the engine's CPU under load (make perf's profile).
+            if self.buf.len() < chunk {
+                self.buf.resize(chunk, 0);
+            }
+            let n = file.read_at(&mut self.buf[..chunk], self.offset)?;
+            let bytes = &self.buf[..n];
             let mut consumed = 0usize;
             let mut beyond = false;
-            for item in codec::scan(&self.buf, self.last) {
+            for item in codec::scan(bytes, self.last) {
                 match item {
                     Scan::Record { at, lsn, payload } => {
                         if lsn > durable {
@@ -389,7 +394,7 @@ impl Reader {
                 if n == chunk {
                     // A record (or a corrupt region and the record after
                     // it) larger than the chunk: read more at once.
-                    chunk = (chunk * 2).max(codec::claimed_len(&self.buf));
+                    chunk = (chunk * 2).max(codec::claimed_len(&self.buf[..n]));
                     continue;
                 }
                 // Nothing whole here: the end of this segment. A later

@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""`make perf`: roomgate measured against peers doing the same job, in one run.
+
+Every figure is a ratio against a baseline measured in the same run, from
+the median of REPS (default 3) repetitions; absolute figures are context.
+
+  front door  the engine (guard on, log on, ClickHouse writer replaced by a
+              counting null sink: clickhouse.null_sink) vs roomgate-peer, a
+              bare quinn server speaking the same protocol with no guard,
+              queue or storage. Same offered load from the loadgen; server
+              CPU µs per frame from /proc, ratio peer ÷ engine. Then a
+              ladder of offered loads: the highest frames/s each sustains
+              with chat and lead ack p99 ≤ 50 ms and nothing dropped.
+  sink        rows/s of the engine's writers (log → ClickHouse) vs the
+              clickhouse crate's Inserter with the same rows
+              (roomgate-sink-bench, real local ClickHouse).
+  guard       the criterion group keyed_rate_limit: roomgate's limiter vs
+              governor's keyed limiter (median of criterion's estimate).
+  memory      engine RSS per idle viewer (10,000 connected, no traffic) and
+              per active viewer (a room-wide like storm), from /proc, with
+              the real ClickHouse sink.
+
+Writes build/perf/perf.json and prints a table. `--quick` runs one short
+repetition of each (a smoke test of the harness, not figures to quote).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DEV_ENV, die, fresh_dir, log_tail, start, stop, wait_http  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "build", "perf")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# The front-door load: 20 rooms of 250 viewers (5,000 connections); per
+# room 100 chat/s (0.4 per viewer: inside the per-viewer chat limit), 1
+# lead/s, LIKES taps/s as single-tap frames (≤ 2,000 per room).
+ROOMS, VIEWERS_PER_ROOM, CHAT, LEAD = 20, 250, 100.0, 1.0
+RAMP, LOAD_SECS = 5.0, 20.0
+# The CPU window: after the ramp has settled, before the load ends.
+WINDOW = (RAMP + 3.0, LOAD_SECS - 1.0)
+CPU_LIKES = 500.0  # per room: ~12,000 frames/s in all
+LADDER_LIKES = [250.0, 500.0, 1000.0, 1500.0, 2000.0]
+P99_LIMIT_MS = 50.0
+
+
+def step(msg):
+    print(f"\n==> {msg}", flush=True)
+
+
+def cpu_secs(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 (1-based) of the whole line.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class Server:
+    """The engine (null sink or real ClickHouse) or the bare peer."""
+
+    def __init__(self, kind, bins, name, clickhouse=None):
+        self.kind = kind
+        self.dir = os.path.join(WORK, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.listen = "127.0.0.1:24533"
+        self.admin = "127.0.0.1:29564"
+        self.cert = os.path.join(self.dir, "cert")
+        self.log = os.path.join(self.dir, "server.log")
+        if kind == "peer":
+            cmd = [os.path.join(bins, "roomgate-peer"), "--listen", self.listen, "--cert-dir", self.cert]
+        else:
+            cfg = os.path.join(self.dir, "engine.toml")
+            with open(os.path.join(ROOT, "loadgen", "engine-loadtest.toml")) as f:
+                text = f.read()
+            text += "\n# make perf: the rooms' chat cap lifted (the load is legitimate)\n"
+            for room in range(1, ROOMS + 1):
+                text += f"[[rooms]]\nid = {room}\nchat_per_sec = 1000000\n"
+            if clickhouse is None:
+                text += "\n[clickhouse]\nnull_sink = true\n"
+            with open(cfg, "w") as f:
+                f.write(text)
+            cmd = [
+                os.path.join(bins, "roomgate"), "--config", cfg,
+                "--listen", self.listen, "--admin", self.admin,
+                "--dev-cert", self.cert, "--data-dir", fresh_dir(os.path.join(self.dir, "data")),
+                "--log", "warn",
+            ]
+            if clickhouse is not None:
+                url, db = clickhouse
+                cmd += ["--clickhouse-url", url, "--database", db]
+        self.proc = start(cmd, self.log)
+        if kind == "peer":
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                if self.proc.poll() is not None:
+                    die(f"perf: roomgate-peer exited:\n{log_tail(self.log)}")
+                if "listening" in (log_tail(self.log, 5)):
+                    break
+                time.sleep(0.1)
+            else:
+                die("perf: roomgate-peer did not start")
+        else:
+            wait_http(f"http://{self.admin}/livez", proc=self.proc)
+
+    def close(self):
+        rc = stop(self.proc, timeout=60)
+        if rc != 0:
+            print(log_tail(self.log), file=sys.stderr)
+            die(f"perf: {self.kind} exited with {rc}; log {self.log}")
+
+
+def loadgen(bins, server, out, extra, samplers=()):
+    """Run the loadgen against `server`; return (summary, {name: samples})."""
+    cmd = [
+        os.path.join(bins, "roomgate-loadgen"),
+        "--server", server.listen, "--cert", os.path.join(server.cert, "cert.pem"),
+        "--resend-share", "0", "--drain-timeout", "5", "--summary-json", out,
+    ] + extra
+    env = dict(os.environ)
+    env.update(DEV_ENV)
+    log = open(out + ".log", "w")
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    samples = {}
+    threads = []
+    for name, at, fn in samplers:
+        def run(name=name, at=at, fn=fn):
+            if at is None:  # sample every 100 ms while the loadgen runs
+                vals = []
+                while proc.poll() is None:
+                    vals.append(fn())
+                    time.sleep(0.1)
+                samples[name] = vals
+            else:
+                delay = t0 + at - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                samples[name] = (time.time() - t0, fn())
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        threads.append(th)
+    rc = proc.wait()
+    for th in threads:
+        th.join()
+    if rc != 0:
+        die(f"perf: loadgen exited with {rc}:\n{log_tail(out + '.log')}")
+    with open(out) as f:
+        return json.load(f), samples
+
+
+def frames_between(summary, a, b):
+    """Client frames (chat, like, lead first sends) offered in (a, b]."""
+    tl = summary.get("timeline") or {}
+    w = tl.get("bucket_s", 1.0)
+    n = 0.0
+    for p in tl.get("points", []):
+        if a < p["t"] <= b:
+            n += (p["chat_per_s"] + p["like_frames_per_s"] + p["lead_per_s"]) * w
+    return n
+
+
+def load_args(likes, secs=LOAD_SECS):
+    return [
+        "--rooms", str(ROOMS), "--viewers", str(VIEWERS_PER_ROOM),
+        "--duration", str(secs), "--ramp", str(RAMP),
+        "--chat-rate", str(CHAT), "--lead-rate", str(LEAD), "--like-rate", str(likes),
+    ]
+
+
+def steady_p99_ms(summary, a=WINDOW[0], b=None):
+    """The worst per-second chat/lead ack p99 of the steady window (the join
+    ramp's handshakes are not what the figure is about)."""
+    b = b if b is not None else summary.get("duration_s", LOAD_SECS) - 1.0
+    worst = 0
+    for p in (summary.get("timeline") or {}).get("points", []):
+        if a < p["t"] <= b:
+            for k in ("chat", "lead"):
+                if p.get(k):
+                    worst = max(worst, p[k]["p99"])
+    return worst / 1000.0
+
+
+def healthy(summary):
+    """Sustained: ack p99 within the limit in the steady window, nothing
+    dropped or unacked, no failed connection."""
+    p99 = steady_p99_ms(summary)
+    dropped = sum(summary.get("dropped_local", {}).values())
+    unacked = summary["unacked"]["chat"] + summary["unacked"]["lead"]
+    failed = summary["connections"]["failed"]
+    return p99 <= P99_LIMIT_MS and dropped == 0 and unacked == 0 and failed == 0, p99
+
+
+def front_door(bins, reps, quick):
+    out = {"offered": {"rooms": ROOMS, "viewers_per_room": VIEWERS_PER_ROOM, "chat_per_room_s": CHAT,
+                       "lead_per_room_s": LEAD, "like_taps_per_room_s": CPU_LIKES,
+                       "window_s": list(WINDOW)}}
+    per = {"engine": [], "peer": []}
+    for rep in range(reps):
+        for kind in ("peer", "engine"):
+            step(f"front door, rep {rep + 1}/{reps}: {kind}")
+            srv = Server(kind, bins, f"front-{kind}")
+            pid = srv.proc.pid
+            try:
+                summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"cpu-{rep}.json"), load_args(CPU_LIKES),
+                                     [("a", WINDOW[0], lambda: cpu_secs(pid)),
+                                      ("b", WINDOW[1], lambda: cpu_secs(pid))])
+            finally:
+                srv.close()
+            (ta, ca), (tb, cb) = s["a"], s["b"]
+            frames = frames_between(summary, ta, tb)
+            us = (cb - ca) * 1e6 / max(frames, 1.0)
+            ok, p99 = healthy(summary)
+            per[kind].append(us)
+            print(f"  {kind}: {frames / (tb - ta):,.0f} frames/s, {cb - ca:.2f} CPU-s in {tb - ta:.1f} s "
+                  f"= {us:.1f} µs/frame; ack p99 {p99:.1f} ms{'' if ok else ' (NOT healthy)'}")
+    med = {k: statistics.median(v) for k, v in per.items()}
+    out["cpu_us_per_frame"] = {k: {"runs": v, "median": med[k]} for k, v in per.items()}
+    out["ratio_peer_over_engine"] = med["peer"] / med["engine"]
+
+    ladder = LADDER_LIKES[:2] if quick else LADDER_LIKES
+    sustained = {}
+    for kind in ("peer", "engine"):
+        best = None
+        steps = []
+        for likes in ladder:
+            offered = ROOMS * (CHAT + LEAD + likes)
+            step(f"front door ladder: {kind} at {offered:,.0f} frames/s offered")
+            srv = Server(kind, bins, f"front-{kind}")
+            try:
+                summary, _ = loadgen(bins, srv, os.path.join(srv.dir, f"ladder-{int(likes)}.json"),
+                                     load_args(likes, secs=15.0))
+            finally:
+                srv.close()
+            ok, p99 = healthy(summary)
+            steps.append({"offered_frames_per_s": offered, "ack_p99_ms": p99, "ok": ok,
+                          "dropped_local": sum(summary.get("dropped_local", {}).values()),
+                          "failed_connections": summary["connections"]["failed"]})
+            print(f"  ack p99 {p99:.1f} ms: {'sustained' if ok else 'NOT sustained'}")
+            if not ok:
+                break
+            best = offered
+        sustained[kind] = {"max_sustained_frames_per_s": best, "steps": steps}
+    out["ladder"] = sustained
+    return out
+
+
+def sink(bins, reps, quick):
+    port = os.environ.get("PERF_CLICKHOUSE_PORT", "18127")
+    url = f"http://127.0.0.1:{port}"
+    step(f"sink: engine writers vs Inserter, ClickHouse on {url}")
+    json_path = os.path.join(WORK, "sink.json")
+    rows = "200000" if quick else "1000000"
+    rc = subprocess.run([os.path.join(bins, "roomgate-sink-bench"), "--clickhouse-url", url,
+                         "--rows", rows, "--reps", str(reps), "--json", json_path]).returncode
+    if rc != 0:
+        die(f"perf: roomgate-sink-bench exited with {rc}")
+    with open(json_path) as f:
+        return json.load(f)
+
+
+def guard(quick):
+    step("guard: keyed_rate_limit (criterion), roomgate vs governor")
+    secs = "1" if quick else "3"
+    cmd = ["cargo", "bench", "--locked", "-p", "roomgate-benches", "--bench", "guard", "--",
+           "keyed_rate_limit", "--warm-up-time", "1", "--measurement-time", secs]
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        die("perf: the guard bench failed")
+    base = os.path.join(ROOT, "target", "criterion", "keyed_rate_limit")
+    res = {}
+    for name in sorted(os.listdir(base)):
+        for param in sorted(os.listdir(os.path.join(base, name))):
+            est = os.path.join(base, name, param, "new", "estimates.json")
+            if os.path.exists(est):
+                with open(est) as f:
+                    res[f"{name}/{param}"] = json.load(f)["median"]["point_estimate"]
+    ours = [v for k, v in res.items() if "governor" not in k]
+    peer = [v for k, v in res.items() if "governor" in k]
+    out = {"median_ns": res}
+    if ours and peer:
+        out["ratio_governor_over_roomgate"] = min(peer) / min(ours)
+    return out
+
+
+def memory(bins, reps, quick, clickhouse_url):
+    viewers = 2000 if quick else 10000
+    idle, active = [], []
+    for rep in range(reps):
+        db = f"perf_mem_{int(time.time() * 1000)}"
+        step(f"memory, rep {rep + 1}/{reps}: {viewers:,} idle viewers (database {db})")
+        srv = Server("engine", bins, "memory", clickhouse=(clickhouse_url, db))
+        pid = srv.proc.pid
+        try:
+            time.sleep(1.0)
+            # The engine at rest, before any viewer: both figures are
+            # measured from here.
+            base = rss_bytes(pid)
+            summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"idle-{rep}.json"), [
+                "--rooms", "1", "--viewers", str(viewers), "--duration", "16", "--ramp", "8",
+                "--chat-rate", "0", "--like-rate", "0", "--lead-rate", "0",
+            ], [("rss", 14.0, lambda: rss_bytes(pid))])
+            connected = summary["connections"]["viewers_connected"]
+            per = (s["rss"][1] - base) / max(connected, 1)
+            idle.append(per)
+            print(f"  RSS {base / 2**20:.1f} → {s['rss'][1] / 2**20:.1f} MiB with {connected:,} viewers: "
+                  f"{per / 1024:.2f} KiB per idle viewer")
+            step(f"memory, rep {rep + 1}/{reps}: like storm, {viewers:,} viewers")
+            summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"storm-{rep}.json"), [
+                "--scenario", os.path.join(ROOT, "loadgen", "scenarios", "perf-like-storm.toml"),
+                "--viewers", str(viewers), "--room-base", "101",
+            ], [("rss", None, lambda: rss_bytes(pid))])
+            peak = max(s["rss"])
+            connected = summary["connections"]["viewers_connected"]
+            per = (peak - base) / max(connected, 1)
+            active.append(per)
+            print(f"  peak RSS {peak / 2**20:.1f} MiB (engine at rest {base / 2**20:.1f} MiB) with "
+                  f"{connected:,} active viewers: {per / 1024:.1f} KiB per active viewer")
+        finally:
+            srv.close()
+    return {
+        "viewers": viewers,
+        "idle_bytes_per_viewer": {"runs": idle, "median": statistics.median(idle)},
+        "active_bytes_per_viewer": {"runs": active, "median": statistics.median(active),
+                                    "note": "(peak engine RSS during the storm - RSS at rest) ÷ connected viewers"},
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="one short repetition of each part (harness smoke test)")
+    p.add_argument("--only", default="front,sink,guard,memory", help="comma-separated parts to run")
+    args = p.parse_args()
+    reps = 1 if args.quick else max(args.reps, 1)
+    parts = set(args.only.split(","))
+    os.makedirs(WORK, exist_ok=True)
+    started = time.time()
+
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "kernel": platform.release(),
+                    "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                                 if line.startswith("model name")), "unknown")},
+        "reps": reps, "quick": args.quick,
+    }
+    port = os.environ.get("PERF_CLICKHOUSE_PORT", "18127")
+    ch_url = f"http://127.0.0.1:{port}"
+    ch = [sys.executable, os.path.join(ROOT, "scripts", "clickhouse.py")]
+    ch_env = dict(os.environ, CLICKHOUSE_HTTP_PORT=port,
+                  CLICKHOUSE_DATA=os.path.join(ROOT, "build", "clickhouse", f"perf-{port}"))
+    needs_ch = bool(parts & {"sink", "memory"})
+    if needs_ch and subprocess.run(ch + ["up"], env=ch_env, stdout=subprocess.DEVNULL).returncode != 0:
+        die(f"perf: could not start ClickHouse on port {port} (PERF_CLICKHOUSE_PORT)")
+    try:
+        if "front" in parts:
+            result["front_door"] = front_door(args.bin_dir, reps, args.quick)
+        if "sink" in parts:
+            result["sink"] = sink(args.bin_dir, reps, args.quick)
+        if "guard" in parts:
+            result["guard"] = guard(args.quick)
+        if "memory" in parts:
+            result["memory"] = memory(args.bin_dir, reps, args.quick, ch_url)
+    finally:
+        if needs_ch:
+            subprocess.run(ch + ["down"], env=ch_env, stdout=subprocess.DEVNULL)
+    result["wall_s"] = round(time.time() - started, 1)
+    path = os.path.join(WORK, "perf.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(table(result))
+    print(f"\nperf: {path} ({result['wall_s']:.0f} s)")
+
+
+def table(r):
+    rows = []
+    fd = r.get("front_door")
+    if fd:
+        c = fd["cpu_us_per_frame"]
+        rows.append(("front door: CPU µs per frame", f"{c['engine']['median']:.1f}",
+                     f"{c['peer']['median']:.1f}", f"{fd['ratio_peer_over_engine']:.2f}", "≥ 0.85"))
+        lad = fd["ladder"]
+        e, pe = lad["engine"]["max_sustained_frames_per_s"], lad["peer"]["max_sustained_frames_per_s"]
+        rows.append(("front door: max frames/s, ack p99 ≤ 50 ms", f"{e or 0:,.0f}", f"{pe or 0:,.0f}",
+                     f"{(e or 0) / pe:.2f}" if pe else "-", ""))
+    sk = r.get("sink")
+    if sk:
+        rows.append(("sink: rows/s into ClickHouse", f"{sk['median_engine']:,.0f}", f"{sk['median_peer']:,.0f}",
+                     f"{sk['ratio']:.2f}", "≥ 0.9"))
+    g = r.get("guard")
+    if g and "ratio_governor_over_roomgate" in g:
+        rows.append(("guard: keyed limiter ns/op (governor ÷ ours)", "", "",
+                     f"{g['ratio_governor_over_roomgate']:.2f}", ""))
+    m = r.get("memory")
+    if m:
+        rows.append(("memory: KiB per idle viewer", f"{m['idle_bytes_per_viewer']['median'] / 1024:.2f}", "", "",
+                     "≤ 4"))
+        rows.append(("memory: KiB per active viewer (like storm)",
+                     f"{m['active_bytes_per_viewer']['median'] / 1024:.1f}", "", "", "≤ 16"))
+    w = [44, 12, 12, 8, 8]
+    head = ("figure", "roomgate", "peer", "ratio", "target")
+    out = ["", "  ".join(h.ljust(n) for h, n in zip(head, w))]
+    for row in rows:
+        out.append("  ".join(str(v).ljust(n) for v, n in zip(row, w)))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
