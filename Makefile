@@ -57,7 +57,7 @@ e2e: venv ## end-to-end: ClickHouse + engine + loadgen (1,000 viewers), exact co
 	@CLICKHOUSE_HTTP_PORT=$(TEST_CLICKHOUSE_PORT) CLICKHOUSE_DATA=$(CURDIR)/build/clickhouse/test-data-$(TEST_CLICKHOUSE_PORT) python3 scripts/clickhouse.py up >/dev/null
 	python3 scripts/e2e.py --clickhouse-url http://127.0.0.1:$(TEST_CLICKHOUSE_PORT) --bin-dir target/debug
 
-.PHONY: loadgen-it loadtest chaos chaos-quick outage fuzz fuzz-quick fuzz-install perf
+.PHONY: loadgen-it loadtest chaos chaos-quick outage fuzz fuzz-quick fuzz-install perf overload
 
 # Fuzzing: cargo-fuzz on the nightly toolchain (libFuzzer + address sanitizer).
 # Targets: fuzz/fuzz_targets/*.rs; committed seeds: fuzz/seeds/<target>/.
@@ -91,6 +91,9 @@ loadgen-it: venv ## loadgen integration test: a small scenario end to end; verif
 
 loadtest: build-release venv ## run SCENARIO (default steady-10k) against a local release engine + ClickHouse, verify it, write build/loadtest/<name>/report.html
 	@python3 scripts/loadtest.py --scenario $(SCENARIO)
+
+overload: build-release venv ## release engine + ClickHouse under loadgen/scenarios/overload.toml (~2x the sustainable chat+like load); verify: lead ack p99 <= 50 ms, 0 failed connections
+	python3 scripts/loadtest.py --scenario loadgen/scenarios/overload.toml
 
 perf: venv ## roomgate vs peers in one run (front door, sink, guard, memory): ratios, medians of 3; writes build/perf/perf.json (~15 min)
 	$(CARGO) build --release --locked -p roomgate -p roomgate-loadgen -p roomgate-benches --bins

@@ -16,9 +16,10 @@ the median of REPS (default 3) repetitions; absolute figures are context.
               (roomgate-sink-bench, real local ClickHouse).
   guard       the criterion group keyed_rate_limit: roomgate's limiter vs
               governor's keyed limiter (median of criterion's estimate).
-  memory      engine RSS per idle viewer (10,000 connected, no traffic) and
-              per active viewer (a room-wide like storm), from /proc, with
-              the real ClickHouse sink.
+  memory      RSS per idle viewer (10,000 connected, no traffic) and per
+              active viewer (a room-wide like storm), from /proc: the engine
+              (real ClickHouse sink) and the peer (what quinn alone keeps
+              per connection), ratio peer ÷ engine.
 
 Writes build/perf/perf.json and prints a table. `--quick` runs one short
 repetition of each (a smoke test of the harness, not figures to quote).
@@ -297,47 +298,62 @@ def guard(quick):
     return out
 
 
-def memory(bins, reps, quick, clickhouse_url):
-    viewers = 2000 if quick else 10000
-    idle, active = [], []
-    for rep in range(reps):
+def memory_run(kind, bins, rep, viewers, clickhouse_url):
+    """One server: RSS per idle viewer, then per like-storming viewer."""
+    ch = None
+    if kind == "engine":
         db = f"perf_mem_{int(time.time() * 1000)}"
-        step(f"memory, rep {rep + 1}/{reps}: {viewers:,} idle viewers (database {db})")
-        srv = Server("engine", bins, "memory", clickhouse=(clickhouse_url, db))
-        pid = srv.proc.pid
-        try:
-            time.sleep(1.0)
-            # The engine at rest, before any viewer: both figures are
-            # measured from here.
-            base = rss_bytes(pid)
-            summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"idle-{rep}.json"), [
-                "--rooms", "1", "--viewers", str(viewers), "--duration", "16", "--ramp", "8",
-                "--chat-rate", "0", "--like-rate", "0", "--lead-rate", "0",
-            ], [("rss", 14.0, lambda: rss_bytes(pid))])
-            connected = summary["connections"]["viewers_connected"]
-            per = (s["rss"][1] - base) / max(connected, 1)
-            idle.append(per)
-            print(f"  RSS {base / 2**20:.1f} → {s['rss'][1] / 2**20:.1f} MiB with {connected:,} viewers: "
-                  f"{per / 1024:.2f} KiB per idle viewer")
-            step(f"memory, rep {rep + 1}/{reps}: like storm, {viewers:,} viewers")
-            summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"storm-{rep}.json"), [
-                "--scenario", os.path.join(ROOT, "loadgen", "scenarios", "perf-like-storm.toml"),
-                "--viewers", str(viewers), "--room-base", "101",
-            ], [("rss", None, lambda: rss_bytes(pid))])
-            peak = max(s["rss"])
-            connected = summary["connections"]["viewers_connected"]
-            per = (peak - base) / max(connected, 1)
-            active.append(per)
-            print(f"  peak RSS {peak / 2**20:.1f} MiB (engine at rest {base / 2**20:.1f} MiB) with "
-                  f"{connected:,} active viewers: {per / 1024:.1f} KiB per active viewer")
-        finally:
-            srv.close()
-    return {
-        "viewers": viewers,
-        "idle_bytes_per_viewer": {"runs": idle, "median": statistics.median(idle)},
-        "active_bytes_per_viewer": {"runs": active, "median": statistics.median(active),
-                                    "note": "(peak engine RSS during the storm - RSS at rest) ÷ connected viewers"},
-    }
+        ch = (clickhouse_url, db)
+    step(f"memory, rep {rep + 1}: {kind}, {viewers:,} idle viewers, then a like storm")
+    srv = Server(kind, bins, f"memory-{kind}", clickhouse=ch)
+    pid = srv.proc.pid
+    try:
+        time.sleep(1.0)
+        # The server at rest, before any viewer: both figures are
+        # measured from here.
+        base = rss_bytes(pid)
+        summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"idle-{rep}.json"), [
+            "--rooms", "1", "--viewers", str(viewers), "--duration", "16", "--ramp", "8",
+            "--chat-rate", "0", "--like-rate", "0", "--lead-rate", "0",
+        ], [("rss", 14.0, lambda: rss_bytes(pid))])
+        connected = summary["connections"]["viewers_connected"]
+        idle = (s["rss"][1] - base) / max(connected, 1)
+        print(f"  {kind}: RSS {base / 2**20:.1f} → {s['rss'][1] / 2**20:.1f} MiB with {connected:,} viewers: "
+              f"{idle / 1024:.2f} KiB per idle viewer")
+        summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"storm-{rep}.json"), [
+            "--scenario", os.path.join(ROOT, "loadgen", "scenarios", "perf-like-storm.toml"),
+            "--viewers", str(viewers), "--room-base", "101",
+        ], [("rss", None, lambda: rss_bytes(pid))])
+        peak = max(s["rss"])
+        connected = summary["connections"]["viewers_connected"]
+        active = (peak - base) / max(connected, 1)
+        print(f"  {kind}: peak RSS {peak / 2**20:.1f} MiB with {connected:,} active viewers: "
+              f"{active / 1024:.1f} KiB per active viewer")
+    finally:
+        srv.close()
+    return idle, active
+
+
+def memory(bins, reps, quick, clickhouse_url):
+    """Engine (real ClickHouse sink) and the bare peer, same loads."""
+    viewers = 2000 if quick else 10000
+    runs = {"engine": {"idle": [], "active": []}, "peer": {"idle": [], "active": []}}
+    for rep in range(reps):
+        for kind in ("peer", "engine"):
+            idle, active = memory_run(kind, bins, rep, viewers, clickhouse_url)
+            runs[kind]["idle"].append(idle)
+            runs[kind]["active"].append(active)
+    out = {"viewers": viewers,
+           "note": "(RSS with the viewers - RSS at rest) / connected viewers; active = peak during the storm"}
+    for kind, r in runs.items():
+        out[kind] = {
+            "idle_bytes_per_viewer": {"runs": r["idle"], "median": statistics.median(r["idle"])},
+            "active_bytes_per_viewer": {"runs": r["active"], "median": statistics.median(r["active"])},
+        }
+    # Kept at the top level too (the targets are about the engine).
+    out["idle_bytes_per_viewer"] = out["engine"]["idle_bytes_per_viewer"]
+    out["active_bytes_per_viewer"] = out["engine"]["active_bytes_per_viewer"]
+    return out
 
 
 def main():
@@ -408,10 +424,10 @@ def table(r):
                      f"{g['ratio_governor_over_roomgate']:.2f}", ""))
     m = r.get("memory")
     if m:
-        rows.append(("memory: KiB per idle viewer", f"{m['idle_bytes_per_viewer']['median'] / 1024:.2f}", "", "",
-                     "≤ 4"))
-        rows.append(("memory: KiB per active viewer (like storm)",
-                     f"{m['active_bytes_per_viewer']['median'] / 1024:.1f}", "", "", "≤ 16"))
+        for key, name, target in (("idle_bytes_per_viewer", "memory: KiB per idle viewer", "≤ 4"),
+                                  ("active_bytes_per_viewer", "memory: KiB per active viewer (storm)", "≤ 16")):
+            e, pe = m["engine"][key]["median"], m["peer"][key]["median"]
+            rows.append((name, f"{e / 1024:.1f}", f"{pe / 1024:.1f}", f"{pe / e:.2f}" if e > 0 else "-", target))
     w = [44, 12, 12, 8, 8]
     head = ("figure", "roomgate", "peer", "ratio", "target")
     out = ["", "  ".join(h.ljust(n) for h, n in zip(head, w))]

@@ -277,10 +277,21 @@ pub struct ShardConfig {
     /// Number of shards (queues and worker threads); 0 = available cores.
     /// Default 0.
     pub count: usize,
-    /// Capacity of each shard queue, events. Default 65,536.
+    /// Capacity of each shard's events lane (chat and likes), events.
+    /// Default 65,536.
     pub queue_capacity: usize,
+    /// Capacity of each shard's urgent lane (leads, session starts and
+    /// ends), events. Default 16,384.
+    pub urgent_capacity: usize,
     /// Most events a worker drains per round. Default 1,024.
     pub drain_batch: usize,
+    /// Above this share of the events lane in use, the gate holds like taps
+    /// in each session's pending count (one frame per session every 100 ms
+    /// at most) instead of queueing them. Default 0.25.
+    pub shed_likes_above: f64,
+    /// Above this share of the events lane in use, the gate answers chat
+    /// `busy` without queueing it. Default 0.5.
+    pub shed_chat_above: f64,
 }
 
 impl Default for ShardConfig {
@@ -288,7 +299,10 @@ impl Default for ShardConfig {
         ShardConfig {
             count: 0,
             queue_capacity: 65_536,
+            urgent_capacity: 16_384,
             drain_batch: 1_024,
+            shed_likes_above: 0.25,
+            shed_chat_above: 0.5,
         }
     }
 }
@@ -550,6 +564,15 @@ impl Config {
         }
         if self.shards.queue_capacity < 16 {
             return bad("shards.queue_capacity must be at least 16");
+        }
+        if self.shards.urgent_capacity < 16 {
+            return bad("shards.urgent_capacity must be at least 16");
+        }
+        let share = 0.0..=1.0;
+        if !share.contains(&self.shards.shed_likes_above)
+            || !share.contains(&self.shards.shed_chat_above)
+        {
+            return bad("shards.shed_likes_above and shards.shed_chat_above must be in 0..=1");
         }
         self.tickets.keys()?;
         if self.server.dev_cert_dir.is_none()

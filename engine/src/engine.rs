@@ -209,6 +209,7 @@ impl Engine {
                 &ShardSettings {
                     count: cfg.shards.count,
                     capacity: cfg.shards.queue_capacity,
+                    urgent_capacity: cfg.shards.urgent_capacity,
                     drain_batch: cfg.shards.drain_batch,
                     guard: cfg.guard.clone(),
                 },
@@ -272,6 +273,8 @@ impl Engine {
             handshake_timeout: Duration::from_millis(cfg.server.handshake_timeout_ms),
             max_pending_acks: cfg.server.max_pending_acks,
             busy_retry_after_ms: cfg.server.busy_retry_after_ms,
+            shed_likes_above: cfg.shards.shed_likes_above,
+            shed_chat_above: cfg.shards.shed_chat_above,
             admission: std::sync::Mutex::new(gate::admission::Admission::new(
                 gate::admission::AdmissionLimits {
                     max_connections: cfg.server.max_connections,

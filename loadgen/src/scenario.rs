@@ -500,6 +500,10 @@ pub struct Tolerances {
     pub max_unacked: f64,
     /// Connection attempts that failed, as a share of attempts. Default 0.
     pub max_failed_connections: f64,
+    /// Lead ack latency p99 (intended send → first ack), milliseconds, over
+    /// the whole run: checked when set (the overload scenario: leads stay
+    /// fast however busy chat and likes make the engine). Default unset.
+    pub max_lead_ack_p99_ms: Option<f64>,
     /// Like taps sent but neither stored nor rate limited, as a share of
     /// taps sent: what an engine crash may lose (taps still summed in memory
     /// for the current second). Never negative: more stored than sent
@@ -516,6 +520,7 @@ impl Default for Tolerances {
             max_busy: 0.01,
             max_unacked: 0.0,
             max_failed_connections: 0.0,
+            max_lead_ack_p99_ms: None,
             max_likes_lost: 0.0,
             max_abuse_accepted: AbuseTolerances::default(),
         }
@@ -903,6 +908,11 @@ impl Scenario {
         share("verify.max_busy", t.max_busy)?;
         share("verify.max_unacked", t.max_unacked)?;
         share("verify.max_failed_connections", t.max_failed_connections)?;
+        if t.max_lead_ack_p99_ms
+            .is_some_and(|v| v.is_nan() || v <= 0.0)
+        {
+            bail!("verify.max_lead_ack_p99_ms must be above 0");
+        }
         for class in Class::ABUSIVE {
             share(
                 &format!("verify.max_abuse_accepted.{class}"),

@@ -942,6 +942,19 @@ pub async fn verify(
             }
         ),
     );
+    if let Some(limit) = tol.max_lead_ack_p99_ms {
+        let p99 = s.latency_us.lead.p99 as f64 / 1000.0;
+        check(
+            &format!("leads: ack p99 ≤ {limit} ms"),
+            s.latency_us.lead.count > 0 && p99 <= limit,
+            format!(
+                "lead ack p99 {p99:.1} ms over {} leads (p50 {:.1} ms, max {:.1} ms)",
+                s.latency_us.lead.count,
+                s.latency_us.lead.p50 as f64 / 1000.0,
+                s.latency_us.lead.max as f64 / 1000.0
+            ),
+        );
+    }
     let dropped = s.dropped_local.chat + s.dropped_local.like + s.dropped_local.lead;
     check(
         "load offered: nothing dropped by the loadgen",

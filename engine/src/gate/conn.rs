@@ -330,22 +330,42 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Out>,
     conn: quinn::Connection,
 ) {
+    // Frames queued together are written together: one stream write (one
+    // lock of the connection, one wake of its driver) per batch, not per ack.
+    let mut buf = Vec::with_capacity(1024);
+    let mut close_with = None;
     while let Some(out) = rx.recv().await {
-        match out {
-            Out::Frame(f) => {
-                if send.write_all(&wire::encode(&f)).await.is_err() {
-                    return;
+        let mut next = Some(out);
+        while let Some(out) = next.take() {
+            match out {
+                Out::Frame(f) => buf.extend_from_slice(&wire::encode(&f)),
+                Out::Close(code) => {
+                    close_with = Some(code);
+                    break;
                 }
             }
-            Out::Close(code) => {
-                let _ = send.finish();
-                let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-                close(&conn, code);
+            if buf.len() >= WRITE_BATCH_BYTES {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !buf.is_empty() {
+            if send.write_all(&buf).await.is_err() {
                 return;
             }
+            buf.clear();
+        }
+        if let Some(code) = close_with {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+            close(&conn, code);
+            return;
         }
     }
 }
+
+/// Most bytes gathered into one stream write.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 struct Session {
     ctx: Arc<GateCtx>,
@@ -542,8 +562,12 @@ impl Session {
                     text,
                 });
                 // A full log (over its disk budget) sheds chat like a full
-                // queue does.
-                let pushed = if self.ctx.log.is_full() {
+                // queue does; so does a busy shard, before its events lane
+                // is full: room is kept for likes' counts and the lane
+                // drains quickly.
+                let shed = self.ctx.log.is_full()
+                    || self.ctx.shards.pressure(self.room_id) > self.ctx.shed_chat_above;
+                let pushed = if shed {
                     Err(env)
                 } else {
                     self.ctx.shards.try_push(env)
@@ -658,9 +682,15 @@ impl Session {
         }
     }
 
-    /// Try to hand pending like taps to the shard; keep them on overflow.
+    /// Try to hand pending like taps to the shard; keep them on overflow,
+    /// and while the shard is under pressure (they go in one frame later:
+    /// likes are what an overloaded engine coalesces first).
     fn flush_likes(&mut self) {
         if self.pending_likes == 0 {
+            return;
+        }
+        if self.ctx.shards.pressure(self.room_id) > self.ctx.shed_likes_above {
+            self.ctx.metrics.overflow(Kind::Like, Overflow::Coalesced);
             return;
         }
         let spread_ms =

@@ -46,6 +46,11 @@ pub struct GateCtx {
     pub max_pending_acks: usize,
     /// `retry_after_ms` on `busy`.
     pub busy_retry_after_ms: u32,
+    /// Events-lane share above which likes are held (`shards.shed_likes_above`).
+    pub shed_likes_above: f64,
+    /// Events-lane share above which chat is answered `busy`
+    /// (`shards.shed_chat_above`).
+    pub shed_chat_above: f64,
     /// Connections and handshakes in progress, and their caps.
     pub admission: std::sync::Mutex<admission::Admission>,
     /// Time allowed for a started frame to complete.

@@ -7,9 +7,18 @@
 //! acks that wait for them, to the write-ahead log in one submission
 //! ([`crate::wal`]), and park when idle.
 //!
+//! Each shard has two lanes: **urgent** (leads, session starts and ends)
+//! and **events** (chat, likes). A worker's round takes what the events lane
+//! holds (up to `drain_batch`), then everything urgent, and handles the
+//! urgent ones first: a lead or a join never waits behind a backlog of
+//! chat and likes. Anything pushed to the urgent lane before an event was
+//! pushed is handled before that event.
+//!
 //! Overflow is a decision per kind, taken by the caller of
 //! [`Shards::try_push`]: leads and session events wait ([`Shards::push_wait`]),
-//! chat is answered `busy`, likes are coalesced into a count.
+//! chat is answered `busy`, likes are coalesced into a count. The gate sheds
+//! before the events lane is full, by [`Shards::pressure`]: likes are held
+//! (coalesced) first, then chat is answered `busy`.
 //!
 //! Cross-room lead facts (the same phone, IP or viewer across rooms) live in
 //! the shard that owns the fact's key: a lead travels room shard → phone
@@ -94,7 +103,10 @@ const HOP_CAPACITY: usize = 65_536;
 const ADMIN_CAPACITY: usize = 1_024;
 
 struct Queue {
+    /// The events lane: chat and likes.
     q: ArrayQueue<Envelope>,
+    /// The urgent lane: leads, session starts and ends.
+    urgent: ArrayQueue<Envelope>,
     hops: ArrayQueue<LeadHop>,
     admin: ArrayQueue<AdminOp>,
     sleeping: AtomicBool,
@@ -117,8 +129,10 @@ impl Queue {
 pub struct ShardSettings {
     /// Number of shards.
     pub count: usize,
-    /// Capacity of each queue.
+    /// Capacity of each shard's events lane (chat, likes).
     pub capacity: usize,
+    /// Capacity of each shard's urgent lane (leads, session starts/ends).
+    pub urgent_capacity: usize,
     /// Events drained per round.
     pub drain_batch: usize,
     /// Guard settings.
@@ -157,7 +171,8 @@ impl Shards {
         let queues: Arc<Vec<Queue>> = Arc::new(
             (0..settings.count)
                 .map(|_| Queue {
-                    q: ArrayQueue::new(settings.capacity),
+                    q: ArrayQueue::new(settings.capacity.max(1)),
+                    urgent: ArrayQueue::new(settings.urgent_capacity.max(1)),
                     hops: ArrayQueue::new(HOP_CAPACITY),
                     admin: ArrayQueue::new(ADMIN_CAPACITY),
                     sleeping: AtomicBool::new(false),
@@ -222,14 +237,30 @@ impl Shards {
         shard_of(room, self.queues.len())
     }
 
-    /// Push without waiting; gives the envelope back if the queue is full.
+    /// How full the events lane of `room`'s shard is, 0.0 (empty) to 1.0
+    /// (full): what the gate sheds by.
+    pub fn pressure(&self, room: u64) -> f64 {
+        let q = &self.queues[shard_of(room, self.queues.len())].q;
+        q.len() as f64 / q.capacity() as f64
+    }
+
+    /// Push without waiting to the event's lane; gives the envelope back if
+    /// the lane is full.
     pub fn try_push(&self, env: Envelope) -> Result<(), Envelope> {
         let q = &self.queues[shard_of(env.event.room_id, self.queues.len())];
         let lead = matches!(env.event.kind, EventKind::Lead { .. });
         if lead {
             self.leads_pending.fetch_add(1, Ordering::SeqCst);
         }
-        let r = q.q.push(env);
+        let urgent = matches!(
+            env.event.kind,
+            EventKind::Lead { .. } | EventKind::Join { .. } | EventKind::Leave { .. }
+        );
+        let r = if urgent {
+            q.urgent.push(env)
+        } else {
+            q.q.push(env)
+        };
         if r.is_err() && lead {
             self.leads_pending.fetch_sub(1, Ordering::SeqCst);
         }
@@ -311,6 +342,7 @@ impl Worker {
     fn run(&mut self) {
         tracing::debug!(shard = self.index, "shard worker started");
         let mut buf = Vec::with_capacity(self.drain_batch);
+        let mut urgent = Vec::new();
         loop {
             let now = crate::now_ms();
             let mut work = self.admin_ops(now);
@@ -321,7 +353,13 @@ impl Worker {
                     None => break,
                 }
             }
-            work += buf.len();
+            // After the events: an urgent event pushed before one of them
+            // (a session's join before its first chat) is taken too, and
+            // handled first.
+            while let Some(e) = self.queue().urgent.pop() {
+                urgent.push(e);
+            }
+            work += buf.len() + urgent.len();
             if work == 0 {
                 self.core.tick(now);
                 self.ship();
@@ -329,6 +367,7 @@ impl Worker {
                 // A worker may stop only when no lead anywhere could still
                 // need one of its stages.
                 let idle = q.q.is_empty()
+                    && q.urgent.is_empty()
                     && q.hops.is_empty()
                     && self.pending_hops.is_empty()
                     && self.leads_pending.load(Ordering::SeqCst) == 0;
@@ -337,6 +376,7 @@ impl Worker {
                 }
                 q.sleeping.store(true, Ordering::SeqCst);
                 if q.q.is_empty()
+                    && q.urgent.is_empty()
                     && q.hops.is_empty()
                     && q.admin.is_empty()
                     && !q.closed.load(Ordering::SeqCst)
@@ -351,7 +391,7 @@ impl Worker {
             }
             self.metrics.queue_depth[self.index]
                 .store(self.queue().q.len() as i64, Ordering::Relaxed);
-            for env in buf.drain(..) {
+            for env in urgent.drain(..).chain(buf.drain(..)) {
                 self.core.handle(now, env);
             }
             self.core.tick(now);
