@@ -148,6 +148,7 @@ impl Engine {
                 segment_bytes: cfg.storage.segment_bytes,
                 max_bytes: cfg.storage.max_bytes,
                 max_group_bytes: cfg.storage.max_group_bytes,
+                group_commit: std::time::Duration::from_micros(cfg.storage.group_commit_us),
             },
             metrics.clone(),
         )

@@ -341,6 +341,7 @@ async fn engine(
             segment_bytes: storage.segment_bytes,
             max_bytes: storage.max_bytes,
             max_group_bytes: storage.max_group_bytes,
+            group_commit: std::time::Duration::from_micros(storage.group_commit_us),
         },
         metrics.clone(),
     )

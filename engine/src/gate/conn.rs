@@ -248,6 +248,7 @@ async fn session(
         replier,
         pending_likes: 0,
         pending_since_ms: 0,
+        likes_retry_at: None,
         expires_at: claims.expires_at,
         notice_at: None,
         expiry: tokio::time::Instant::now(),
@@ -318,13 +319,6 @@ fn instant_at(unix_secs: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(ms as u64)
 }
 
-async fn sleep_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn write_loop(
     mut send: quinn::SendStream,
     mut rx: mpsc::Receiver<Out>,
@@ -377,6 +371,8 @@ struct Session {
     pending_likes: u32,
     /// When the oldest pending tap arrived (Unix ms).
     pending_since_ms: i64,
+    /// Held taps are offered to the shard again at this time.
+    likes_retry_at: Option<tokio::time::Instant>,
     /// The ticket's expiry (Unix s): the session ends then unless a
     /// `Refresh` moved it.
     expires_at: u64,
@@ -483,6 +479,14 @@ impl Session {
             return CloseCode::ShuttingDown;
         }
         let mut partial_since: Option<tokio::time::Instant> = None;
+        // One timer for every deadline of the session (ticket, stalled
+        // frame, busy row, held likes), moved only when the earliest one
+        // changes: not a timer registered and cancelled per read.
+        let mut armed = Some(self.ticket_timer());
+        let timer = tokio::time::sleep_until(self.ticket_timer());
+        tokio::pin!(timer);
+        let closed = conn.closed();
+        tokio::pin!(closed);
         loop {
             let mut decoded = false;
             loop {
@@ -500,7 +504,6 @@ impl Session {
                     }
                 }
             }
-            let retry_likes = self.pending_likes > 0;
             self.flush_busy_if_due(crate::now_ms());
             // A frame that started to arrive must complete in time (counted
             // from the last complete frame): a client cannot hold its
@@ -516,6 +519,14 @@ impl Session {
                 .busy
                 .as_ref()
                 .map(|(b, _)| instant_at_ms((b + 1).saturating_mul(ms)));
+            let next = [frame_deadline, busy_due, self.likes_retry_at]
+                .into_iter()
+                .flatten()
+                .fold(self.ticket_timer(), std::cmp::min);
+            if armed != Some(next) {
+                armed = Some(next);
+                timer.as_mut().reset(next);
+            }
             tokio::select! {
                 chunk = recv.read_chunk(64 * 1024, true) => match chunk {
                     Ok(Some(c)) => dec.push(&c.bytes),
@@ -524,13 +535,25 @@ impl Session {
                     Err(quinn::ReadError::ConnectionLost(e)) => return close_of(&e),
                     Err(_) => return CloseCode::Normal,
                 },
-                () = tokio::time::sleep(Duration::from_millis(100)), if retry_likes => self.flush_likes(),
-                () = sleep_opt(frame_deadline) => return CloseCode::FrameTimeout,
-                () = sleep_opt(busy_due) => self.flush_busy(),
-                () = tokio::time::sleep_until(self.ticket_timer()) => {
-                    if let Some(code) = self.on_ticket_timer() {
-                        return code;
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if frame_deadline.is_some_and(|t| t <= now) {
+                        return CloseCode::FrameTimeout;
                     }
+                    if busy_due.is_some_and(|t| t <= now) {
+                        self.flush_busy();
+                    }
+                    if self.likes_retry_at.is_some_and(|t| t <= now) {
+                        self.likes_retry_at = None;
+                        self.flush_likes();
+                    }
+                    if self.ticket_timer() <= now {
+                        if let Some(code) = self.on_ticket_timer() {
+                            return code;
+                        }
+                    }
+                    // Fired: re-armed above with the next deadline.
+                    armed = None;
                 }
                 _ = shutdown.changed() => {
                     let _ = tx.try_send(Out::Frame(ServerFrame::Notice(wire::Notice {
@@ -540,7 +563,7 @@ impl Session {
                     })));
                     return CloseCode::ShuttingDown;
                 }
-                err = conn.closed() => return close_of(&err),
+                err = &mut closed => return close_of(&err),
             }
         }
     }
@@ -691,6 +714,7 @@ impl Session {
         }
         if self.ctx.shards.pressure(self.room_id) > self.ctx.shed_likes_above {
             self.ctx.metrics.overflow(Kind::Like, Overflow::Coalesced);
+            self.retry_likes_later();
             return;
         }
         let spread_ms =
@@ -700,8 +724,21 @@ impl Session {
             spread_ms,
         });
         match self.ctx.shards.try_push(env) {
-            Ok(()) => self.pending_likes = 0,
-            Err(_) => self.ctx.metrics.overflow(Kind::Like, Overflow::Coalesced),
+            Ok(()) => {
+                self.pending_likes = 0;
+                self.likes_retry_at = None;
+            }
+            Err(_) => {
+                self.ctx.metrics.overflow(Kind::Like, Overflow::Coalesced);
+                self.retry_likes_later();
+            }
+        }
+    }
+
+    /// Held taps: offer them again in 100 ms (or with the next like frame).
+    fn retry_likes_later(&mut self) {
+        if self.likes_retry_at.is_none() {
+            self.likes_retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(100));
         }
     }
 

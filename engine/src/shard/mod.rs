@@ -100,6 +100,11 @@ pub fn shard_of(key: u64, shards: usize) -> usize {
 }
 
 const HOP_CAPACITY: usize = 65_536;
+/// Likes queued before a sleeping worker is woken for them.
+const LAZY_WAKE_AT: usize = 256;
+/// Longest sleep of an idle worker: likes pushed without a wake wait at
+/// most this long.
+const LAZY_PARK: Duration = Duration::from_millis(20);
 const ADMIN_CAPACITY: usize = 1_024;
 
 struct Queue {
@@ -256,6 +261,11 @@ impl Shards {
             env.event.kind,
             EventKind::Lead { .. } | EventKind::Join { .. } | EventKind::Leave { .. }
         );
+        // Likes have no ack and are summed per second: they do not wake a
+        // sleeping worker (a futex wake per tap frame was a large share of
+        // the front door's CPU) until a batch of them waits; the worker
+        // looks on its own every LAZY_PARK.
+        let lazy = matches!(env.event.kind, EventKind::Like { .. });
         let r = if urgent {
             q.urgent.push(env)
         } else {
@@ -264,7 +274,9 @@ impl Shards {
         if r.is_err() && lead {
             self.leads_pending.fetch_sub(1, Ordering::SeqCst);
         }
-        q.wake();
+        if !lazy || q.q.len() >= LAZY_WAKE_AT {
+            q.wake();
+        }
         r
     }
 
@@ -381,7 +393,7 @@ impl Worker {
                     && q.admin.is_empty()
                     && !q.closed.load(Ordering::SeqCst)
                 {
-                    std::thread::park_timeout(Duration::from_millis(100));
+                    std::thread::park_timeout(LAZY_PARK);
                 } else if q.closed.load(Ordering::SeqCst) {
                     // Waiting for leads in flight on other shards.
                     std::thread::park_timeout(Duration::from_millis(5));

@@ -99,6 +99,10 @@ pub struct LogSettings {
     pub max_bytes: u64,
     /// Most bytes written per group commit.
     pub max_group_bytes: usize,
+    /// Shortest time between the starts of two group commits: records that
+    /// arrive meanwhile join the next fsync. Bounds the fsync rate (and its
+    /// CPU) under load at the price of at most this much added ack latency.
+    pub group_commit: Duration,
 }
 
 struct Shared {
@@ -167,6 +171,7 @@ pub fn start(
         waiters: Vec::new(),
         barriers: Vec::new(),
         last_sweep: Instant::now(),
+        last_sync: None,
     };
     let handle = std::thread::Builder::new()
         .name("roomgate-log".into())
@@ -270,6 +275,8 @@ struct LogThread {
     waiters: Vec<(oneshot::Sender<u64>, u64)>,
     barriers: Vec<oneshot::Sender<()>>,
     last_sweep: Instant,
+    /// When the last group commit started.
+    last_sync: Option<Instant>,
 }
 
 impl LogThread {
@@ -278,6 +285,7 @@ impl LogThread {
         while self.rows.is_some() || self.marks.is_some() {
             self.wait();
             self.gather();
+            self.linger();
             self.commit();
             if self.last_sweep.elapsed() >= Duration::from_millis(200) {
                 self.sweep();
@@ -310,6 +318,21 @@ impl LogThread {
             match op.recv(self.marks.as_ref().expect("selected")) {
                 Ok(m) => self.mark(m),
                 Err(_) => self.marks = None,
+            }
+        }
+    }
+
+    /// Before a group commit that would follow the last one too closely,
+    /// wait out the rest of `group_commit` and take what arrived meanwhile.
+    fn linger(&mut self) {
+        if self.log.buffered() == 0 || self.settings.group_commit.is_zero() {
+            return;
+        }
+        if let Some(last) = self.last_sync {
+            let since = last.elapsed();
+            if since < self.settings.group_commit {
+                std::thread::sleep(self.settings.group_commit - since);
+                self.gather();
             }
         }
     }
@@ -377,6 +400,7 @@ impl LogThread {
         let bytes = self.log.buffered();
         if bytes > 0 {
             let t0 = Instant::now();
+            self.last_sync = Some(t0);
             let durable = match self.log.sync() {
                 Ok(l) => l,
                 Err(e) => {
