@@ -169,6 +169,10 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Bidirectional streams a client may open per connection. Default 1.
     pub max_streams_per_connection: u32,
+    /// QUIC endpoints on `listen`, each with its own UDP socket
+    /// (`SO_REUSEPORT`) and receive task; the kernel spreads viewers over
+    /// them. 0 = the number of available cores. Default 0.
+    pub endpoints: usize,
     /// Acks buffered per connection before the viewer is treated as not
     /// reading and disconnected (`slow_consumer`). Default 1,024.
     pub max_pending_acks: usize,
@@ -195,6 +199,7 @@ impl Default for ServerConfig {
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             max_streams_per_connection: 1,
+            endpoints: 0,
             max_pending_acks: 1_024,
             busy_retry_after_ms: 1_000,
             admin_token: None,
@@ -557,6 +562,11 @@ impl Config {
     /// Check ranges and required values; resolve `shards.count = 0`.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.server.endpoints == 0 {
+            self.server.endpoints = std::thread::available_parallelism()
+                .map(std::num::NonZeroUsize::get)
+                .unwrap_or(1);
+        }
         if self.shards.count == 0 {
             self.shards.count = std::thread::available_parallelism()
                 .map(|n| n.get())

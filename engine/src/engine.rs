@@ -257,8 +257,12 @@ impl Engine {
         )
         .await?;
         let admin = tokio::spawn(admin);
-        let endpoint = gate::endpoint(&cfg.server)?;
-        let quic_addr = endpoint.local_addr().context("QUIC local address")?;
+        let endpoints = gate::endpoints(&cfg.server, cfg.server.endpoints)?;
+        let quic_addr = endpoints
+            .first()
+            .context("no QUIC endpoint")?
+            .local_addr()
+            .context("QUIC local address")?;
         let limits = cfg.limits.to_limits();
         let ctx = Arc::new(GateCtx {
             shards: shards.clone(),
@@ -301,7 +305,8 @@ impl Engine {
             database = %cfg.clickhouse.database,
             "roomgate running"
         );
-        let gate = tokio::spawn(gate::serve(endpoint, ctx.clone()));
+        tracing::info!(endpoints = endpoints.len(), addr = %quic_addr, "QUIC endpoints bound");
+        let gate = tokio::spawn(gate::serve_all(endpoints, ctx.clone()));
         Ok(Engine {
             metrics,
             shards,

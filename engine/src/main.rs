@@ -56,6 +56,10 @@ struct Cli {
     /// Number of shards; 0 = cores [config: shards.count].
     #[arg(long, global = true)]
     shards: Option<usize>,
+    /// QUIC endpoints on the listen address (SO_REUSEPORT); 0 = cores
+    /// [config: server.endpoints].
+    #[arg(long, global = true)]
+    endpoints: Option<usize>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, global = true, env = "ROOMGATE_LOG", default_value = "info")]
     log: String,
@@ -135,6 +139,9 @@ fn config(cli: &Cli) -> Result<Config> {
     }
     if let Some(v) = cli.shards {
         cfg.shards.count = v;
+    }
+    if let Some(v) = cli.endpoints {
+        cfg.server.endpoints = v;
     }
     let secret = |k: &str| env(k).map(roomgate::config::Secret::new);
     if let Some(v) = secret("ROOMGATE_TICKET_SECRET") {

@@ -82,6 +82,16 @@ impl GateCtx {
 
 /// Build the quinn endpoint from config and TLS material.
 pub fn endpoint(cfg: &ServerConfig) -> Result<quinn::Endpoint> {
+    let mut eps = endpoints(cfg, 1)?;
+    eps.pop().context("no endpoint built")
+}
+
+/// Build `n` quinn endpoints on `server.listen`. With more than one, each
+/// has its own UDP socket bound with `SO_REUSEPORT`: the kernel spreads
+/// the viewers over them by address and port (a connection's packets
+/// always reach the same socket), so packet processing is not one task's
+/// work. A listen port of 0 is resolved by the first bind.
+pub fn endpoints(cfg: &ServerConfig, n: usize) -> Result<Vec<quinn::Endpoint>> {
     let (certs, key) = match (&cfg.dev_cert_dir, &cfg.cert, &cfg.key) {
         (_, Some(c), Some(k)) => tls::load(c, k)?,
         (Some(dir), _, _) => tls::dev_pair(dir)?,
@@ -108,17 +118,27 @@ pub fn endpoint(cfg: &ServerConfig) -> Result<quinn::Endpoint> {
         .datagram_receive_buffer_size(None);
     let mut server = quinn::ServerConfig::with_crypto(crypto);
     server.transport_config(Arc::new(transport));
-    let socket =
-        udp_socket(cfg.listen).with_context(|| format!("bind QUIC endpoint on {}", cfg.listen))?;
-    let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
-    let ep = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        runtime,
-    )
-    .with_context(|| format!("start QUIC endpoint on {}", cfg.listen))?;
-    Ok(ep)
+    // One endpoint config for all: the same stateless-reset key.
+    let endpoint_config = quinn::EndpointConfig::default();
+    let n = n.max(1);
+    let mut addr = cfg.listen;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket =
+            udp_socket(addr, n > 1).with_context(|| format!("bind QUIC endpoint on {addr}"))?;
+        let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
+        let ep = quinn::Endpoint::new(
+            endpoint_config.clone(),
+            Some(server.clone()),
+            socket,
+            runtime,
+        )
+        .with_context(|| format!("start QUIC endpoint on {addr}"))?;
+        // Later sockets bind the port the first one got.
+        addr = ep.local_addr().context("QUIC local address")?;
+        out.push(ep);
+    }
+    Ok(out)
 }
 
 /// Socket buffer size asked of the kernel (it may grant less; Linux caps it
@@ -127,9 +147,12 @@ const UDP_BUFFER: usize = 8 << 20;
 
 /// A UDP socket with large buffers: 10,000 viewers saying `Bye` at once
 /// overflow the default ~208 KiB receive buffer.
-fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         // Best effort: dual-stack where the platform allows it.
         let _ = socket.set_only_v6(false);
@@ -176,6 +199,15 @@ fn admit(incoming: quinn::Incoming, ctx: &Arc<GateCtx>, tasks: &mut JoinSet<()>)
             incoming.refuse();
         }
     }
+}
+
+/// [`serve`] on every endpoint; returns when all of them are done.
+pub async fn serve_all(endpoints: Vec<quinn::Endpoint>, ctx: Arc<GateCtx>) {
+    let mut all = JoinSet::new();
+    for ep in endpoints {
+        all.spawn(serve(ep, ctx.clone()));
+    }
+    while all.join_next().await.is_some() {}
 }
 
 /// Accept connections until shutdown, then wait for every connection task to
