@@ -326,7 +326,8 @@ async fn write_loop(
 ) {
     // Frames queued together are written together: one stream write (one
     // lock of the connection, one wake of its driver) per batch, not per ack.
-    let mut buf = Vec::with_capacity(1024);
+    // Grows with the first acks: an idle viewer costs nothing here.
+    let mut buf = Vec::new();
     let mut close_with = None;
     while let Some(out) = rx.recv().await {
         let mut next = Some(out);

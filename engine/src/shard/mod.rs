@@ -359,19 +359,8 @@ impl Worker {
             let now = crate::now_ms();
             let mut work = self.admin_ops(now);
             work += self.hops(now);
-            while buf.len() < self.drain_batch {
-                match self.queue().q.pop() {
-                    Some(e) => buf.push(e),
-                    None => break,
-                }
-            }
-            // After the events: an urgent event pushed before one of them
-            // (a session's join before its first chat) is taken too, and
-            // handled first.
-            while let Some(e) = self.queue().urgent.pop() {
-                urgent.push(e);
-            }
-            work += buf.len() + urgent.len();
+            let q = &self.queues[self.index];
+            work += take_round(&q.q, &q.urgent, self.drain_batch, &mut buf, &mut urgent);
             if work == 0 {
                 self.core.tick(now);
                 self.ship();
@@ -488,9 +477,55 @@ impl Worker {
     }
 }
 
+/// Take one round from a shard's lanes: up to `max` events, then
+/// everything urgent. The round is handled `urgent` first, then `events`;
+/// because the urgent lane is read after the events lane, anything pushed
+/// to it before an event of the round was pushed is in the round too (a
+/// session's join before its first chat). Returns how many were taken.
+fn take_round<T>(
+    events_lane: &ArrayQueue<T>,
+    urgent_lane: &ArrayQueue<T>,
+    max: usize,
+    events: &mut Vec<T>,
+    urgent: &mut Vec<T>,
+) -> usize {
+    let before = events.len() + urgent.len();
+    while events.len() < max {
+        match events_lane.pop() {
+            Some(e) => events.push(e),
+            None => break,
+        }
+    }
+    while let Some(e) = urgent_lane.pop() {
+        urgent.push(e);
+    }
+    events.len() + urgent.len() - before
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_takes_urgent_events_pushed_before_its_events_and_bounds_the_events() {
+        let events = ArrayQueue::new(16);
+        let urgent = ArrayQueue::new(16);
+        let (mut ev, mut ur) = (Vec::new(), Vec::new());
+        // A join (urgent) then its chat (events), then another urgent one.
+        urgent.push("join").unwrap();
+        events.push("chat 1").unwrap();
+        events.push("chat 2").unwrap();
+        events.push("chat 3").unwrap();
+        urgent.push("lead").unwrap();
+        assert_eq!(take_round(&events, &urgent, 2, &mut ev, &mut ur), 4);
+        let order: Vec<_> = ur.drain(..).chain(ev.drain(..)).collect();
+        assert_eq!(order, ["join", "lead", "chat 1", "chat 2"]);
+        // The rest next round; an empty round takes nothing.
+        assert_eq!(take_round(&events, &urgent, 2, &mut ev, &mut ur), 1);
+        assert_eq!(ev, ["chat 3"]);
+        ev.clear();
+        assert_eq!(take_round(&events, &urgent, 2, &mut ev, &mut ur), 0);
+    }
 
     #[test]
     fn shard_of_is_stable_and_spread() {
