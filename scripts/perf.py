@@ -232,12 +232,13 @@ def front_door(bins, reps, quick):
             per[kind].append(us)
             print(f"  {kind}: {frames / (tb - ta):,.0f} frames/s, {cb - ca:.2f} CPU-s in {tb - ta:.1f} s "
                   f"= {us:.1f} µs/frame; ack p99 {p99:.1f} ms{'' if ok else ' (NOT healthy)'}")
-    # The engine with one QUIC endpoint instead of the default (one per
-    # core), same load: what SO_REUSEPORT endpoints change.
+    # The engine with one QUIC endpoint per core (SO_REUSEPORT) instead of
+    # the default one, same load: what several endpoints change.
+    many = max(2, os.cpu_count() or 2)
     one = []
     for rep in range(reps):
-        step(f"front door, rep {rep + 1}/{reps}: engine with 1 endpoint")
-        srv = Server("engine", bins, "front-engine-1ep", endpoints=1)
+        step(f"front door, rep {rep + 1}/{reps}: engine with {many} endpoints")
+        srv = Server("engine", bins, "front-engine-eps", endpoints=many)
         pid = srv.proc.pid
         try:
             summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"cpu-{rep}.json"), load_args(CPU_LIKES),
@@ -248,11 +249,11 @@ def front_door(bins, reps, quick):
         (ta, ca), (tb, cb) = s["a"], s["b"]
         us = (cb - ca) * 1e6 / max(frames_between(summary, ta, tb), 1.0)
         one.append(us)
-        print(f"  engine, 1 endpoint: {us:.1f} µs/frame; ack p99 {steady_p99_ms(summary):.1f} ms")
+        print(f"  engine, {many} endpoints: {us:.1f} µs/frame; ack p99 {steady_p99_ms(summary):.1f} ms")
     med = {k: statistics.median(v) for k, v in per.items()}
     out["cpu_us_per_frame"] = {k: {"runs": v, "median": med[k]} for k, v in per.items()}
-    out["cpu_us_per_frame"]["engine_1_endpoint"] = {"runs": one, "median": statistics.median(one)}
-    out["engine_endpoints"] = os.cpu_count()
+    out["cpu_us_per_frame"]["engine_n_endpoints"] = {"runs": one, "median": statistics.median(one)}
+    out["engine_endpoints"] = many
     out["ratio_peer_over_engine"] = med["peer"] / med["engine"]
 
     ladder = LADDER_LIKES[:2] if quick else LADDER_LIKES
@@ -431,8 +432,8 @@ def table(r):
         c = fd["cpu_us_per_frame"]
         rows.append(("front door: CPU µs per frame", f"{c['engine']['median']:.1f}",
                      f"{c['peer']['median']:.1f}", f"{fd['ratio_peer_over_engine']:.2f}", "≥ 0.85"))
-        e1 = c["engine_1_endpoint"]["median"]
-        rows.append((f"  same, 1 endpoint instead of {fd['engine_endpoints']}", f"{e1:.1f}",
+        e1 = c["engine_n_endpoints"]["median"]
+        rows.append((f"  same, {fd['engine_endpoints']} endpoints instead of 1", f"{e1:.1f}",
                      f"{c['peer']['median']:.1f}", f"{c['peer']['median'] / e1:.2f}", ""))
         lad = fd["ladder"]
         e, pe = lad["engine"]["max_sustained_frames_per_s"], lad["peer"]["max_sustained_frames_per_s"]

@@ -171,7 +171,10 @@ pub struct ServerConfig {
     pub max_streams_per_connection: u32,
     /// QUIC endpoints on `listen`, each with its own UDP socket
     /// (`SO_REUSEPORT`) and receive task; the kernel spreads viewers over
-    /// them. 0 = the number of available cores. Default 0.
+    /// them by address and port. With more than one, a viewer whose address
+    /// or port changes (a phone switching networks, a NAT rebinding) lands
+    /// on another endpoint and its connection ends (it reconnects and
+    /// resends). 0 = the number of available cores. Default 1.
     pub endpoints: usize,
     /// Acks buffered per connection before the viewer is treated as not
     /// reading and disconnected (`slow_consumer`). Default 1,024.
@@ -199,7 +202,7 @@ impl Default for ServerConfig {
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             max_streams_per_connection: 1,
-            endpoints: 0,
+            endpoints: 1,
             max_pending_acks: 1_024,
             busy_retry_after_ms: 1_000,
             admin_token: None,
@@ -297,8 +300,9 @@ pub struct ShardConfig {
     /// Most events a worker drains per round. Default 1,024.
     pub drain_batch: usize,
     /// Above this share of the events lane in use, the gate holds like taps
-    /// in each session's pending count (one frame per session every 100 ms
-    /// at most) instead of queueing them. Default 0.25.
+    /// in each session's pending count instead of queueing them (retried
+    /// every 100 ms and with each like frame; pushed once the lane is below
+    /// it, and at the session's end in any case). Default 0.25.
     pub shed_likes_above: f64,
     /// Above this share of the events lane in use, the gate answers chat
     /// `busy` without queueing it. Default 0.5.
@@ -589,6 +593,9 @@ impl Config {
             || !share.contains(&self.shards.shed_chat_above)
         {
             return bad("shards.shed_likes_above and shards.shed_chat_above must be in 0..=1");
+        }
+        if self.shards.shed_chat_above < self.shards.shed_likes_above {
+            return bad("shards.shed_chat_above must be at least shards.shed_likes_above (likes are shed before chat)");
         }
         self.tickets.keys()?;
         if self.server.dev_cert_dir.is_none()

@@ -253,6 +253,7 @@ async fn session(
         notice_at: None,
         expiry: tokio::time::Instant::now(),
         busy: None,
+        busy_due: None,
     };
     s.set_expiry(claims.expires_at);
     s.push_wait(EventKind::Join {
@@ -383,6 +384,9 @@ struct Session {
     expiry: tokio::time::Instant,
     /// The open `busy` moderation row: (bucket, row).
     busy: Option<(i64, ModerationRow)>,
+    /// When the open `busy` row's bucket ends (fixed when it opens, so the
+    /// session timer is not moved on every read).
+    busy_due: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -515,11 +519,7 @@ impl Session {
                 partial_since = Some(tokio::time::Instant::now());
             }
             let frame_deadline = partial_since.map(|t| t + self.ctx.frame_timeout);
-            let ms = self.ctx.moderation_bucket_ms.max(1);
-            let busy_due = self
-                .busy
-                .as_ref()
-                .map(|(b, _)| instant_at_ms((b + 1).saturating_mul(ms)));
+            let busy_due = self.busy_due;
             let next = [frame_deadline, busy_due, self.likes_retry_at]
                 .into_iter()
                 .flatten()
@@ -658,6 +658,8 @@ impl Session {
             EventKind::Chat { text, .. } => crate::guard::text::redact_contacts(&text).into_owned(),
             _ => String::new(),
         };
+        let ms = self.ctx.moderation_bucket_ms.max(1);
+        self.busy_due = Some(instant_at_ms((bucket + 1).saturating_mul(ms)));
         self.busy = Some((
             bucket,
             ModerationRow {
@@ -689,6 +691,7 @@ impl Session {
     }
 
     fn flush_busy(&mut self) {
+        self.busy_due = None;
         let Some((_, row)) = self.busy.take() else {
             return;
         };

@@ -328,7 +328,11 @@ impl ShardCore {
         }
         for id in replace {
             if let Some((_, r)) = self.sessions.get(&room).and_then(|m| m.get(&id)) {
-                // After the acks already decided for that session.
+                // After the acks decided for that session so far, and those
+                // of this round (the log releases a round's acks before its
+                // closes). Its chat still waiting behind a backlog in the
+                // events lane is stored, but its ack goes to a closed
+                // connection: the app's resend is answered as a replay.
                 self.out
                     .round
                     .closes
