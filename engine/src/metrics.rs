@@ -310,6 +310,13 @@ impl Metrics {
         self.frames[kind as usize].fetch_add(1, Relaxed);
     }
 
+    /// Count `n` frames of one kind at once (a session's read batch).
+    pub fn frames(&self, kind: Kind, n: u64) {
+        if n > 0 {
+            self.frames[kind as usize].fetch_add(n, Relaxed);
+        }
+    }
+
     /// Count a connection attempt refused before its handshake.
     pub fn refused(&self, why: Refusal) {
         self.connections_refused[why as usize].fetch_add(1, Relaxed);

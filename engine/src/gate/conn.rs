@@ -249,6 +249,7 @@ async fn session(
         pending_likes: 0,
         pending_since_ms: 0,
         likes_retry_at: None,
+        counts: [0; 4],
         expires_at: claims.expires_at,
         notice_at: None,
         expiry: tokio::time::Instant::now(),
@@ -267,6 +268,7 @@ async fn session(
     .await;
     ctx.reading.fetch_add(1, Ordering::SeqCst);
     let mut code = s.frames(conn, &mut recv, &mut dec, &tx).await;
+    s.flush_counts();
     // A close the engine itself made (ban, slow consumer) names the reason.
     if let Some(c) = CloseCode::from_code(u64::from(closed_with.load(Ordering::Relaxed))) {
         code = c;
@@ -375,6 +377,9 @@ struct Session {
     pending_since_ms: i64,
     /// Held taps are offered to the shard again at this time.
     likes_retry_at: Option<tokio::time::Instant>,
+    /// Frames (chat, like, lead) and like taps read since the counters
+    /// were last published: one atomic add per kind per read, not per frame.
+    counts: [u64; 4],
     /// The ticket's expiry (Unix s): the session ends then unless a
     /// `Refresh` moved it.
     expires_at: u64,
@@ -509,6 +514,7 @@ impl Session {
                     }
                 }
             }
+            self.flush_counts();
             self.flush_busy_if_due(crate::now_ms());
             // A frame that started to arrive must complete in time (counted
             // from the last complete frame): a client cannot hold its
@@ -571,7 +577,6 @@ impl Session {
 
     /// Handle one frame; `Some(code)` ends the session.
     async fn frame(&mut self, frame: ClientFrame) -> Option<CloseCode> {
-        let m = &self.ctx.metrics;
         match frame {
             ClientFrame::Hello(_) => return Some(CloseCode::UnexpectedFrame),
             ClientFrame::Bye => return Some(CloseCode::Normal),
@@ -580,7 +585,7 @@ impl Session {
                 client_msg_id,
                 text,
             } => {
-                m.frame(Kind::Chat);
+                self.counts[0] += 1;
                 let env = self.envelope(EventKind::Chat {
                     client_msg_id,
                     text,
@@ -602,8 +607,8 @@ impl Session {
                 }
             }
             ClientFrame::Like { count } => {
-                m.frame(Kind::Like);
-                m.like_taps.fetch_add(u64::from(count), Ordering::Relaxed);
+                self.counts[1] += 1;
+                self.counts[3] += u64::from(count);
                 if self.pending_likes == 0 {
                     self.pending_since_ms = crate::now_ms();
                 }
@@ -611,7 +616,7 @@ impl Session {
                 self.flush_likes();
             }
             ClientFrame::Lead(lead) => {
-                m.frame(Kind::Lead);
+                self.counts[2] += 1;
                 let ip = self.ip.clone();
                 self.push_wait(EventKind::Lead {
                     lead: Box::new(lead),
@@ -621,6 +626,18 @@ impl Session {
             }
         }
         None
+    }
+
+    /// Publish the frame counts gathered since the last call.
+    fn flush_counts(&mut self) {
+        let [chat, like, lead, taps] = std::mem::take(&mut self.counts);
+        let m = &self.ctx.metrics;
+        m.frames(Kind::Chat, chat);
+        m.frames(Kind::Like, like);
+        m.frames(Kind::Lead, lead);
+        if taps > 0 {
+            m.like_taps.fetch_add(taps, Ordering::Relaxed);
+        }
     }
 
     /// Answer `busy` and count it in the session's open `busy` moderation
