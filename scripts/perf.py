@@ -209,6 +209,25 @@ def healthy(summary):
     return p99 <= P99_LIMIT_MS and dropped == 0 and unacked == 0 and failed == 0, p99
 
 
+def cpu_per_frame(bins, kind, name, rep, label, endpoints=None):
+    """One run at the CPU load: server CPU µs per frame in the steady window."""
+    srv = Server(kind, bins, name, endpoints=endpoints)
+    pid = srv.proc.pid
+    try:
+        summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"cpu-{rep}.json"), load_args(CPU_LIKES),
+                             [("a", WINDOW[0], lambda: cpu_secs(pid)),
+                              ("b", WINDOW[1], lambda: cpu_secs(pid))])
+    finally:
+        srv.close()
+    (ta, ca), (tb, cb) = s["a"], s["b"]
+    frames = frames_between(summary, ta, tb)
+    us = (cb - ca) * 1e6 / max(frames, 1.0)
+    ok, p99 = healthy(summary)
+    print(f"  {label}: {frames / (tb - ta):,.0f} frames/s, {cb - ca:.2f} CPU-s in {tb - ta:.1f} s "
+          f"= {us:.1f} µs/frame; ack p99 {p99:.1f} ms{'' if ok else ' (NOT healthy)'}")
+    return us
+
+
 def front_door(bins, reps, quick):
     out = {"offered": {"rooms": ROOMS, "viewers_per_room": VIEWERS_PER_ROOM, "chat_per_room_s": CHAT,
                        "lead_per_room_s": LEAD, "like_taps_per_room_s": CPU_LIKES,
@@ -217,42 +236,18 @@ def front_door(bins, reps, quick):
     for rep in range(reps):
         for kind in ("peer", "engine"):
             step(f"front door, rep {rep + 1}/{reps}: {kind}")
-            srv = Server(kind, bins, f"front-{kind}")
-            pid = srv.proc.pid
-            try:
-                summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"cpu-{rep}.json"), load_args(CPU_LIKES),
-                                     [("a", WINDOW[0], lambda: cpu_secs(pid)),
-                                      ("b", WINDOW[1], lambda: cpu_secs(pid))])
-            finally:
-                srv.close()
-            (ta, ca), (tb, cb) = s["a"], s["b"]
-            frames = frames_between(summary, ta, tb)
-            us = (cb - ca) * 1e6 / max(frames, 1.0)
-            ok, p99 = healthy(summary)
-            per[kind].append(us)
-            print(f"  {kind}: {frames / (tb - ta):,.0f} frames/s, {cb - ca:.2f} CPU-s in {tb - ta:.1f} s "
-                  f"= {us:.1f} µs/frame; ack p99 {p99:.1f} ms{'' if ok else ' (NOT healthy)'}")
+            per[kind].append(cpu_per_frame(bins, kind, f"front-{kind}", rep, kind))
     # The engine with one QUIC endpoint per core (SO_REUSEPORT) instead of
     # the default one, same load: what several endpoints change.
     many = max(2, os.cpu_count() or 2)
-    one = []
+    with_many = []
     for rep in range(reps):
         step(f"front door, rep {rep + 1}/{reps}: engine with {many} endpoints")
-        srv = Server("engine", bins, "front-engine-eps", endpoints=many)
-        pid = srv.proc.pid
-        try:
-            summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"cpu-{rep}.json"), load_args(CPU_LIKES),
-                                 [("a", WINDOW[0], lambda: cpu_secs(pid)),
-                                  ("b", WINDOW[1], lambda: cpu_secs(pid))])
-        finally:
-            srv.close()
-        (ta, ca), (tb, cb) = s["a"], s["b"]
-        us = (cb - ca) * 1e6 / max(frames_between(summary, ta, tb), 1.0)
-        one.append(us)
-        print(f"  engine, {many} endpoints: {us:.1f} µs/frame; ack p99 {steady_p99_ms(summary):.1f} ms")
+        with_many.append(cpu_per_frame(bins, "engine", "front-engine-eps", rep, f"engine, {many} endpoints",
+                                 endpoints=many))
     med = {k: statistics.median(v) for k, v in per.items()}
     out["cpu_us_per_frame"] = {k: {"runs": v, "median": med[k]} for k, v in per.items()}
-    out["cpu_us_per_frame"]["engine_n_endpoints"] = {"runs": one, "median": statistics.median(one)}
+    out["cpu_us_per_frame"]["engine_n_endpoints"] = {"runs": with_many, "median": statistics.median(with_many)}
     out["engine_endpoints"] = many
     out["ratio_peer_over_engine"] = med["peer"] / med["engine"]
 

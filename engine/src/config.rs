@@ -540,6 +540,17 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The room settings every `Welcome` carries (slow mode is per room and
+    /// announced by notice).
+    pub fn welcome_settings(&self) -> crate::wire::RoomSettings {
+        let limits = self.limits.to_limits();
+        crate::wire::RoomSettings {
+            slow_mode_secs: 0,
+            max_chat_chars: limits.max_chat_chars.min(self.guard.chat.max_chars) as u32,
+            max_frame_bytes: limits.max_frame as u32,
+        }
+    }
+
     /// Load from a TOML file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

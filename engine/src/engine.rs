@@ -19,7 +19,6 @@ use crate::metrics::Metrics;
 use crate::shard::{ShardSettings, Shards};
 use crate::sink::{self, WriterSettings};
 use crate::wal::{self, LogHandle, SeenId};
-use crate::wire::RoomSettings;
 
 /// Apply migrations, retrying while ClickHouse is unreachable (up to ~60 s).
 pub async fn migrate(cfg: &Config) -> Result<Vec<u32>> {
@@ -188,16 +187,7 @@ impl Engine {
         let writers = sink::spawn(sink::Writers {
             client: &client,
             batch: &cfg.batch,
-            settings: WriterSettings {
-                retry_initial: Duration::from_millis(cfg.clickhouse.retry_initial_ms),
-                retry_max: Duration::from_millis(cfg.clickhouse.retry_max_ms),
-                min_interval: Duration::from_millis(cfg.clickhouse.min_insert_interval_ms),
-                insert_timeout: Duration::from_millis(cfg.clickhouse.insert_timeout_ms),
-                dead_letter_dir: wal::dead_letter_dir(&cfg.storage.dir),
-                read_interval: Duration::from_millis(10),
-                read_bytes: 4 << 20,
-                null_sink,
-            },
+            settings: WriterSettings::from_config(&cfg.clickhouse, &cfg.storage.dir),
             metrics: &metrics,
             log: &log,
             recovery: &recovery,
@@ -270,11 +260,7 @@ impl Engine {
             tickets: cfg.tickets.keys()?,
             refresh_notice_secs: cfg.tickets.refresh_notice_secs,
             limits,
-            room_settings: RoomSettings {
-                slow_mode_secs: 0,
-                max_chat_chars: limits.max_chat_chars.min(cfg.guard.chat.max_chars) as u32,
-                max_frame_bytes: limits.max_frame as u32,
-            },
+            room_settings: cfg.welcome_settings(),
             handshake_timeout: Duration::from_millis(cfg.server.handshake_timeout_ms),
             max_pending_acks: cfg.server.max_pending_acks,
             busy_retry_after_ms: cfg.server.busy_retry_after_ms,

@@ -75,12 +75,8 @@ async fn main() -> Result<()> {
     let limits = cfg.limits.to_limits();
     let ctx = Arc::new(Ctx {
         limits,
-        // What the engine sends in `Welcome` (engine.rs).
-        settings: RoomSettings {
-            slow_mode_secs: 0,
-            max_chat_chars: limits.max_chat_chars.min(cfg.guard.chat.max_chars) as u32,
-            max_frame_bytes: limits.max_frame as u32,
-        },
+        // What the engine sends in `Welcome`.
+        settings: cfg.welcome_settings(),
         handshake_timeout: Duration::from_millis(cfg.server.handshake_timeout_ms),
         next_session: AtomicU64::new((roomgate::now_ms() as u64 / 1000) << 32),
         frames: AtomicU64::new(0),

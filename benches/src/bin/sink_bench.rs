@@ -377,15 +377,11 @@ async fn engine(
     let writers = sink::spawn(sink::Writers {
         client,
         batch,
+        // The engine's settings, without the pacing (a bulk load).
         settings: WriterSettings {
-            retry_initial: Duration::from_millis(200),
-            retry_max: Duration::from_secs(10),
             min_interval: Duration::ZERO,
-            insert_timeout: Duration::from_secs(30),
-            dead_letter_dir: wal::dead_letter_dir(dir),
-            read_interval: Duration::from_millis(10),
-            read_bytes: 4 << 20,
             null_sink,
+            ..WriterSettings::from_config(&ClickHouseConfig::default(), dir)
         },
         metrics: &metrics,
         log: &log,

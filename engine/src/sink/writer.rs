@@ -59,6 +59,26 @@ pub struct WriterSettings {
     pub null_sink: bool,
 }
 
+impl WriterSettings {
+    /// The settings the engine runs with: retries, pacing and timeouts from
+    /// `[clickhouse]`, dead letters under `storage_dir`.
+    pub fn from_config(
+        ch: &crate::config::ClickHouseConfig,
+        storage_dir: &std::path::Path,
+    ) -> Self {
+        WriterSettings {
+            retry_initial: Duration::from_millis(ch.retry_initial_ms),
+            retry_max: Duration::from_millis(ch.retry_max_ms),
+            min_interval: Duration::from_millis(ch.min_insert_interval_ms),
+            insert_timeout: Duration::from_millis(ch.insert_timeout_ms),
+            dead_letter_dir: crate::wal::dead_letter_dir(storage_dir),
+            read_interval: Duration::from_millis(10),
+            read_bytes: 4 << 20,
+            null_sink: ch.null_sink,
+        }
+    }
+}
+
 /// How an insert error is handled.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ErrorClass {
