@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::{
     scenario::{Scenario, Tolerances},
-    truth::{Class, ClassLayout},
+    truth::{Class, ClassLayout, Worker},
     verify::{Settle, Target},
 };
 
@@ -60,6 +60,40 @@ pub enum Command {
     /// class sent / accepted / rejected by reason / stored, the guard's
     /// precision and recall per abusive class; exit 3 if a check fails.
     Verify(VerifyArgs),
+    /// Combine the summaries of a split run's workers (--worker K/N) into
+    /// one summary and report: counters added, latency histograms merged
+    /// (not averaged), lead records joined; optionally verify the whole run.
+    Merge(MergeArgs),
+}
+
+/// Flags of `merge`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct MergeArgs {
+    /// The workers' summaries (each worker's --summary-json; its lead
+    /// records are read from next to it), one per worker 1/N … N/N.
+    #[arg(required = true, value_name = "SUMMARY_JSON")]
+    pub summaries: Vec<PathBuf>,
+
+    /// Write the merged summary here, and its lead records next to it.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+
+    /// Write the merged HTML report here.
+    #[arg(long)]
+    pub report_html: Option<PathBuf>,
+
+    /// Verify the merged run against ClickHouse (needs --database); the
+    /// exit code is verify's.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Where ClickHouse is.
+    #[command(flatten)]
+    pub clickhouse: ChArgs,
+
+    /// Tolerances (default: the ones the workers recorded).
+    #[command(flatten)]
+    pub tolerances: TolArgs,
 }
 
 /// Flags of a load run.
@@ -184,8 +218,18 @@ pub struct Args {
     #[arg(long, default_value_t = 0.5)]
     pub min_connected: f64,
 
+    /// Run one share of the viewers, K of N (e.g. 2/3): this process runs
+    /// the viewers whose index i has i % N == K - 1, in every room, and
+    /// plans every room's events exactly as one process would (same seed),
+    /// sending only its viewers' events. Run N workers with the same flags
+    /// and scenario, each with its own --summary-json, then combine them
+    /// with `roomgate-loadgen merge` [default: one process runs everything].
+    #[arg(long, value_name = "K/N")]
+    pub worker: Option<Worker>,
+
     /// After the run, verify it against ClickHouse (needs --clickhouse-url
-    /// and --database); the exit code is verify's.
+    /// and --database); the exit code is verify's. Not with --worker: verify
+    /// the merged summary.
     #[arg(long)]
     pub verify: bool,
 
@@ -429,6 +473,9 @@ pub struct Config {
     /// Lifetime of each ticket, seconds.
     #[serde(rename = "ticket_ttl_s")]
     pub ticket_ttl: u64,
+    /// This process's share of a split run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<Worker>,
     /// The ticket key (id and secret; `Debug` does not reveal the secret,
     /// and it is never serialized).
     #[serde(skip)]
@@ -540,6 +587,15 @@ impl Config {
         a.tolerances.apply(&mut sc.verify)?;
         let warnings = sc.validate().context("invalid scenario")?;
         let layout = Arc::new(sc.layout()?);
+        if a.verify && a.worker.is_some() {
+            bail!(
+                "--verify verifies a whole run: run the workers without it, then \
+                 `roomgate-loadgen merge --verify` their summaries"
+            );
+        }
+        if a.worker.is_some() && a.summary_json.is_none() {
+            bail!("--worker needs --summary-json: `roomgate-loadgen merge` reads the workers' summaries");
+        }
         let verify = if a.verify {
             Some(a.clickhouse.target()?)
         } else {
@@ -582,13 +638,20 @@ impl Config {
             warnings,
             verify,
             ticket_ttl: a.ticket_ttl,
+            worker: a.worker,
             ticket_key,
         })
     }
 
-    /// Total viewers over all rooms.
-    pub fn total_viewers(&self) -> u64 {
-        u64::from(self.rooms) * u64::from(self.viewers)
+    /// Does this process run viewer index `slot` (always, unless split)?
+    pub fn runs(&self, slot: u32) -> bool {
+        self.worker.is_none_or(|w| w.owns(slot))
+    }
+
+    /// Viewers of `class` this process runs, over all rooms.
+    pub fn class_viewers(&self, class: Class) -> u64 {
+        let n = self.layout.range(class).filter(|s| self.runs(*s)).count() as u64;
+        n * u64::from(self.rooms)
     }
 
     /// Room id of room index `r`.

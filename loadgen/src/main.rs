@@ -15,12 +15,14 @@
 //! - [`report`]: status line, summary JSON and text table.
 //! - [`html`]: the self-contained HTML report.
 //! - [`verify`]: the run against ClickHouse: stored, missing, precision, recall.
+//! - [`merge`]: a split run's worker summaries (`--worker K/N`) into one.
 //! - [`run`]: wires a run together and shuts it down in order.
 
 mod cli;
 mod content;
 mod endpoint;
 mod html;
+mod merge;
 mod plan;
 mod report;
 mod room;
@@ -69,19 +71,17 @@ async fn run() -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let cli = cli::Cli::parse();
-    if let Some(cli::Command::Verify(v)) = cli.command {
-        return verify_cmd(v).await;
+    match cli.command {
+        Some(cli::Command::Verify(v)) => return verify_cmd(v).await,
+        Some(cli::Command::Merge(m)) => return merge_cmd(m).await,
+        None => {}
     }
     let cfg = cli::Config::from_args(cli.run, std::env::var(cli::SECRET_ENV).ok())?;
     let json_path = cfg.summary_json.clone();
     let html_path = cfg.report_html.clone();
     let target = cfg.verify.clone();
     let min_connected = cfg.min_connected;
-    let mut summary = run::run(cfg).await?;
-    print!("{}", report::text(&summary));
-    for w in report::warnings(&summary) {
-        tracing::warn!("{w}");
-    }
+    let summary = run::run(cfg).await?;
     let mut code = ExitCode::SUCCESS;
     let c = &summary.connections;
     if (c.viewers_connected as f64) < min_connected * c.viewers as f64 || c.viewers_connected == 0 {
@@ -93,21 +93,45 @@ async fn run() -> Result<ExitCode> {
         );
         code = ExitCode::from(TOO_FEW_CONNECTED);
     }
+    let verified = finish(summary, target, None, json_path, html_path).await?;
+    Ok(if verified {
+        code
+    } else {
+        ExitCode::from(VERIFY_FAILED)
+    })
+}
+
+/// Print a finished (or merged) run, verify it if asked (with the recorded
+/// tolerances, overridden by `tol`), write its summary and report. Returns
+/// `false` when verify failed.
+async fn finish(
+    mut summary: report::Summary,
+    target: Option<(verify::Target, verify::Settle)>,
+    tol: Option<&cli::TolArgs>,
+    json_path: Option<std::path::PathBuf>,
+    html_path: Option<std::path::PathBuf>,
+) -> Result<bool> {
+    print!("{}", report::text(&summary));
+    for w in report::warnings(&summary) {
+        tracing::warn!("{w}");
+    }
+    let mut passed = true;
     if let Some((target, settle)) = target {
         let gt = summary
             .ground_truth
             .as_ref()
             .context("the run has no ground truth")?;
         let records = gt.lead_records.clone();
-        let tolerances = gt.tolerances.clone();
+        let mut tolerances = gt.tolerances.clone();
+        if let Some(t) = tol {
+            t.apply(&mut tolerances)?;
+        }
         let r = verify::verify(&target, &summary, &records, &tolerances, settle)
             .await
             .context("verify")?;
         println!();
         print!("{}", verify::text(&r));
-        if !r.passed {
-            code = ExitCode::from(VERIFY_FAILED);
-        }
+        passed = r.passed;
         summary.verify = Some(r);
     }
     if let Some(path) = json_path {
@@ -117,7 +141,34 @@ async fn run() -> Result<ExitCode> {
         write_file(&path, &html::page(&summary))?;
         eprintln!("report: {}", path.display());
     }
-    Ok(code)
+    Ok(passed)
+}
+
+async fn merge_cmd(m: cli::MergeArgs) -> Result<ExitCode> {
+    let target = if m.verify {
+        Some(m.clickhouse.target()?)
+    } else {
+        None
+    };
+    let summary = merge::merge(&m.summaries)?;
+    eprintln!(
+        "merged {} workers: {} lead records",
+        summary.merged_workers,
+        summary.ground_truth.as_ref().map_or(0, |g| g.leads)
+    );
+    let passed = finish(
+        summary,
+        target,
+        Some(&m.tolerances),
+        m.summary_json,
+        m.report_html,
+    )
+    .await?;
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(VERIFY_FAILED)
+    })
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {

@@ -87,13 +87,14 @@ pub enum Due {
 
 /// Who is connected, as the planner needs to know it.
 pub trait Presence {
-    /// Is viewer `slot` connected?
-    fn is_present(&self, slot: u32) -> bool;
+    /// Is viewer `slot` connected for an event meant for time `at`?
+    fn is_present(&self, slot: u32, at: Duration) -> bool;
     /// A random connected viewer in `range` (one class's range) for which
     /// `ok` holds, after a bounded number of tries; `None` if none found.
     fn random_present(
         &self,
         range: Range<u32>,
+        at: Duration,
         rng: &mut StdRng,
         ok: &dyn Fn(u32) -> bool,
     ) -> Option<u32>;
@@ -106,13 +107,14 @@ pub struct Everyone;
 
 #[cfg(test)]
 impl Presence for Everyone {
-    fn is_present(&self, _slot: u32) -> bool {
+    fn is_present(&self, _slot: u32, _at: Duration) -> bool {
         true
     }
 
     fn random_present(
         &self,
         range: Range<u32>,
+        _at: Duration,
         rng: &mut StdRng,
         ok: &dyn Fn(u32) -> bool,
     ) -> Option<u32> {
@@ -127,6 +129,7 @@ impl Presence for Everyone {
 fn pick(
     rng: &mut StdRng,
     range: Range<u32>,
+    at: Duration,
     presence: &dyn Presence,
     ok: &dyn Fn(u32) -> bool,
 ) -> Option<u32> {
@@ -135,11 +138,11 @@ fn pick(
     }
     for _ in 0..8 {
         let s = rng.gen_range(range.clone());
-        if presence.is_present(s) && ok(s) {
+        if presence.is_present(s, at) && ok(s) {
             return Some(s);
         }
     }
-    presence.random_present(range, rng, ok)
+    presence.random_present(range, at, rng, ok)
 }
 
 /// With probability `share`, a resend delay of 50–500 ms.
@@ -477,16 +480,16 @@ impl RoomPlan {
             .as_ref()
             .map_or(1, |l| l.leads_per_viewer.min(u32::from(u16::MAX)) as u16);
         let slot = match gen {
-            Gen::Burst => pick(&mut self.pick, range, presence, &|s| {
+            Gen::Burst => pick(&mut self.pick, range, at, presence, &|s| {
                 self.tap_until[s as usize] <= at
             }),
-            Gen::Submit => pick(&mut self.pick, range, presence, &|s| {
+            Gen::Submit => pick(&mut self.pick, range, at, presence, &|s| {
                 self.leads_sent[s as usize] < per_viewer
             }),
-            Gen::Flood => pick(&mut self.pick, range, presence, &|s| {
+            Gen::Flood => pick(&mut self.pick, range, at, presence, &|s| {
                 self.abuse_until[s as usize] <= at
             }),
-            _ => pick(&mut self.pick, range, presence, &|_| true),
+            _ => pick(&mut self.pick, range, at, presence, &|_| true),
         };
         let Some(slot) = slot else {
             out.push(Due::NoViewer { kind, class });
@@ -592,7 +595,7 @@ impl RoomPlan {
             if posted >= r.wave_viewers {
                 break;
             }
-            if !presence.is_present(slot) {
+            if !presence.is_present(slot, at) {
                 continue;
             }
             posted += 1;
@@ -634,7 +637,7 @@ impl RoomPlan {
                 let joins = self.rng.gen_bool(s.participation);
                 let rate = uniform(&mut self.rng, s.taps_per_sec);
                 let first = self.flush.mul_f64(self.rng.gen::<f64>());
-                if !joins || !presence.is_present(slot) || self.tap_until[slot as usize] > at {
+                if !joins || !presence.is_present(slot, at) || self.tap_until[slot as usize] > at {
                     continue;
                 }
                 self.tap_until[slot as usize] = until + TAP_REST;
@@ -661,7 +664,7 @@ impl RoomPlan {
             Tactic::ManyLeads => {
                 // One viewer files a spree of leads with different phones.
                 let range = self.layout.range(Class::FakeLeadBot);
-                let spree = pick(&mut self.pick, range, presence, &|s| {
+                let spree = pick(&mut self.pick, range, at, presence, &|s| {
                     self.abuse_until[s as usize] <= at
                 })
                 .unwrap_or(slot);
@@ -779,6 +782,67 @@ pub fn churn(
             Duration::from_secs_f64(away),
         )
     })
+}
+
+/// Who is connected *according to the plan*: a viewer from its join time
+/// (plus `slack` for the handshake) until its churn leave, and again
+/// `slack` after it comes back.
+///
+/// Workers of a split run (`--worker K/N`) plan with this instead of their
+/// own connections: each worker only knows its own viewers, and the plans
+/// must not depend on that, so that all workers compute the same events
+/// and each sends the ones of its viewers. An event planned for a viewer
+/// that is not actually connected yet is counted as `no_viewer`.
+#[derive(Debug, Clone)]
+pub struct PlannedPresence {
+    join: Vec<Duration>,
+    away: Vec<Option<(Duration, Duration)>>,
+    slack: Duration,
+}
+
+impl PlannedPresence {
+    /// The planned presence of room `room_id` (same join order and churn as
+    /// the run's connector).
+    pub fn new(sc: &Scenario, room_id: u64, slack: Duration) -> Self {
+        let n = sc.viewers as usize;
+        let mut join = vec![Duration::MAX; n];
+        let mut away = vec![None; n];
+        for (at, slot) in join_order(sc) {
+            join[slot as usize] = at;
+            away[slot as usize] =
+                churn(sc, room_id, slot, at).map(|(leave, gone)| (leave, leave + gone));
+        }
+        PlannedPresence { join, away, slack }
+    }
+}
+
+impl Presence for PlannedPresence {
+    fn is_present(&self, slot: u32, at: Duration) -> bool {
+        let s = slot as usize;
+        let joined = self
+            .join
+            .get(s)
+            .is_some_and(|j| j.saturating_add(self.slack) <= at);
+        let gone = self
+            .away
+            .get(s)
+            .copied()
+            .flatten()
+            .is_some_and(|(leave, back)| leave <= at && at < back.saturating_add(self.slack));
+        joined && !gone
+    }
+
+    fn random_present(
+        &self,
+        range: Range<u32>,
+        at: Duration,
+        rng: &mut StdRng,
+        ok: &dyn Fn(u32) -> bool,
+    ) -> Option<u32> {
+        (0..64)
+            .map(|_| rng.gen_range(range.clone()))
+            .find(|s| self.is_present(*s, at) && ok(*s))
+    }
 }
 
 #[cfg(test)]
@@ -942,6 +1006,41 @@ mod tests {
         // The first phase has viewers from all over the index range.
         assert!(order[..200].iter().any(|o| o.1 > 900));
         assert!(order[..200].iter().any(|o| o.1 < 100));
+    }
+
+    #[test]
+    fn planned_presence_follows_the_join_order_and_churn() {
+        let sc = Scenario::parse(
+            "viewers = 200\nduration = 60\n[join]\nramp = 10\n[churn]\nshare = 0.5\n",
+        )
+        .unwrap();
+        sc.validate().unwrap();
+        let slack = Duration::from_secs(1);
+        let p = PlannedPresence::new(&sc, 3, slack);
+        let mut churned = 0;
+        for (at, slot) in join_order(&sc) {
+            assert!(!p.is_present(slot, at), "not before its handshake");
+            let after = at + slack;
+            match churn(&sc, 3, slot, at) {
+                Some((leave, away)) => {
+                    churned += 1;
+                    assert!(p.is_present(slot, after));
+                    assert!(!p.is_present(slot, leave));
+                    assert!(!p.is_present(slot, leave + away));
+                    assert!(p.is_present(slot, leave + away + slack));
+                }
+                None => assert!(p.is_present(slot, Duration::from_secs(59))),
+            }
+        }
+        assert!(churned > 50, "{churned}");
+        let mut rng = StdRng::seed_from_u64(1);
+        assert_eq!(
+            p.random_present(0..200, Duration::ZERO, &mut rng, &|_| true),
+            None,
+            "nobody at the start"
+        );
+        let s = p.random_present(0..200, Duration::from_secs(12), &mut rng, &|s| s % 2 == 0);
+        assert!(s.is_some_and(|s| s % 2 == 0 && p.is_present(s, Duration::from_secs(12))));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::{
     scenario::Tolerances,
     schedule::Kind,
     stats::{LeadRecord, Stats, Verdicts},
-    truth::{Class, ClassRange},
+    truth::{Class, ClassRange, Worker},
     verify::VerifyReport,
 };
 
@@ -422,6 +422,27 @@ pub struct Summary {
     /// The verify report, when the run was verified (`--verify`).
     #[serde(default)]
     pub verify: Option<VerifyReport>,
+    /// A worker of a split run (`--worker K/N`): its share and raw counters,
+    /// for `merge`. A merged summary has `merged_workers` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerShare>,
+    /// Workers a merged summary was combined from (0 for one process).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub merged_workers: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One worker's share of a split run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerShare {
+    /// Which share, `K/N`.
+    pub worker: Worker,
+    /// Its [`Stats`], whole: counters, histograms (value/count pairs) and
+    /// timeline samples.
+    pub stats: serde_json::Value,
 }
 
 /// Build the summary from the run's counters.
@@ -505,6 +526,8 @@ pub fn summarize(
         timeline: None,
         latency_spectrum: None,
         verify: None,
+        worker: None,
+        merged_workers: 0,
     }
 }
 

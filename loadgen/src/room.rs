@@ -17,10 +17,10 @@ use tokio::{
 };
 
 use crate::{
-    plan::{Action, Due, Presence, RoomPlan},
+    plan::{Action, Due, PlannedPresence, Presence, RoomPlan},
     schedule::Kind,
     stats::Stats,
-    truth::{Class, ClassLayout},
+    truth::{Class, ClassLayout, Worker},
 };
 
 /// What the room driver asks a viewer to send.
@@ -49,6 +49,9 @@ impl Command {
 #[derive(Debug)]
 pub struct Registry {
     layout: Arc<ClassLayout>,
+    /// In a split run: this worker, and the presence every worker plans
+    /// with (see [`PlannedPresence`]).
+    split: Option<(Worker, PlannedPresence)>,
     inner: Mutex<Inner>,
 }
 
@@ -80,13 +83,14 @@ struct Locked<'a> {
 }
 
 impl Presence for Locked<'_> {
-    fn is_present(&self, slot: u32) -> bool {
+    fn is_present(&self, slot: u32, _at: Duration) -> bool {
         self.g.slots.get(slot as usize).is_some_and(Option::is_some)
     }
 
     fn random_present(
         &self,
         range: Range<u32>,
+        _at: Duration,
         rng: &mut StdRng,
         ok: &dyn Fn(u32) -> bool,
     ) -> Option<u32> {
@@ -104,10 +108,12 @@ impl Presence for Locked<'_> {
 const ABSENT: u32 = u32::MAX;
 
 impl Registry {
-    /// An empty registry for a room laid out as `layout`.
-    pub fn new(layout: Arc<ClassLayout>) -> Self {
+    /// An empty registry for a room laid out as `layout`; `split` for a
+    /// worker of a split run.
+    pub fn new(layout: Arc<ClassLayout>, split: Option<(Worker, PlannedPresence)>) -> Self {
         let n = layout.viewers as usize;
         Registry {
+            split,
             inner: Mutex::new(Inner {
                 closed: false,
                 slots: vec![None; n],
@@ -184,10 +190,21 @@ impl Registry {
             layout: &self.layout,
             g: self.lock(),
         };
-        plan.pop_due(upto, &locked, due);
+        let worker = self.split.as_ref().map(|s| s.0);
+        let presence: &dyn Presence = match &self.split {
+            Some((_, planned)) => planned,
+            None => &locked,
+        };
+        plan.pop_due(upto, presence, due);
         for d in due.drain(..) {
             match d {
-                Due::NoViewer { kind, class } => out.push((kind, class, Dispatch::NoViewer)),
+                Due::NoViewer { kind, class } => {
+                    if worker.is_none_or(|w| w.is_first()) {
+                        out.push((kind, class, Dispatch::NoViewer));
+                    }
+                }
+                // Another worker's viewer: that worker sends it.
+                Due::Send(p) if worker.is_some_and(|w| !w.owns(p.slot)) => {}
                 Due::Send(p) => {
                     let kind = p.action.kind();
                     let outcome = match locked.g.slots.get(p.slot as usize) {
@@ -254,7 +271,7 @@ mod tests {
         let layout = Arc::new(sc.layout().unwrap());
         let content = Arc::new(Content::new(&sc.blocked_terms()).unwrap());
         (
-            Arc::new(Registry::new(layout.clone())),
+            Arc::new(Registry::new(layout.clone(), None)),
             RoomPlan::new(sc, layout, content, 1),
         )
     }
@@ -297,6 +314,81 @@ mod tests {
         r.close();
         let (tx, _rx) = mpsc::channel(1);
         assert!(!r.join(1, tx), "no joins after the load stopped");
+    }
+
+    /// Three workers plan the same room and each sends only its viewers'
+    /// events: together they send every event of the plan exactly once.
+    #[test]
+    fn split_workers_together_send_the_whole_plan_once() {
+        let toml = "viewers = 300\nduration = 20\n[join]\nramp = 5\n\
+                    [classes.chatter]\nshare = 0.5\nchat_rate = 30\n\
+                    [classes.lead_submitter]\nshare = 0.2\nlead_rate = 2\n\
+                    [classes.like_tapper]\nshare = 0.3\nlike_rate = 100\n";
+        let sc = Arc::new(Scenario::parse(toml).unwrap());
+        sc.validate().unwrap();
+        let layout = Arc::new(sc.layout().unwrap());
+        let content = Arc::new(Content::new(&sc.blocked_terms()).unwrap());
+        let slack = Duration::from_secs(1);
+        let new_plan = || RoomPlan::new(sc.clone(), layout.clone(), content.clone(), 7);
+        // What one planner produces, in order: (slot, action).
+        let mut whole = Vec::new();
+        new_plan().pop_due(
+            Duration::MAX,
+            &PlannedPresence::new(&sc, 7, slack),
+            &mut whole,
+        );
+        let planned: Vec<(u32, Action)> = whole
+            .iter()
+            .filter_map(|d| match d {
+                Due::Send(p) => Some((p.slot, p.action.clone())),
+                Due::NoViewer { .. } => None,
+            })
+            .collect();
+        let no_viewer = whole.len() - planned.len();
+        assert!(planned.len() > 500, "{}", planned.len());
+        let mut got: Vec<(u32, Action)> = Vec::new();
+        let mut no_viewer_counted = 0;
+        for k in 1..=3 {
+            let w = Worker { k, n: 3 };
+            let r = Registry::new(
+                layout.clone(),
+                Some((w, PlannedPresence::new(&sc, 7, slack))),
+            );
+            let mut rxs = Vec::new();
+            for slot in (0..300).filter(|s| w.owns(*s)) {
+                let (tx, rx) = mpsc::channel(100_000);
+                assert!(r.join(slot, tx));
+                rxs.push((slot, rx));
+            }
+            let mut plan = new_plan();
+            let (mut due, mut out) = (Vec::new(), Vec::new());
+            // In uneven steps, as a late timer would.
+            for upto in [3, 4, 11, 19, 25] {
+                r.step(
+                    &mut plan,
+                    Instant::now(),
+                    Duration::from_secs(upto),
+                    &mut due,
+                    &mut out,
+                );
+            }
+            no_viewer_counted += out.iter().filter(|o| o.2 == Dispatch::NoViewer).count();
+            assert!(out
+                .iter()
+                .all(|o| matches!(o.2, Dispatch::Queued | Dispatch::NoViewer)));
+            for (slot, rx) in &mut rxs {
+                while let Ok(c) = rx.try_recv() {
+                    got.push((*slot, c.action));
+                }
+            }
+        }
+        assert_eq!(no_viewer_counted, no_viewer, "counted once, by worker 1");
+        let key = |v: &(u32, Action)| format!("{} {:?}", v.0, v.1);
+        let mut a: Vec<String> = planned.iter().map(key).collect();
+        let mut b: Vec<String> = got.iter().map(key).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::{
     cli::{Config, VIEWER_ID_STRIDE},
     content::Content,
     endpoint,
-    plan::{self, RoomPlan},
+    plan::{self, PlannedPresence, RoomPlan},
     report::{self, GroundTruth, Summary},
     room::{self, Registry},
     schedule::LikePlan,
@@ -36,6 +36,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 /// Client ids of one run: `id_base .. id_base + ID_SPAN` per viewer.
 const ID_SPAN: u64 = 1 << 20;
+/// A worker of a split run plans a viewer present this long after its
+/// planned join time (its handshake), and after its return from churn.
+const JOIN_SLACK: Duration = Duration::from_secs(1);
 
 fn unix_ms() -> i64 {
     SystemTime::now()
@@ -74,7 +77,12 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         stopped_at: std::sync::OnceLock::new(),
     });
     let registries: Vec<Arc<Registry>> = (0..cfg.rooms)
-        .map(|_| Arc::new(Registry::new(cfg.layout.clone())))
+        .map(|r| {
+            let split = cfg
+                .worker
+                .map(|w| (w, PlannedPresence::new(&sc, cfg.room_id(r), JOIN_SLACK)));
+            Arc::new(Registry::new(cfg.layout.clone(), split))
+        })
         .collect();
     for w in &cfg.warnings {
         tracing::warn!("scenario: {w}");
@@ -88,10 +96,17 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         .iter()
         .map(|r| format!("{}={}", r.class, r.count))
         .collect();
+    let viewers: u64 = cfg
+        .layout
+        .ranges
+        .iter()
+        .map(|r| cfg.class_viewers(r.class))
+        .sum();
     tracing::info!(
         server = %cfg.server_addr,
+        worker = %cfg.worker.map_or_else(|| "all".to_owned(), |w| w.to_string()),
         rooms = cfg.rooms,
-        viewers = cfg.total_viewers(),
+        viewers,
         classes = %classes.join(" "),
         taps_per_like_frame = LikePlan::new(
             sc.classes.viewer.as_ref().map_or(0.0, |v| v.like_rate)
@@ -193,10 +208,18 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         .layout
         .ranges
         .iter()
-        .map(|r| (r.class, u64::from(r.count) * u64::from(cfg.rooms)))
+        .map(|r| (r.class, cfg.class_viewers(r.class)))
         .collect();
     report::add_details(&mut summary, &stats, &counts);
     let mut leads = std::mem::take(&mut stats.detail().leads);
+    if let Some(w) = cfg.worker {
+        // What `merge` needs to add this worker's share to the others' (the
+        // lead records go to the leads file, as in every run).
+        summary.worker = Some(report::WorkerShare {
+            worker: w,
+            stats: serde_json::to_value(&*stats).context("serialize the worker's stats")?,
+        });
+    }
     leads.sort_by_key(|l| (l.room_id, l.viewer_id, l.client_lead_id));
     summary.ground_truth = Some(GroundTruth {
         scenario: cfg.scenario_file.as_ref().map(|p| p.display().to_string()),
@@ -237,6 +260,9 @@ async fn connect_all(
     let mut set = JoinSet::new();
     let mut i: u64 = 0;
     'outer: for (at, slot) in order {
+        if !cfg.runs(slot) {
+            continue;
+        }
         for r in 0..cfg.rooms {
             let permit = tokio::select! {
                 biased;

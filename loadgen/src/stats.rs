@@ -41,7 +41,7 @@ fn bucket_histogram() -> Histogram<u64> {
 }
 
 /// A counter per [`Kind`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PerKind([AtomicU64; 3]);
 
 impl PerKind {
@@ -62,7 +62,7 @@ impl PerKind {
 }
 
 /// A counter per [`Class`] and [`Kind`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PerClassKind([PerKind; Class::COUNT]);
 
 impl PerClassKind {
@@ -78,7 +78,7 @@ impl PerClassKind {
 }
 
 /// Ack outcomes, by verdict and reason.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Verdicts {
     /// Non-replay acks with verdict accepted.
     pub accepted: u64,
@@ -130,11 +130,12 @@ impl Verdicts {
 }
 
 /// Ack outcomes and latency for one kind (chat or lead).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AckCounts {
     /// Verdicts and reasons.
     pub verdicts: Verdicts,
     /// Intended send → first ack, µs.
+    #[serde(with = "hist")]
     pub latency: Histogram<u64>,
 }
 
@@ -167,7 +168,7 @@ pub struct LeadRecord {
 }
 
 /// Cumulative counters at one instant, for throughput over time.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Seconds since the start.
     pub t: f64,
@@ -192,15 +193,17 @@ pub struct Sample {
 }
 
 /// The mutex-protected part of [`Stats`].
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Detail {
     /// Ack outcomes, indexed by [`Kind::index`] (the like slot stays empty).
     pub acks: [AckCounts; 3],
     /// Ack outcomes per class: `[chat, lead]`.
     pub class_acks: [[Verdicts; 2]; Class::COUNT],
     /// Connect → `Welcome`, µs.
+    #[serde(with = "hist")]
     pub handshake: Histogram<u64>,
     /// Intended join time → `Welcome`, µs.
+    #[serde(with = "hist")]
     pub join: Histogram<u64>,
     /// How each attempted connection ended, by close code or error name.
     pub close_codes: BTreeMap<String, u64>,
@@ -208,9 +211,12 @@ pub struct Detail {
     pub failures: BTreeMap<String, u64>,
     /// Notices received, by kind name.
     pub notices: BTreeMap<String, u64>,
-    /// Settings from the first `Welcome`.
+    /// Settings from the first `Welcome` (not in a worker's snapshot: the
+    /// summary has them).
+    #[serde(skip)]
     pub settings: Option<RoomSettings>,
     /// Per time bucket (by intended send time): `[chat, lead]` latency.
+    #[serde(with = "hist_buckets")]
     pub buckets: Vec<[Option<Histogram<u64>>; 2]>,
     /// Every lead's first ack (or `unacked`).
     pub leads: Vec<LeadRecord>,
@@ -233,8 +239,11 @@ impl Default for Detail {
     }
 }
 
-/// Run-wide counters, shared by every task.
-#[derive(Debug, Default)]
+/// Run-wide counters, shared by every task. A worker of a split run writes
+/// them whole into its summary (histograms as value/count pairs), and
+/// `merge` adds the workers' up with [`Stats::absorb`] and summarizes the
+/// sum exactly as one process would.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Stats {
     /// Frames written: chat and lead first sends, like frames.
     pub sent: PerKind,
@@ -292,6 +301,7 @@ pub struct Stats {
     /// `Refresh` frames sent in answer to `ticket_expiring`.
     pub tickets_refreshed: AtomicU64,
     /// Start of the run and the timeline's bucket width.
+    #[serde(skip)]
     origin: OnceLock<(Instant, Duration)>,
     /// Cumulative counters, one per bucket.
     samples: Mutex<Vec<Sample>>,
@@ -478,6 +488,282 @@ impl Stats {
     }
 }
 
+fn add_map(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k).or_default() += v;
+    }
+}
+
+impl PerKind {
+    fn absorb(&self, o: PerKind) {
+        for (a, b) in self.0.iter().zip(o.0) {
+            a.fetch_add(b.into_inner(), Relaxed);
+        }
+    }
+}
+
+impl PerClassKind {
+    fn absorb(&self, o: PerClassKind) {
+        for (a, b) in self.0.iter().zip(o.0) {
+            a.absorb(b);
+        }
+    }
+}
+
+impl Verdicts {
+    fn absorb(&mut self, o: Verdicts) {
+        let Verdicts {
+            accepted,
+            suspect,
+            rejected,
+            duplicate,
+            replay,
+            unknown_verdict,
+            reasons,
+        } = o;
+        self.accepted += accepted;
+        self.suspect += suspect;
+        self.rejected += rejected;
+        self.duplicate += duplicate;
+        self.replay += replay;
+        self.unknown_verdict += unknown_verdict;
+        add_map(&mut self.reasons, reasons);
+    }
+}
+
+/// Add `b` into `a` (same bounds by construction; a mismatch saturates).
+fn add_hist(a: &mut Histogram<u64>, b: &Histogram<u64>) {
+    if a.add(b).is_err() {
+        for v in b.iter_recorded() {
+            a.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
+}
+
+impl Stats {
+    /// Add another worker's counters, histograms, samples and lead records
+    /// into these. Every field is named, so a new counter cannot be
+    /// forgotten by the merge.
+    pub fn absorb(&self, o: Stats) {
+        let Stats {
+            sent,
+            taps_sent,
+            resent,
+            class_sent,
+            class_frames,
+            class_resent,
+            class_unacked,
+            class_not_sent,
+            dropped_local,
+            no_viewer,
+            disconnected,
+            unacked,
+            unexpected_acks,
+            bad_server_frames,
+            replay_before_first,
+            attempted,
+            connected,
+            failed,
+            active,
+            rejoins,
+            viewers,
+            viewers_connected,
+            reconnect_attempts,
+            reconnected,
+            reconnect_resent,
+            tickets_refreshed,
+            origin: _,
+            samples,
+            detail,
+        } = o;
+        for (a, b) in [
+            (&self.sent, sent),
+            (&self.resent, resent),
+            (&self.dropped_local, dropped_local),
+            (&self.no_viewer, no_viewer),
+            (&self.disconnected, disconnected),
+            (&self.unacked, unacked),
+            (&self.replay_before_first, replay_before_first),
+            (&self.reconnect_resent, reconnect_resent),
+        ] {
+            a.absorb(b);
+        }
+        for (a, b) in [
+            (&self.class_sent, class_sent),
+            (&self.class_frames, class_frames),
+            (&self.class_resent, class_resent),
+            (&self.class_unacked, class_unacked),
+            (&self.class_not_sent, class_not_sent),
+        ] {
+            a.absorb(b);
+        }
+        for (a, b) in [
+            (&self.taps_sent, taps_sent),
+            (&self.unexpected_acks, unexpected_acks),
+            (&self.bad_server_frames, bad_server_frames),
+            (&self.attempted, attempted),
+            (&self.connected, connected),
+            (&self.failed, failed),
+            (&self.active, active),
+            (&self.rejoins, rejoins),
+            (&self.viewers, viewers),
+            (&self.viewers_connected, viewers_connected),
+            (&self.reconnect_attempts, reconnect_attempts),
+            (&self.reconnected, reconnected),
+            (&self.tickets_refreshed, tickets_refreshed),
+        ] {
+            a.fetch_add(b.into_inner(), Relaxed);
+        }
+        {
+            // Samples line up by bucket (each worker samples once per
+            // bucket from its own start); counts and gauges add up.
+            let theirs = samples.into_inner().unwrap_or_else(|e| e.into_inner());
+            let mut ours = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+            if ours.len() < theirs.len() {
+                ours.resize(theirs.len(), Sample::default());
+            }
+            for (a, b) in ours.iter_mut().zip(theirs) {
+                *a = Sample {
+                    t: a.t.max(b.t),
+                    chat: a.chat + b.chat,
+                    taps: a.taps + b.taps,
+                    like_frames: a.like_frames + b.like_frames,
+                    lead: a.lead + b.lead,
+                    chat_acks: a.chat_acks + b.chat_acks,
+                    lead_acks: a.lead_acks + b.lead_acks,
+                    chat_rejected: a.chat_rejected + b.chat_rejected,
+                    lead_flagged: a.lead_flagged + b.lead_flagged,
+                    viewers: a.viewers + b.viewers,
+                };
+            }
+        }
+        let Detail {
+            acks,
+            class_acks,
+            handshake,
+            join,
+            close_codes,
+            failures,
+            notices,
+            settings,
+            buckets,
+            leads,
+        } = detail.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut d = self.detail();
+        for (a, b) in d.acks.iter_mut().zip(acks) {
+            a.verdicts.absorb(b.verdicts);
+            add_hist(&mut a.latency, &b.latency);
+        }
+        for (a, b) in d.class_acks.iter_mut().zip(class_acks) {
+            for (x, y) in a.iter_mut().zip(b) {
+                x.absorb(y);
+            }
+        }
+        add_hist(&mut d.handshake, &handshake);
+        add_hist(&mut d.join, &join);
+        add_map(&mut d.close_codes, close_codes);
+        add_map(&mut d.failures, failures);
+        add_map(&mut d.notices, notices);
+        if d.settings.is_none() {
+            d.settings = settings;
+        }
+        if d.buckets.len() < buckets.len() {
+            d.buckets.resize_with(buckets.len(), Default::default);
+        }
+        for (a, b) in d.buckets.iter_mut().zip(buckets) {
+            for (x, y) in a.iter_mut().zip(b) {
+                match (x.as_mut(), y) {
+                    (Some(x), Some(y)) => add_hist(x, &y),
+                    (None, y) => *x = y,
+                    (Some(_), None) => {}
+                }
+            }
+        }
+        d.leads.extend(leads);
+    }
+}
+
+/// A histogram as its precision and `[value, count]` pairs: exact for a
+/// histogram of the same precision, and plain JSON.
+#[derive(Debug, Serialize, Deserialize)]
+struct HistRepr {
+    sigfig: u8,
+    counts: Vec<[u64; 2]>,
+}
+
+impl HistRepr {
+    fn of(h: &Histogram<u64>) -> Self {
+        HistRepr {
+            sigfig: h.sigfig(),
+            counts: h
+                .iter_recorded()
+                .map(|v| [v.value_iterated_to(), v.count_at_value()])
+                .collect(),
+        }
+    }
+
+    fn build(self) -> Result<Histogram<u64>, String> {
+        let mut h = Histogram::new_with_max(HIST_MAX_US, self.sigfig.clamp(1, 5))
+            .map_err(|e| format!("histogram: {e}"))?;
+        for [v, n] in self.counts {
+            h.saturating_record_n(v, n);
+        }
+        Ok(h)
+    }
+}
+
+/// `#[serde(with)]` for one histogram.
+mod hist {
+    use hdrhistogram::Histogram;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::HistRepr;
+
+    pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        HistRepr::of(h).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        HistRepr::deserialize(d)?.build().map_err(D::Error::custom)
+    }
+}
+
+/// `#[serde(with)]` for the timeline's per-bucket histograms.
+mod hist_buckets {
+    use hdrhistogram::Histogram;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::HistRepr;
+
+    type Buckets = Vec<[Option<Histogram<u64>>; 2]>;
+
+    pub fn serialize<S: Serializer>(b: &Buckets, s: S) -> Result<S::Ok, S::Error> {
+        let repr: Vec<[Option<HistRepr>; 2]> = b
+            .iter()
+            .map(|pair| {
+                [
+                    pair[0].as_ref().map(HistRepr::of),
+                    pair[1].as_ref().map(HistRepr::of),
+                ]
+            })
+            .collect();
+        repr.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Buckets, D::Error> {
+        let repr: Vec<[Option<HistRepr>; 2]> = Vec::deserialize(d)?;
+        repr.into_iter()
+            .map(|[a, b]| {
+                Ok([
+                    a.map(HistRepr::build).transpose()?,
+                    b.map(HistRepr::build).transpose()?,
+                ])
+            })
+            .collect::<Result<_, String>>()
+            .map_err(D::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,5 +810,85 @@ mod tests {
         assert_eq!(d.buckets.len(), 3);
         assert_eq!(d.buckets[2][0].as_ref().map(|h| h.len()), Some(1));
         assert!(d.buckets[0][0].is_none());
+    }
+
+    /// Two workers' stats, written to JSON and read back, add up to the
+    /// stats of one process that saw both workers' events.
+    #[test]
+    fn merged_worker_stats_equal_one_process() {
+        let t0 = Instant::now();
+        let one = Stats::default();
+        let workers = [Stats::default(), Stats::default()];
+        one.start_timeline(t0, Duration::from_secs(1));
+        for w in &workers {
+            w.start_timeline(t0, Duration::from_secs(1));
+        }
+        for i in 0..500u64 {
+            let w = &workers[(i % 2) as usize];
+            let mut a = ack(
+                Kind::Chat,
+                1 + (i % 3) as u8,
+                (i % 4) as u16,
+                i % 7 == 0,
+                None,
+            );
+            a.class = Class::ALL[(i % 9) as usize];
+            a.latency = Some((
+                Duration::from_micros(100 + i * i * 37),
+                t0 + Duration::from_millis(i * 13),
+            ));
+            for s in [&one, w] {
+                s.record_ack(a);
+                s.sent.add(Kind::Like, i);
+                s.class_sent.add(a.class, Kind::Chat, 1);
+                s.attempted.fetch_add(1, Relaxed);
+                s.record_welcome(
+                    Duration::from_micros(i * 1000 + 7),
+                    Duration::from_micros(i * 999),
+                    &RoomSettings::default(),
+                );
+                s.record_failure(if i % 2 == 0 { "a" } else { "b" }, "x");
+                s.record_lead(LeadRecord {
+                    room_id: 1,
+                    viewer_id: i,
+                    client_lead_id: i,
+                    verdict: "accepted".into(),
+                    reason: "none".into(),
+                    class: a.class,
+                });
+            }
+            if i % 100 == 99 {
+                for s in [&one, &workers[0], &workers[1]] {
+                    s.sample(Duration::from_millis(i * 13));
+                }
+            }
+        }
+        let merged = Stats::default();
+        for w in workers {
+            let json = serde_json::to_string(&w).unwrap();
+            merged.absorb(serde_json::from_str(&json).unwrap());
+        }
+        let (a, b) = (one.detail(), merged.detail());
+        for k in [Kind::Chat, Kind::Lead] {
+            assert_eq!(a.acks[k.index()].verdicts, b.acks[k.index()].verdicts);
+            assert_eq!(a.acks[k.index()].latency, b.acks[k.index()].latency);
+        }
+        assert_eq!(a.class_acks, b.class_acks);
+        assert_eq!(a.handshake, b.handshake);
+        assert_eq!(a.join, b.join);
+        assert_eq!(a.failures, b.failures);
+        assert_eq!(a.buckets, b.buckets);
+        let mut leads = b.leads.clone();
+        leads.sort_by_key(|l| l.viewer_id);
+        assert_eq!(a.leads, leads);
+        assert_eq!(one.samples(), merged.samples());
+        assert_eq!(merged.sent.get(Kind::Like), one.sent.get(Kind::Like));
+        assert_eq!(merged.connected.load(Relaxed), 500);
+        for c in Class::ALL {
+            assert_eq!(
+                merged.class_sent.get(c, Kind::Chat),
+                one.class_sent.get(c, Kind::Chat)
+            );
+        }
     }
 }

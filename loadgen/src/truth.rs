@@ -245,6 +245,62 @@ impl ClassLayout {
     }
 }
 
+/// One share of a split run (`--worker K/N`): worker `K` of `N` runs the
+/// viewers whose index `i` has `i % N == K - 1`, in every room. Every class
+/// range is split evenly, and the viewer ids (so the ground truth) are the
+/// same as in one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worker {
+    /// This worker, `1..=count`.
+    pub k: u32,
+    /// Workers in the run.
+    pub n: u32,
+}
+
+impl Worker {
+    /// Most workers a run may be split into.
+    pub const MAX: u32 = 1024;
+
+    /// Does this worker run viewer index `slot`?
+    pub fn owns(&self, slot: u32) -> bool {
+        slot % self.n == self.k - 1
+    }
+
+    /// The first worker counts what belongs to no viewer (planned events
+    /// that found no viewer), so a merge counts it once.
+    pub fn is_first(&self) -> bool {
+        self.k == 1
+    }
+}
+
+impl std::str::FromStr for Worker {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = || {
+            format!(
+                "expected K/N with 1 <= K <= N <= {}, got {s:?}",
+                Worker::MAX
+            )
+        };
+        let (k, n) = s.split_once('/').ok_or_else(err)?;
+        let (k, n): (u32, u32) = (
+            k.trim().parse().map_err(|_| err())?,
+            n.trim().parse().map_err(|_| err())?,
+        );
+        if k == 0 || k > n || n > Worker::MAX {
+            return Err(err());
+        }
+        Ok(Worker { k, n })
+    }
+}
+
+impl std::fmt::Display for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.k, self.n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +352,29 @@ mod tests {
             for r in c.rule_family() {
                 assert!(roomgate::wire::Reason::from_name(r).is_some(), "{r}");
             }
+        }
+    }
+
+    #[test]
+    fn workers_split_every_class_evenly_and_parse_strictly() {
+        let ws: Vec<Worker> = ["1/3", "2/3", "3/3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(ws[1], Worker { k: 2, n: 3 });
+        assert_eq!(ws[2].to_string(), "3/3");
+        for slot in 0..1000 {
+            assert_eq!(ws.iter().filter(|w| w.owns(slot)).count(), 1, "{slot}");
+        }
+        // A class range of 10 viewers: 4, 3, 3.
+        let counts: Vec<usize> = ws
+            .iter()
+            .map(|w| (30..40).filter(|s| w.owns(*s)).count())
+            .collect();
+        assert_eq!(counts, [4, 3, 3]);
+        assert!(ws[0].is_first() && !ws[1].is_first());
+        for bad in ["0/2", "3/2", "1", "a/b", "1/0", "1/2000", ""] {
+            assert!(bad.parse::<Worker>().is_err(), "{bad}");
         }
     }
 }
