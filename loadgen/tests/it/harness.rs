@@ -66,6 +66,12 @@ impl Run {
     /// Start the engine, run `scenario` with the loadgen, stop the engine
     /// (it flushes every batch).
     pub async fn start(scenario: &str) -> Run {
+        Run::start_split(scenario, 1).await
+    }
+
+    /// As [`Run::start`], with `workers` loadgen processes at once (each
+    /// `--worker K/N`, summary `worker-K.json`) when `workers` > 1.
+    pub async fn start_split(scenario: &str, workers: u32) -> Run {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("ROOMGATE_LOG")
@@ -108,42 +114,80 @@ impl Run {
 
         let scenario_path = dir.join("scenario.toml");
         std::fs::write(&scenario_path, scenario).unwrap();
-        let args: Vec<String> = vec![
-            "--server".into(),
-            addr.to_string(),
-            "--cert".into(),
-            dir.join("cert/cert.pem").display().to_string(),
-            "--scenario".into(),
-            scenario_path.display().to_string(),
-            "--summary-json".into(),
-            dir.join("summary.json").display().to_string(),
-            "--ticket-ttl".into(),
-            "10".into(),
-        ];
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(LOADGEN)
-                .args(&args)
-                .env("ROOMGATE_TICKET_SECRET", SECRET)
-                .env("RUST_LOG", "warn")
-                .output()
-                .expect("run roomgate-loadgen")
-        })
-        .await
-        .unwrap();
+        let mut loadgens = Vec::new();
+        for k in 1..=workers {
+            let summary = if workers == 1 {
+                "summary.json".to_owned()
+            } else {
+                format!("worker-{k}.json")
+            };
+            let mut args: Vec<String> = vec![
+                "--server".into(),
+                addr.to_string(),
+                "--cert".into(),
+                dir.join("cert/cert.pem").display().to_string(),
+                "--scenario".into(),
+                scenario_path.display().to_string(),
+                "--summary-json".into(),
+                dir.join(summary).display().to_string(),
+                "--ticket-ttl".into(),
+                "10".into(),
+            ];
+            if workers > 1 {
+                args.extend(["--worker".into(), format!("{k}/{workers}")]);
+            }
+            loadgens.push(tokio::task::spawn_blocking(move || {
+                Command::new(LOADGEN)
+                    .args(&args)
+                    .env("ROOMGATE_TICKET_SECRET", SECRET)
+                    .env("RUST_LOG", "warn")
+                    .output()
+                    .expect("run roomgate-loadgen")
+            }));
+        }
+        let mut outs = Vec::new();
+        for l in loadgens {
+            outs.push(l.await.unwrap());
+        }
         engine.shutdown().await.expect("engine shuts down cleanly");
-        assert!(
-            out.status.success(),
-            "loadgen failed: {}\n{}",
+        for out in outs {
+            assert!(
+                out.status.success(),
+                "loadgen failed: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Run { url, database, dir }
+    }
+
+    /// `roomgate-loadgen ARGS…` with `--clickhouse-url`/`--database` of
+    /// this run appended: (exit code, stdout + stderr).
+    pub fn loadgen(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = Command::new(LOADGEN)
+            .args(args)
+            .args(["--clickhouse-url", &self.url, "--database", &self.database])
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run roomgate-loadgen");
+        let text = format!(
+            "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Run { url, database, dir }
+        (out.status.code(), text)
+    }
+
+    /// A JSON file of the run's directory.
+    pub fn json(&self, name: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir.join(name)).unwrap();
+        serde_json::from_str(&text).unwrap()
     }
 
     /// The run's summary JSON.
     pub fn summary(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.dir.join("summary.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
+        self.json("summary.json")
     }
 
     /// The run's lead records.

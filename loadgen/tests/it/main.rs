@@ -3,7 +3,9 @@
 //! ClickHouse started through the project's launcher (`scripts/clickhouse.py`)
 //! with a fresh database — then `verify` must pass, and must fail with the
 //! right message when ClickHouse is tampered with: a lead row deleted, a lead
-//! row duplicated, a chat row accepted for an abusive viewer.
+//! row duplicated, a chat row accepted for an abusive viewer. And the same
+//! scenario split over two loadgen processes (`--worker K/N`), merged and
+//! verified as one run.
 
 mod harness;
 
@@ -188,4 +190,70 @@ async fn verify_passes_on_a_real_run_and_catches_missing_duplicate_and_unexpecte
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("verify FAILED") && page.contains("<svg"));
     assert!(!page.contains("<script"));
+}
+
+/// Two loadgen processes, each one half of the viewers, load one engine;
+/// `merge` combines their summaries into one run that verifies, with the
+/// histograms merged and every lead record of both workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_split_over_two_workers_merges_into_one_verified_run() {
+    let run = Run::start_split(SCENARIO, 2).await;
+    let w: Vec<serde_json::Value> = (1..=2)
+        .map(|k| run.json(&format!("worker-{k}.json")))
+        .collect();
+    for (k, s) in w.iter().enumerate() {
+        assert_eq!(s["worker"]["worker"]["k"], k as u64 + 1);
+        assert_eq!(s["connections"]["connected"], 60, "{}", s["connections"]);
+    }
+    let (code, out) = run.loadgen(&["merge", "worker-2.json", "--verify", "--settle-secs", "0.2"]);
+    assert_eq!(code, Some(1), "one worker is not a run:\n{out}");
+    assert!(out.contains("missing workers: 1/2"), "{out}");
+
+    let (code, out) = run.loadgen(&[
+        "merge",
+        "worker-2.json",
+        "worker-1.json",
+        "--summary-json",
+        "merged.json",
+        "--verify",
+        "--settle-secs",
+        "0.2",
+    ]);
+    assert_eq!(code, Some(0), "the merged run must verify:\n{out}");
+    assert!(out.contains("verify: PASSED"), "{out}");
+    let m = run.json("merged.json");
+    assert_eq!(m["merged_workers"], 2);
+    assert!(m.get("worker").is_none());
+    assert_eq!(m["connections"]["connected"], 120, "{}", m["connections"]);
+    let sum = |path: &[&str]| -> u64 {
+        w.iter()
+            .map(|s| path.iter().fold(s, |v, k| &v[*k]).as_u64().unwrap())
+            .sum()
+    };
+    for path in [
+        &["sent", "chat"][..],
+        &["sent", "lead"],
+        &["sent", "like"],
+        &["acked", "lead", "accepted"],
+        &["latency_us", "chat", "count"],
+        &["latency_us", "handshake", "count"],
+    ] {
+        let merged = path.iter().fold(&m, |v, k| &v[*k]).as_u64().unwrap();
+        assert_eq!(merged, sum(path), "{path:?}");
+    }
+    // Percentiles come from the merged histogram: between the workers'.
+    let p99 = |s: &serde_json::Value| s["latency_us"]["chat"]["p99"].as_u64().unwrap();
+    let (lo, hi) = (p99(&w[0]).min(p99(&w[1])), p99(&w[0]).max(p99(&w[1])));
+    assert!((lo..=hi).contains(&p99(&m)), "{lo} {} {hi}", p99(&m));
+    let leads = std::fs::read_to_string(run.dir.join("merged.leads.jsonl")).unwrap();
+    assert_eq!(
+        leads.lines().count() as u64,
+        m["ground_truth"]["leads"].as_u64().unwrap()
+    );
+    assert_eq!(
+        m["ground_truth"]["leads"].as_u64().unwrap(),
+        (1..=2)
+            .map(|k| w[k - 1]["ground_truth"]["leads"].as_u64().unwrap())
+            .sum::<u64>()
+    );
 }
