@@ -14,6 +14,7 @@
 //! - [`event`]: the event handed from the gate to a shard.
 //! - [`pii`]: phone normalisation for storage, HMAC, masking, AEAD encryption.
 //! - [`table`]: the tables the engine writes, as one enum.
+//! - [`route`]: which engine node owns a room (rendezvous hashing).
 //! - [`wal::codec`], [`wal::recovery`]: log records and what a restart
 //!   redoes.
 //! - [`shard::core`]: a shard's decisions: `handle(now, envelope)` /
@@ -41,6 +42,7 @@ pub mod gate;
 pub mod guard;
 pub mod metrics;
 pub mod pii;
+pub mod route;
 pub mod shard;
 pub mod sink;
 pub mod table;

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use roomgate::config::Config;
+use roomgate::route::NodeSet;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -89,6 +90,19 @@ enum Cmd {
         /// Validity, seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+    },
+    /// Print the engine node that owns each room (docs/ROUTING.md).
+    Route {
+        /// Room id (repeat for several rooms).
+        #[arg(long = "room", value_name = "ROOM", required = true)]
+        rooms: Vec<u64>,
+        /// Engine nodes: `id=addr,id=addr,...` (the id is hashed; the
+        /// address is where viewers connect).
+        #[arg(long, value_name = "ID=ADDR,...")]
+        nodes: Option<NodeSet>,
+        /// Print a JSON array: each room's owner and fallback order.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -247,7 +261,63 @@ fn main() -> Result<()> {
             println!("{t}");
             Ok(())
         }
+        Cmd::Route { rooms, nodes, json } => route(&cfg, &rooms, nodes, json),
     }
+}
+
+/// `roomgate route`: one line per room, `room_id owner_id owner_addr`, or
+/// with `--json` an array of `{room_id, owner: {id, addr}, ranked: [id...]}`.
+/// A missing or bad node list exits with code 2 (clap's usage error).
+fn route(_cfg: &Config, rooms: &[u64], nodes: Option<NodeSet>, json: bool) -> Result<()> {
+    // The config file has no node list yet (issue 10): when it gets one,
+    // `--nodes` overrides it here, like every flag.
+    let Some(nodes) = nodes else {
+        let mut cli = Cli::command();
+        cli.build();
+        cli.find_subcommand_mut("route")
+            .expect("route is a subcommand")
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "route needs the node list: --nodes id=addr,id=addr,... \
+                 (the config file has no node list yet)",
+            )
+            .exit();
+    };
+    if !json {
+        for &room in rooms {
+            let owner = nodes.owner(room);
+            println!("{room} {} {}", owner.id, owner.addr);
+        }
+        return Ok(());
+    }
+    /// One room in `--json` (fields in this order).
+    #[derive(serde::Serialize)]
+    struct Routed<'a> {
+        room_id: u64,
+        owner: Owner<'a>,
+        ranked: Vec<&'a str>,
+    }
+    #[derive(serde::Serialize)]
+    struct Owner<'a> {
+        id: &'a str,
+        addr: &'a str,
+    }
+    let out: Vec<Routed> = rooms
+        .iter()
+        .map(|&room| {
+            let owner = nodes.owner(room);
+            Routed {
+                room_id: room,
+                owner: Owner {
+                    id: &owner.id,
+                    addr: &owner.addr,
+                },
+                ranked: nodes.ranked(room).iter().map(|n| n.id.as_str()).collect(),
+            }
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 async fn dead_letter(cfg: &Config, op: DeadLetterOp) -> Result<()> {
