@@ -14,6 +14,9 @@ the median of REPS (default 3) repetitions; absolute figures are context.
   sink        rows/s of the engine's writers (log → ClickHouse) vs the
               clickhouse crate's Inserter with the same rows
               (roomgate-sink-bench, real local ClickHouse).
+  loadgen     the loadgen's own CPU µs per frame at the front-door load
+              against the peer: one process vs two workers (--worker
+              1/2, 2/2, merged), ratio one ÷ two.
   guard       the criterion group keyed_rate_limit: roomgate's limiter vs
               governor's keyed limiter (median of criterion's estimate).
   memory      RSS per idle viewer (10,000 connected, no traffic) and per
@@ -278,6 +281,69 @@ def front_door(bins, reps, quick):
     return out
 
 
+def loadgen_run(bins, workers, rep):
+    """The front-door load against the peer from `workers` loadgen
+    processes (`--worker K/N`, merged): loadgen CPU µs per frame, summed
+    over the processes, in the CPU window."""
+    srv = Server("peer", bins, "loadgen-cost")
+    cert = os.path.join(srv.cert, "cert.pem")
+    env = dict(os.environ)
+    env.update(DEV_ENV)
+    procs, outs = [], []
+    try:
+        t0 = time.time()
+        for k in range(1, workers + 1):
+            out = os.path.join(srv.dir, f"w{workers}-{rep}-{k}.json")
+            cmd = [os.path.join(bins, "roomgate-loadgen"), "--server", srv.listen, "--cert", cert,
+                   "--resend-share", "0", "--drain-timeout", "5", "--summary-json", out] + load_args(CPU_LIKES)
+            if workers > 1:
+                cmd += ["--worker", f"{k}/{workers}"]
+            procs.append(subprocess.Popen(cmd, stdout=open(out + ".log", "w"), stderr=subprocess.STDOUT, env=env))
+            outs.append(out)
+        cpu = []
+        for at in WINDOW:
+            time.sleep(max(0.0, t0 + at - time.time()))
+            cpu.append((time.time() - t0, sum(cpu_secs(p.pid) for p in procs)))
+        for p, out in zip(procs, outs):
+            if p.wait() != 0:
+                die(f"perf: loadgen exited with {p.returncode}:\n{log_tail(out + '.log')}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        srv.close()
+    path = outs[0]
+    if workers > 1:
+        path = os.path.join(srv.dir, f"w{workers}-{rep}-merged.json")
+        rc = subprocess.run([os.path.join(bins, "roomgate-loadgen"), "merge", *outs, "--summary-json", path],
+                            stdout=subprocess.DEVNULL).returncode
+        if rc != 0:
+            die(f"perf: roomgate-loadgen merge exited with {rc}")
+    with open(path) as f:
+        summary = json.load(f)
+    (ta, ca), (tb, cb) = cpu
+    frames = frames_between(summary, ta, tb)
+    us = (cb - ca) * 1e6 / max(frames, 1.0)
+    ok, p99 = healthy(summary)
+    print(f"  {workers} loadgen process(es): {frames / (tb - ta):,.0f} frames/s, {cb - ca:.2f} CPU-s "
+          f"= {us:.1f} µs/frame; ack p99 {p99:.1f} ms{'' if ok else ' (NOT healthy)'}")
+    return us
+
+
+def loadgen_cost(bins, reps):
+    """What the loadgen itself spends per frame, one process vs two workers
+    (the price of planning every room in each worker)."""
+    runs = {1: [], 2: []}
+    for rep in range(reps):
+        for workers in (1, 2):
+            step(f"loadgen cost, rep {rep + 1}/{reps}: {workers} process(es) against the peer")
+            runs[workers].append(loadgen_run(bins, workers, rep))
+    med = {w: statistics.median(v) for w, v in runs.items()}
+    return {"cpu_us_per_frame": {"one_process": {"runs": runs[1], "median": med[1]},
+                                 "two_workers": {"runs": runs[2], "median": med[2]}},
+            "ratio_one_over_two": med[1] / med[2]}
+
+
 def sink(bins, reps, quick):
     port = os.environ.get("PERF_CLICKHOUSE_PORT", "18127")
     url = f"http://127.0.0.1:{port}"
@@ -378,7 +444,7 @@ def main():
     p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="one short repetition of each part (harness smoke test)")
-    p.add_argument("--only", default="front,sink,guard,memory", help="comma-separated parts to run")
+    p.add_argument("--only", default="front,loadgen,sink,guard,memory", help="comma-separated parts to run")
     args = p.parse_args()
     reps = 1 if args.quick else max(args.reps, 1)
     parts = set(args.only.split(","))
@@ -403,6 +469,8 @@ def main():
     try:
         if "front" in parts:
             result["front_door"] = front_door(args.bin_dir, reps, args.quick)
+        if "loadgen" in parts:
+            result["loadgen"] = loadgen_cost(args.bin_dir, reps)
         if "sink" in parts:
             result["sink"] = sink(args.bin_dir, reps, args.quick)
         if "guard" in parts:
@@ -434,6 +502,11 @@ def table(r):
         e, pe = lad["engine"]["max_sustained_frames_per_s"], lad["peer"]["max_sustained_frames_per_s"]
         rows.append(("front door: max frames/s, ack p99 ≤ 50 ms", f"{e or 0:,.0f}", f"{pe or 0:,.0f}",
                      f"{(e or 0) / pe:.2f}" if pe else "-", ""))
+    lg = r.get("loadgen")
+    if lg:
+        c = lg["cpu_us_per_frame"]
+        rows.append(("loadgen: CPU µs per frame, 2 workers vs 1", f"{c['two_workers']['median']:.1f}",
+                     f"{c['one_process']['median']:.1f}", f"{lg['ratio_one_over_two']:.2f}", ""))
     sk = r.get("sink")
     if sk:
         rows.append(("sink: rows/s into ClickHouse", f"{sk['median_engine']:,.0f}", f"{sk['median_peer']:,.0f}",
