@@ -41,6 +41,8 @@ pub struct AdminState {
     pub token: Option<Arc<Secret>>,
     /// What `/readyz` looks at.
     pub health: Arc<Health>,
+    /// Which rooms this node owns; `PUT /admin/routing` replaces the list.
+    pub routing: Arc<crate::route::Routing>,
 }
 
 /// The parts of the engine readiness depends on.
@@ -341,6 +343,79 @@ async fn dry_run(
     apply(&s, Control::DryRun { rule, on: b.on }, all_shards(&s)).await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingBody {
+    nodes: Vec<crate::config::NodeConfig>,
+}
+
+fn routing_view(s: &AdminState) -> serde_json::Value {
+    let nodes: Vec<serde_json::Value> = s
+        .routing
+        .nodes()
+        .map(|n| {
+            n.nodes()
+                .iter()
+                .map(|n| serde_json::json!({ "id": n.id, "addr": n.addr }))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({ "node_id": s.routing.self_id(), "nodes": nodes })
+}
+
+async fn get_routing(State(s): State<AdminState>) -> Response {
+    Json(routing_view(&s)).into_response()
+}
+
+/// Replace the node list; close the sessions of rooms that moved away
+/// (`wrong_node`, naming the new owner) on every shard.
+async fn put_routing(State(s): State<AdminState>, Json(b): Json<RoutingBody>) -> Response {
+    let nodes = b
+        .nodes
+        .into_iter()
+        .map(|n| crate::route::Node {
+            id: n.id,
+            addr: n.addr,
+        })
+        .collect();
+    let nodes = match crate::route::NodeSet::new(nodes) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("nodes: {e}")),
+    };
+    if s.routing.self_id().is_empty() {
+        return error(
+            StatusCode::CONFLICT,
+            "this node has no routing.node_id: set it in the config and restart",
+        );
+    }
+    tracing::info!(nodes = %nodes, "admin: node list replaced");
+    s.routing.set(nodes);
+    let mut waits = Vec::new();
+    for shard in all_shards(&s) {
+        let (tx, rx) = oneshot::channel();
+        if s.shards
+            .admin(shard, AdminOp::Reroute(s.routing.clone(), tx))
+            .is_err()
+        {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shard admin queue full; the new list is in place, retry to close moved sessions",
+            );
+        }
+        waits.push(rx);
+    }
+    let mut closed = 0;
+    for rx in waits {
+        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(Ok(n)) => closed += n,
+            _ => return error(StatusCode::GATEWAY_TIMEOUT, "shard did not answer"),
+        }
+    }
+    let mut view = routing_view(&s);
+    view["closed_sessions"] = closed.into();
+    Json(view).into_response()
+}
+
 /// Bind the admin port (so a taken port fails start-up) and return the
 /// bound address and the server future, which ends when `shutdown` flips.
 pub async fn bind(
@@ -359,6 +434,7 @@ pub async fn bind(
         )
         .route("/terms", post(global_terms))
         .route("/rules/{rule}/dry-run", put(dry_run))
+        .route("/routing", get(get_routing).put(put_routing))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let app = Router::new()
         .route("/metrics", get(metrics))

@@ -90,6 +90,51 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Per-room settings loaded at start (`[[rooms]]`).
     pub rooms: Vec<RoomConfig>,
+    /// Several engine nodes: which rooms this node owns.
+    pub routing: RoutingConfig,
+}
+
+/// `[routing]`: the engine nodes rooms are spread over (docs/ROUTING.md).
+/// Without `nodes` this node owns every room.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// This node's id in `nodes` (required with `nodes`). A node whose id
+    /// is not in the list owns no room: it only drains its log.
+    pub node_id: String,
+    /// Every engine node: `{ id = "…", addr = "host:port" }`. The same list
+    /// on every node (and in the ticket issuer). Default empty.
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// One engine node of `[routing]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Stable id: the only input to the room hash.
+    pub id: String,
+    /// `host:port` viewers connect to (sent in `wrong_node` closes).
+    pub addr: String,
+}
+
+impl RoutingConfig {
+    /// The node list, validated; `None` without one.
+    pub fn node_set(&self) -> Result<Option<crate::route::NodeSet>, ConfigError> {
+        if self.nodes.is_empty() {
+            return Ok(None);
+        }
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| crate::route::Node {
+                id: n.id.clone(),
+                addr: n.addr.clone(),
+            })
+            .collect();
+        crate::route::NodeSet::new(nodes)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("routing.nodes: {e}")))
+    }
 }
 
 /// `[storage]`: the write-ahead log, where acks become durable.
@@ -592,6 +637,14 @@ impl Config {
             return bad(
                 "storage.segment_bytes must be at least 4096 and at most storage.max_bytes",
             );
+        }
+        if !self.routing.nodes.is_empty() {
+            self.routing.node_set()?;
+            if self.routing.node_id.is_empty() {
+                return bad(
+                    "routing.node_id is required with routing.nodes: this node's id in the list",
+                );
+            }
         }
         if self.shards.queue_capacity < 16 {
             return bad("shards.queue_capacity must be at least 16");

@@ -230,11 +230,19 @@ impl Engine {
         drop(restore);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (drained_tx, drained_rx) = watch::channel(false);
+        let routing = Arc::new(crate::route::Routing::new(
+            cfg.routing.node_id.clone(),
+            cfg.routing.node_set()?,
+        ));
+        if let Some(nodes) = routing.nodes() {
+            tracing::info!(node = routing.self_id(), nodes = %nodes, "routing rooms over engine nodes");
+        }
         let (admin_addr, admin) = admin::bind(
             cfg.server.admin,
             AdminState {
                 metrics: metrics.clone(),
                 shards: shards.clone(),
+                routing: routing.clone(),
                 token: cfg.server.admin_token.clone().map(Arc::new),
                 health: Arc::new(admin::Health {
                     schema: schema_rx.clone(),
@@ -282,6 +290,7 @@ impl Engine {
             reading: std::sync::atomic::AtomicUsize::new(0),
             // Random high half: unique across restarts and across nodes.
             next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 32),
+            routing,
         });
         tracing::info!(
             listen = %quic_addr,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use roomgate::config::Config;
 use roomgate::route::NodeSet;
 
@@ -61,6 +61,14 @@ struct Cli {
     /// [config: server.endpoints].
     #[arg(long, global = true)]
     endpoints: Option<usize>,
+    /// This node's id in the node list [config: routing.node_id].
+    #[arg(long, global = true)]
+    node_id: Option<String>,
+    /// Engine nodes rooms are spread over, `id=addr,id=addr,...` (the id
+    /// is hashed; the address is where viewers connect; docs/ROUTING.md)
+    /// [config: routing.nodes].
+    #[arg(long, global = true, value_name = "ID=ADDR,...")]
+    nodes: Option<NodeSet>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, global = true, env = "ROOMGATE_LOG", default_value = "info")]
     log: String,
@@ -96,10 +104,6 @@ enum Cmd {
         /// Room id (repeat for several rooms).
         #[arg(long = "room", value_name = "ROOM", required = true)]
         rooms: Vec<u64>,
-        /// Engine nodes: `id=addr,id=addr,...` (the id is hashed; the
-        /// address is where viewers connect).
-        #[arg(long, value_name = "ID=ADDR,...")]
-        nodes: Option<NodeSet>,
         /// Print a JSON array: each room's owner and fallback order.
         #[arg(long)]
         json: bool,
@@ -156,6 +160,19 @@ fn config(cli: &Cli) -> Result<Config> {
     }
     if let Some(v) = cli.endpoints {
         cfg.server.endpoints = v;
+    }
+    if let Some(v) = &cli.node_id {
+        cfg.routing.node_id = v.clone();
+    }
+    if let Some(v) = &cli.nodes {
+        cfg.routing.nodes = v
+            .nodes()
+            .iter()
+            .map(|n| roomgate::config::NodeConfig {
+                id: n.id.clone(),
+                addr: n.addr.clone(),
+            })
+            .collect();
     }
     let secret = |k: &str| env(k).map(roomgate::config::Secret::new);
     if let Some(v) = secret("ROOMGATE_TICKET_SECRET") {
@@ -261,27 +278,18 @@ fn main() -> Result<()> {
             println!("{t}");
             Ok(())
         }
-        Cmd::Route { rooms, nodes, json } => route(&cfg, &rooms, nodes, json),
+        Cmd::Route { rooms, json } => route(&cfg, &rooms, json),
     }
 }
 
 /// `roomgate route`: one line per room, `room_id owner_id owner_addr`, or
 /// with `--json` an array of `{room_id, owner: {id, addr}, ranked: [id...]}`.
-/// A missing or bad node list exits with code 2 (clap's usage error).
-fn route(_cfg: &Config, rooms: &[u64], nodes: Option<NodeSet>, json: bool) -> Result<()> {
-    // The config file has no node list yet (issue 10): when it gets one,
-    // `--nodes` overrides it here, like every flag.
-    let Some(nodes) = nodes else {
-        let mut cli = Cli::command();
-        cli.build();
-        cli.find_subcommand_mut("route")
-            .expect("route is a subcommand")
-            .error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "route needs the node list: --nodes id=addr,id=addr,... \
-                 (the config file has no node list yet)",
-            )
-            .exit();
+/// A bad `--nodes` exits with code 2 (a usage error), a missing node list with 1.
+fn route(cfg: &Config, rooms: &[u64], json: bool) -> Result<()> {
+    let Some(nodes) = cfg.routing.node_set()? else {
+        anyhow::bail!(
+            "no node list: give --nodes id=addr,id=addr,... or [routing] nodes in --config"
+        );
     };
     if !json {
         for &room in rooms {

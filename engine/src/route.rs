@@ -219,6 +219,57 @@ fn valid_addr(addr: &str) -> bool {
     host_ok && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
+/// This node's view of the routing, shared by the gate and the admin API:
+/// its own id and the current node list (none: a single node that owns
+/// every room). The list can be replaced while the engine runs
+/// (`PUT /admin/routing`); sessions in rooms that moved away are then
+/// closed with `wrong_node`.
+#[derive(Debug)]
+pub struct Routing {
+    self_id: String,
+    nodes: std::sync::RwLock<Option<std::sync::Arc<NodeSet>>>,
+}
+
+impl Routing {
+    /// Routing for node `self_id` over `nodes` (`None`: owns every room).
+    pub fn new(self_id: impl Into<String>, nodes: Option<NodeSet>) -> Self {
+        Routing {
+            self_id: self_id.into(),
+            nodes: std::sync::RwLock::new(nodes.map(std::sync::Arc::new)),
+        }
+    }
+
+    /// This node's id (empty without routing).
+    pub fn self_id(&self) -> &str {
+        &self.self_id
+    }
+
+    /// The current node list.
+    pub fn nodes(&self) -> Option<std::sync::Arc<NodeSet>> {
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replace the node list.
+    pub fn set(&self, nodes: NodeSet) {
+        *self.nodes.write().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(nodes));
+    }
+
+    /// The owner of `room_id` when it is another node; `None` when this
+    /// node owns it (or there is no node list).
+    pub fn elsewhere(&self, room_id: u64) -> Option<Node> {
+        let nodes = self.nodes()?;
+        let owner = nodes.owner(room_id);
+        (owner.id != self.self_id).then(|| owner.clone())
+    }
+
+    /// When another node owns `room_id`: the `wrong_node` close reason
+    /// phrase, `wrong_node <owner id> <owner addr>`.
+    pub fn wrong_node_reason(&self, room_id: u64) -> Option<String> {
+        self.elsewhere(room_id)
+            .map(|owner| format!("wrong_node {} {}", owner.id, owner.addr))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,5 +521,27 @@ mod tests {
                 prop_assert_eq!(id_list(a.ranked(room)), id_list(b.ranked(room)));
             }
         }
+    }
+
+    #[test]
+    fn routing_names_the_owner_and_follows_a_new_list() {
+        let r = Routing::new("node-a", Some(abc()));
+        // From the vectors: room 0 is node-c's, room 1 node-a's.
+        assert_eq!(r.elsewhere(1), None);
+        assert_eq!(r.elsewhere(0).map(|n| n.id), Some("node-c".to_owned()));
+        assert_eq!(
+            r.wrong_node_reason(0).as_deref(),
+            Some("wrong_node node-c 10.0.0.3:4433")
+        );
+        assert_eq!(r.wrong_node_reason(1), None);
+        r.set("node-a=10.0.0.1:4433".parse().expect("valid"));
+        assert_eq!(r.elsewhere(0), None, "node-a alone owns everything");
+        r.set("node-b=10.0.0.2:4433".parse().expect("valid"));
+        assert_eq!(
+            r.wrong_node_reason(1).as_deref(),
+            Some("wrong_node node-b 10.0.0.2:4433")
+        );
+        let single = Routing::new("", None);
+        assert_eq!(single.elsewhere(0), None);
     }
 }

@@ -23,9 +23,10 @@ use crate::wire::{
 #[derive(Debug)]
 enum Out {
     Frame(ServerFrame),
-    /// Finish the stream and close the connection with this code after
-    /// everything queued before it was written.
-    Close(CloseCode),
+    /// Finish the stream and close the connection with this code (and
+    /// reason phrase, if not the code's name) after everything queued
+    /// before it was written.
+    Close(CloseCode, Option<Box<str>>),
 }
 
 /// The worker-facing side of a connection.
@@ -36,6 +37,22 @@ struct ConnReplier {
     /// The close code the engine closed this connection with (`NOT_CLOSED`
     /// until then), so the session records why it ended.
     closed_with: Arc<AtomicU32>,
+    /// The session's room and the routing, for a `wrong_node` close's
+    /// reason phrase (the room's new owner).
+    room_id: u64,
+    routing: Arc<crate::route::Routing>,
+}
+
+impl ConnReplier {
+    /// The reason phrase for `code` when it is not the code's name.
+    fn phrase(&self, code: CloseCode) -> Option<Box<str>> {
+        (code == CloseCode::WrongNode).then(|| {
+            self.routing
+                .wrong_node_reason(self.room_id)
+                .unwrap_or_else(|| code.as_str().to_owned())
+                .into_boxed_str()
+        })
+    }
 }
 
 const NOT_CLOSED: u32 = u32::MAX;
@@ -59,7 +76,7 @@ impl Replier for ConnReplier {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
-        close(&self.conn, code);
+        close_with(&self.conn, code, self.phrase(code).as_deref());
     }
 
     fn close_after_replies(&self, code: CloseCode) {
@@ -73,14 +90,27 @@ impl Replier for ConnReplier {
             )
             .is_ok();
         // Behind the queued frames; if the queue is full, at once.
-        if first && self.tx.try_send(Out::Close(code)).is_err() {
-            close(&self.conn, code);
+        let phrase = self.phrase(code);
+        if first {
+            if let Err(e) = self.tx.try_send(Out::Close(code, phrase)) {
+                let phrase = match e.into_inner() {
+                    Out::Close(_, p) => p,
+                    Out::Frame(_) => None,
+                };
+                close_with(&self.conn, code, phrase.as_deref());
+            }
         }
     }
 }
 
 fn close(conn: &quinn::Connection, code: CloseCode) {
-    conn.close(code.code().into(), code.as_str().as_bytes());
+    close_with(conn, code, None);
+}
+
+/// Close with `code` and `phrase` (the code's name if `None`).
+fn close_with(conn: &quinn::Connection, code: CloseCode, phrase: Option<&str>) {
+    let phrase = phrase.unwrap_or(code.as_str());
+    conn.close(code.code().into(), phrase.as_bytes());
 }
 
 /// Map why a connection ended to a close code for metrics and `sessions`.
@@ -217,6 +247,12 @@ async fn session(
             return code;
         }
     };
+    if let Some(phrase) = ctx.routing.wrong_node_reason(claims.room_id) {
+        // Another node owns the room: tell the client where it lives.
+        tracing::debug!(room = claims.room_id, %phrase, "room owned by another node");
+        close_with(conn, CloseCode::WrongNode, Some(&phrase));
+        return CloseCode::WrongNode;
+    }
     slot.handshake_over();
     ctx.metrics.frame(Kind::Session);
     ctx.metrics
@@ -229,6 +265,8 @@ async fn session(
         tx: tx.clone(),
         conn: conn.clone(),
         closed_with: closed_with.clone(),
+        room_id: claims.room_id,
+        routing: ctx.routing.clone(),
     });
     let writer = tokio::spawn(write_loop(send, rx, conn.clone()));
     let _ = tx
@@ -289,7 +327,7 @@ async fn session(
     }
     if code == CloseCode::Normal || code == CloseCode::ShuttingDown {
         // Let queued acks go out before the close.
-        let _ = tx.send(Out::Close(code)).await;
+        let _ = tx.send(Out::Close(code, None)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     } else {
         close(conn, code);
@@ -331,14 +369,14 @@ async fn write_loop(
     // lock of the connection, one wake of its driver) per batch, not per ack.
     // Grows with the first acks: an idle viewer costs nothing here.
     let mut buf = Vec::new();
-    let mut close_with = None;
+    let mut closing = None;
     while let Some(out) = rx.recv().await {
         let mut next = Some(out);
         while let Some(out) = next.take() {
             match out {
                 Out::Frame(f) => buf.extend_from_slice(&wire::encode(&f)),
-                Out::Close(code) => {
-                    close_with = Some(code);
+                Out::Close(code, phrase) => {
+                    closing = Some((code, phrase));
                     break;
                 }
             }
@@ -353,10 +391,10 @@ async fn write_loop(
             }
             buf.clear();
         }
-        if let Some(code) = close_with {
+        if let Some((code, phrase)) = closing {
             let _ = send.finish();
             let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-            close(&conn, code);
+            close_with(&conn, code, phrase.as_deref());
             return;
         }
     }

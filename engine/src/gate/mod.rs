@@ -70,6 +70,8 @@ pub struct GateCtx {
     pub reading: std::sync::atomic::AtomicUsize,
     /// Session id generator.
     pub next_session: AtomicU64,
+    /// Which rooms this node owns (several engine nodes).
+    pub routing: Arc<crate::route::Routing>,
 }
 
 impl GateCtx {

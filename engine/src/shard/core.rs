@@ -212,6 +212,16 @@ impl ShardCore {
         self.guard.evicted_early()
     }
 
+    /// The open sessions of every room for which `keep` is false (rooms
+    /// that moved to another engine node), to be closed with `wrong_node`.
+    pub fn sessions_leaving(&self, keep: &dyn Fn(u64) -> bool) -> Vec<Arc<dyn Replier>> {
+        self.sessions
+            .iter()
+            .filter(|(room, _)| !keep(**room))
+            .flat_map(|(_, m)| m.values().map(|(_, r)| r.clone()))
+            .collect()
+    }
+
     /// A room's current settings.
     pub fn room_settings(&self, room: u64) -> RoomSettingsView {
         self.guard.room_settings(room)

@@ -45,7 +45,7 @@ use crate::guard::{Control, Decision, Guard, GuardConfig, LeadCheck, RoomSetting
 use crate::metrics::{Metrics, Overflow};
 use crate::pii::PiiKeys;
 use crate::wal::{LogHandle, SeenId};
-use crate::wire::{AckKind, Lead, ServerFrame};
+use crate::wire::{AckKind, CloseCode, Lead, ServerFrame};
 
 pub use crate::event::Replier;
 
@@ -75,6 +75,10 @@ pub enum AdminOp {
     Control(Control, oneshot::Sender<Result<(), String>>),
     /// Read a room's settings.
     Room(u64, oneshot::Sender<RoomSettingsView>),
+    /// The node list changed: close the sessions of rooms this node no
+    /// longer owns with `wrong_node` (after their queued acks); answers how
+    /// many.
+    Reroute(Arc<crate::route::Routing>, oneshot::Sender<usize>),
 }
 
 /// The ack frame for a decision.
@@ -444,6 +448,15 @@ impl Worker {
             match op {
                 AdminOp::Room(room, tx) => {
                     let _ = tx.send(self.core.room_settings(room));
+                }
+                AdminOp::Reroute(routing, tx) => {
+                    let leaving = self
+                        .core
+                        .sessions_leaving(&|room| routing.elsewhere(room).is_none());
+                    for r in &leaving {
+                        r.close_after_replies(CloseCode::WrongNode);
+                    }
+                    let _ = tx.send(leaving.len());
                 }
                 AdminOp::Control(ctl, tx) => {
                     let r = self.core.control(now, &ctl);

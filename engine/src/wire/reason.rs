@@ -175,6 +175,9 @@ pub enum CloseCode {
     TicketExpired = 0x21,
     /// No `Hello` within the handshake timeout.
     HelloTimeout = 0x22,
+    /// Another engine node owns the ticket's room (docs/ROUTING.md); the
+    /// reason phrase is `wrong_node <owner id> <owner host:port>`.
+    WrongNode = 0x23,
     /// The server is at its connection cap.
     ServerFull = 0x30,
     /// The server is shutting down.
@@ -213,6 +216,7 @@ impl CloseCode {
             CloseCode::BadTicket => "bad_ticket",
             CloseCode::TicketExpired => "ticket_expired",
             CloseCode::HelloTimeout => "hello_timeout",
+            CloseCode::WrongNode => "wrong_node",
             CloseCode::ServerFull => "server_full",
             CloseCode::ShuttingDown => "shutting_down",
             CloseCode::Banned => "banned",
@@ -235,6 +239,7 @@ impl CloseCode {
         CloseCode::BadTicket,
         CloseCode::TicketExpired,
         CloseCode::HelloTimeout,
+        CloseCode::WrongNode,
         CloseCode::ServerFull,
         CloseCode::ShuttingDown,
         CloseCode::Banned,

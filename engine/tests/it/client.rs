@@ -139,6 +139,21 @@ impl Viewer {
         tokio::time::timeout(d, self.next()).await.ok().flatten()
     }
 
+    /// Wait for the server to close the connection; its close code and
+    /// reason phrase.
+    pub async fn close_reason(&self) -> Option<(CloseCode, String)> {
+        let err = tokio::time::timeout(Duration::from_secs(10), self.conn.closed())
+            .await
+            .expect("server closes the connection");
+        match err {
+            quinn::ConnectionError::ApplicationClosed(c) => Some((
+                CloseCode::from_code(c.error_code.into_inner())?,
+                String::from_utf8_lossy(&c.reason).into_owned(),
+            )),
+            _ => None,
+        }
+    }
+
     /// Wait for the server to close the connection; its close code.
     pub async fn close_code(&self) -> Option<CloseCode> {
         let err = tokio::time::timeout(Duration::from_secs(10), self.conn.closed())

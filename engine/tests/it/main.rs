@@ -11,5 +11,6 @@ mod harness;
 mod outage;
 mod pii;
 mod protocol;
+mod routing;
 mod storage;
 mod tickets;
