@@ -15,11 +15,15 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use roomgate::wire::ticket::{TicketKey, MIN_SECRET_BYTES};
+use roomgate::{
+    route::NodeSet,
+    wire::ticket::{TicketKey, MIN_SECRET_BYTES},
+};
 use serde::Serialize;
 
 use crate::{
     scenario::{Scenario, Tolerances},
+    servers::Servers,
     truth::{Class, ClassLayout, Worker},
     verify::{Settle, Target},
 };
@@ -108,6 +112,14 @@ pub struct Args {
     /// Engine address, host:port [default: 127.0.0.1:4433].
     #[arg(long, default_value = "127.0.0.1:4433")]
     pub server: String,
+
+    /// Several engine nodes, `id=addr,id=addr,...` (the engines' `[routing]`
+    /// list): each room goes to the node that owns it (the engine's own
+    /// rendezvous function, docs/ROUTING.md); viewers follow `wrong_node`
+    /// closes and, when a node cannot be reached, try the next node of
+    /// their room's ranking. Instead of --server.
+    #[arg(long, value_name = "ID=ADDR,...", conflicts_with = "server")]
+    pub servers: Option<String>,
 
     /// PEM certificate the server presents; trusted as the only root (required).
     #[arg(long)]
@@ -409,8 +421,14 @@ impl ChArgs {
 pub struct Config {
     /// The `--server` argument as given.
     pub server: String,
-    /// The address it resolved to.
+    /// The address it resolved to (with `--servers`: the first node's).
     pub server_addr: SocketAddr,
+    /// The `--servers` list, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub servers_list: Option<String>,
+    /// Where viewers connect.
+    #[serde(skip)]
+    pub servers: Arc<Servers>,
     /// Certificate file trusted as the only root.
     pub cert: PathBuf,
     /// TLS server name.
@@ -523,12 +541,34 @@ impl Config {
         let Some(cert) = a.cert.clone() else {
             bail!("--cert is required: the PEM certificate the engine presents");
         };
-        let server_addr = a
-            .server
-            .to_socket_addrs()
-            .with_context(|| format!("--server {}: cannot resolve (expected host:port)", a.server))?
-            .next()
-            .with_context(|| format!("--server {}: resolves to no address", a.server))?;
+        let resolve = |flag: &str, addr: &str| -> Result<SocketAddr> {
+            addr.to_socket_addrs()
+                .with_context(|| format!("{flag} {addr}: cannot resolve (expected host:port)"))?
+                .next()
+                .with_context(|| format!("{flag} {addr}: resolves to no address"))
+        };
+        let (server_addr, servers) = match &a.servers {
+            Some(list) => {
+                let nodes: NodeSet = list
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--servers {list}: {e}"))?;
+                let mut addrs = std::collections::HashMap::new();
+                for n in nodes.nodes() {
+                    addrs.insert(n.id.clone(), resolve("--servers", &n.addr)?);
+                }
+                let first = nodes
+                    .nodes()
+                    .first()
+                    .map(|n| n.id.clone())
+                    .unwrap_or_default();
+                let addr = addrs.get(&first).copied().context("--servers: empty")?;
+                (addr, Servers::routed(nodes, addrs))
+            }
+            None => {
+                let addr = resolve("--server", &a.server)?;
+                (addr, Servers::single(addr))
+            }
+        };
         let mut sc = match &a.scenario {
             Some(p) => Scenario::load(p)?,
             None => Scenario::basic(),
@@ -605,6 +645,8 @@ impl Config {
         Ok(Config {
             server: a.server,
             server_addr,
+            servers_list: a.servers.clone(),
+            servers: Arc::new(servers),
             cert,
             server_name: a.server_name,
             rooms: sc.rooms,

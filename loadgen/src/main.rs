@@ -11,6 +11,7 @@
 //! - [`room`]: a room's connected viewers and the driver feeding them.
 //! - [`viewer`]: one viewer's QUIC session(s) (writer, reader, drain, bye, churn).
 //! - [`endpoint`]: TLS and QUIC client configuration, UDP endpoints.
+//! - [`servers`]: one server or several routed engine nodes; redirects.
 //! - [`stats`]: counters, latency histograms, timeline samples, lead records.
 //! - [`report`]: status line, summary JSON and text table.
 //! - [`html`]: the self-contained HTML report.
@@ -29,6 +30,7 @@ mod room;
 mod run;
 mod scenario;
 mod schedule;
+mod servers;
 mod stats;
 mod truth;
 mod verify;

@@ -309,6 +309,10 @@ pub struct Connections {
     pub connected: u64,
     /// Attempts that did not.
     pub failed: u64,
+    /// Attempts closed with `wrong_node` and followed to the owner it
+    /// named (not failed); also in `close_codes`.
+    #[serde(default)]
+    pub redirected: u64,
     /// Viewers that left and came back (churn): their second attempts are
     /// in `attempted` too.
     #[serde(default)]
@@ -491,6 +495,7 @@ pub fn summarize(
             attempted: stats.attempted.load(Relaxed),
             connected: stats.connected.load(Relaxed),
             failed: stats.failed.load(Relaxed),
+            redirected: stats.redirected.load(Relaxed),
             rejoined: stats.rejoins.load(Relaxed),
             viewers: stats.viewers.load(Relaxed),
             viewers_connected: stats.viewers_connected.load(Relaxed),

@@ -66,7 +66,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let id_base = unix_now << 20;
     let ctx = Arc::new(Ctx {
         stats: stats.clone(),
-        server: cfg.server_addr,
+        servers: cfg.servers.clone(),
         server_name: cfg.server_name.clone(),
         ticket_key: cfg.ticket_key.clone(),
         ticket_ttl: cfg.ticket_ttl,
@@ -103,7 +103,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         .map(|r| cfg.class_viewers(r.class))
         .sum();
     tracing::info!(
-        server = %cfg.server_addr,
+        server = %cfg.servers_list.clone().unwrap_or_else(|| cfg.server_addr.to_string()),
         worker = %cfg.worker.map_or_else(|| "all".to_owned(), |w| w.to_string()),
         rooms = cfg.rooms,
         viewers,

@@ -284,6 +284,10 @@ pub struct Stats {
     pub connected: AtomicU64,
     /// Attempts that did not.
     pub failed: AtomicU64,
+    /// Attempts (or sessions) closed with `wrong_node` and followed to the
+    /// node it named.
+    #[serde(default)]
+    pub redirected: AtomicU64,
     /// Sessions currently open (gauge).
     pub active: AtomicU64,
     /// Viewers that left and came back (churn): second sessions started.
@@ -437,6 +441,12 @@ impl Stats {
         bump(&mut d.close_codes, label);
     }
 
+    /// Record an attempt closed with `wrong_node` (followed, not failed).
+    pub fn record_redirect(&self) {
+        self.redirected.fetch_add(1, Relaxed);
+        bump(&mut self.detail().close_codes, "wrong_node");
+    }
+
     /// Record how an established session ended.
     pub fn record_close(&self, label: &str) {
         self.active.fetch_sub(1, Relaxed);
@@ -564,6 +574,7 @@ impl Stats {
             attempted,
             connected,
             failed,
+            redirected,
             active,
             rejoins,
             viewers,
@@ -604,6 +615,7 @@ impl Stats {
             (&self.attempted, attempted),
             (&self.connected, connected),
             (&self.failed, failed),
+            (&self.redirected, redirected),
             (&self.active, active),
             (&self.rejoins, rejoins),
             (&self.viewers, viewers),

@@ -43,6 +43,7 @@ use crate::{
     plan::Action,
     room::{Command, Registry},
     schedule::Kind,
+    servers::{parse_wrong_node, Servers, Target},
     stats::{verdict_name, AckEvent, LeadRecord, Stats},
     truth::Class,
 };
@@ -78,6 +79,12 @@ enum End {
     /// The connection was lost (or could not be made): reconnect and
     /// resend. `connected`: this attempt had got a `Welcome`.
     Lost { carry: Vec<Carry>, connected: bool },
+    /// `wrong_node`: another node owns the room; reconnect there at once
+    /// and resend. `to` = (node id, `host:port`) from the reason phrase.
+    Redirect {
+        carry: Vec<Carry>,
+        to: (String, String),
+    },
 }
 
 /// Close labels after which reconnecting cannot help (the server refused
@@ -110,8 +117,8 @@ fn drain_deadline(ctx: &Ctx) -> Instant {
 pub struct Ctx {
     /// Run counters.
     pub stats: Arc<Stats>,
-    /// Server address.
-    pub server: SocketAddr,
+    /// Where viewers connect (one server or routed nodes).
+    pub servers: Arc<Servers>,
     /// TLS server name.
     pub server_name: String,
     /// Ticket key.
@@ -169,7 +176,11 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
     let mut backoff = RECONNECT_FIRST;
     ctx.stats.viewers.fetch_add(1, Relaxed);
     let mut ever_connected = false;
+    let mut target = Target::new(&ctx.servers, spec.room_id);
     loop {
+        let Some(addr) = target.addr() else {
+            return;
+        };
         let p = match permit.take() {
             Some(p) => p,
             None => tokio::select! {
@@ -185,15 +196,16 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
             &ctx,
             &spec,
             p,
+            addr,
             intended,
             leave_at,
             &mut next_id,
             std::mem::take(&mut carry),
-            reconnecting,
+            reconnecting || target.can_fail_over(),
             &mut ever_connected,
         )
         .await;
-        match end {
+        let (c, connected) = match end {
             End::Done => return,
             End::Left => {
                 reconnecting = false;
@@ -210,33 +222,53 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
                     () = sleep_until(intended) => {}
                 }
                 ctx.stats.rejoins.fetch_add(1, Relaxed);
+                continue;
             }
+            End::Redirect { carry: c, to } => match ctx.servers.resolve(&to.0, &to.1).await {
+                Some(to) if target.redirect(to) => {
+                    // Straight to the owner the engine named.
+                    carry = c;
+                    reconnecting = true;
+                    intended = Instant::now();
+                    continue;
+                }
+                // Unresolvable, or a redirect loop: as a failed attempt.
+                _ => {
+                    target.failed();
+                    (c, false)
+                }
+            },
             End::Lost {
                 carry: c,
                 connected,
             } => {
-                carry = c;
                 if connected {
-                    // A new outage: start the backoff over.
-                    backoff = RECONNECT_FIRST;
+                    target.welcomed();
+                } else {
+                    // Could not connect: the next node of the room's ranking.
+                    target.failed();
                 }
-                let wait = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
-                if *stop.borrow()
-                    && (carry.is_empty() || Instant::now() + wait >= drain_deadline(&ctx))
-                {
-                    give_up(&ctx, &spec, &carry);
-                    return;
-                }
-                reconnecting = true;
-                // Jitter spreads a room's viewers over the window so a
-                // restarted engine is not hit by all of them at once.
-                backoff = (backoff * 2).min(RECONNECT_MAX);
-                intended = Instant::now() + wait;
-                sleep_until(intended).await;
-                ctx.stats.reconnect_attempts.fetch_add(1, Relaxed);
-                leave_at = leave_at.filter(|t| *t > Instant::now());
+                (c, connected)
             }
+        };
+        carry = c;
+        if connected {
+            // A new outage: start the backoff over.
+            backoff = RECONNECT_FIRST;
         }
+        let wait = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        if *stop.borrow() && (carry.is_empty() || Instant::now() + wait >= drain_deadline(&ctx)) {
+            give_up(&ctx, &spec, &carry);
+            return;
+        }
+        reconnecting = true;
+        // Jitter spreads a room's viewers over the window so a
+        // restarted engine is not hit by all of them at once.
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+        intended = Instant::now() + wait;
+        sleep_until(intended).await;
+        ctx.stats.reconnect_attempts.fetch_add(1, Relaxed);
+        leave_at = leave_at.filter(|t| *t > Instant::now());
     }
 }
 
@@ -266,6 +298,7 @@ async fn session(
     ctx: &Ctx,
     spec: &ViewerSpec,
     permit: OwnedSemaphorePermit,
+    addr: SocketAddr,
     intended: Instant,
     leave_at: Option<Instant>,
     next_id: &mut u64,
@@ -280,11 +313,17 @@ async fn session(
         recorded: false,
     };
     let started = Instant::now();
-    let attempt = timeout(HANDSHAKE_TIMEOUT, handshake(ctx, spec))
+    let attempt = timeout(HANDSHAKE_TIMEOUT, handshake(ctx, spec, addr))
         .await
         .unwrap_or_else(|_| Err(Failure::new("handshake_timeout", "no Welcome within 30 s")));
     let session = match attempt {
         Ok(s) => s,
+        Err(Failure {
+            redirect: Some(to), ..
+        }) => {
+            outcome.redirected();
+            return End::Redirect { carry, to };
+        }
         Err(f) => {
             outcome.failed(&f.label, &f.detail);
             // A failed first join ends the viewer; a failed reconnect is
@@ -337,6 +376,11 @@ impl Outcome<'_> {
         self.recorded = true;
         self.stats.record_close(label);
     }
+
+    fn redirected(&mut self) {
+        self.recorded = true;
+        self.stats.record_redirect();
+    }
 }
 
 impl Drop for Outcome<'_> {
@@ -357,6 +401,8 @@ impl Drop for Outcome<'_> {
 struct Failure {
     label: String,
     detail: String,
+    /// `wrong_node`: the owner it names, (id, `host:port`).
+    redirect: Option<(String, String)>,
 }
 
 impl Failure {
@@ -364,7 +410,20 @@ impl Failure {
         Failure {
             label: label.into(),
             detail: detail.to_string(),
+            redirect: None,
         }
+    }
+}
+
+/// The owner a `wrong_node` close names, if `e` is one.
+fn redirect_of(e: &ConnectionError) -> Option<(String, String)> {
+    match e {
+        ConnectionError::ApplicationClosed(c)
+            if c.error_code.into_inner() == u64::from(CloseCode::WrongNode.code()) =>
+        {
+            parse_wrong_node(&c.reason)
+        }
+        _ => None,
     }
 }
 
@@ -376,7 +435,11 @@ impl From<quinn::ConnectError> for Failure {
 
 impl From<ConnectionError> for Failure {
     fn from(e: ConnectionError) -> Self {
-        Failure::new(connection_label(&e), e)
+        let redirect = redirect_of(&e);
+        Failure {
+            redirect,
+            ..Failure::new(connection_label(&e), e)
+        }
     }
 }
 
@@ -464,8 +527,8 @@ fn sign_ticket(ctx: &Ctx, room_id: u64, viewer_id: u64) -> String {
     })
 }
 
-async fn handshake(ctx: &Ctx, spec: &ViewerSpec) -> Result<Session, Failure> {
-    let conn = spec.endpoint.connect(ctx.server, &ctx.server_name)?.await?;
+async fn handshake(ctx: &Ctx, spec: &ViewerSpec, addr: SocketAddr) -> Result<Session, Failure> {
+    let conn = spec.endpoint.connect(addr, &ctx.server_name)?.await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     let ticket = sign_ticket(ctx, spec.room_id, spec.viewer_id);
     let hello = ClientFrame::Hello(Hello {
@@ -961,7 +1024,9 @@ impl Session {
                 label = Some("stream_error".to_owned());
             }
         }
-        let label = match end.or_else(|| conn.close_reason()) {
+        let end = end.or_else(|| conn.close_reason());
+        let redirect = end.as_ref().and_then(redirect_of);
+        let label = match end {
             Some(e) => connection_label(&e),
             None => {
                 close(&conn, CloseCode::Normal);
@@ -975,6 +1040,11 @@ impl Session {
         *next_id = w.next_id;
         if left {
             // Churn: what is unacked now is counted below, as before.
+        } else if let Some(to) = redirect {
+            // The room moved to another node: go there, resend the unacked.
+            let mut next = acks.carry();
+            next.sort_by_key(|c| c.id);
+            return (label, End::Redirect { carry: next, to });
         } else if label != "normal" && !FINAL_CLOSES.contains(&label.as_str()) {
             // Lost (engine restart, `shutting_down`, reset, idle timeout…):
             // reconnect and resend what has no ack yet, ids unchanged.
