@@ -33,7 +33,7 @@ build-release: ## release build of roomgate and roomgate-loadgen
 demo: build-release venv ## start ClickHouse + engine, run a 10,000-viewer room for ~60 s, print what happened (KEEP_RUNNING=1 keeps it up)
 	@python3 scripts/demo.py
 
-test: venv fmt-check lint unit it loadgen-it bench-check e2e chaos-quick fuzz-quick ## everything CI checks
+test: venv fmt-check lint unit it loadgen-it bench-check e2e chaos-quick failover-quick fuzz-quick ## everything CI checks
 	@echo "make test: all checks passed"
 
 fmt-check: ## rustfmt, check only
@@ -57,7 +57,7 @@ e2e: venv ## end-to-end: ClickHouse + engine + loadgen (1,000 viewers), exact co
 	@CLICKHOUSE_HTTP_PORT=$(TEST_CLICKHOUSE_PORT) CLICKHOUSE_DATA=$(CURDIR)/build/clickhouse/test-data-$(TEST_CLICKHOUSE_PORT) python3 scripts/clickhouse.py up >/dev/null
 	python3 scripts/e2e.py --clickhouse-url http://127.0.0.1:$(TEST_CLICKHOUSE_PORT) --bin-dir target/debug
 
-.PHONY: loadgen-it loadtest chaos chaos-quick outage fuzz fuzz-quick fuzz-install perf overload
+.PHONY: loadgen-it loadtest chaos chaos-quick failover failover-quick outage fuzz fuzz-quick fuzz-install perf overload
 
 # Fuzzing: cargo-fuzz on the nightly toolchain (libFuzzer + address sanitizer).
 # Targets: fuzz/fuzz_targets/*.rs; committed seeds: fuzz/seeds/<target>/.
@@ -83,6 +83,12 @@ chaos: build-release venv ## lead-heavy load while the engine is killed 3x, SIGT
 chaos-quick: venv ## the short chaos run in make test: 2x kill -9, SIGTERM, ClickHouse down 15 s (debug build)
 	$(CARGO) build --locked -p roomgate -p roomgate-loadgen
 	python3 scripts/chaos.py --quick --bin-dir target/debug
+failover: build-release venv ## two engine nodes, one killed (kill -9) and back, rooms moving between them; verify exactly-once (~2 min)
+	python3 scripts/failover.py --bin-dir target/release
+
+failover-quick: venv ## the short failover run in make test (debug build)
+	$(CARGO) build --locked -p roomgate -p roomgate-loadgen
+	python3 scripts/failover.py --quick --bin-dir target/debug
 SCENARIO ?= loadgen/scenarios/steady-10k.toml
 
 loadgen-it: venv ## loadgen integration test: a small scenario end to end; verify passes, then catches a missing, a duplicated and an unexpected row

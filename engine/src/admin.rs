@@ -43,7 +43,15 @@ pub struct AdminState {
     pub health: Arc<Health>,
     /// Which rooms this node owns; `PUT /admin/routing` replaces the list.
     pub routing: Arc<crate::route::Routing>,
+    /// How far back decisions are read from ClickHouse when rooms move to
+    /// this node (`guard.idempotency_window_secs`); `None` with the null
+    /// sink.
+    pub takeover_window_secs: Option<u64>,
 }
+
+/// How long sessions of rooms that moved away get to finish their acks
+/// before the rest are closed regardless.
+const HANDOVER_GRACE: Duration = Duration::from_secs(5);
 
 /// The parts of the engine readiness depends on.
 #[derive(Debug)]
@@ -388,32 +396,85 @@ async fn put_routing(State(s): State<AdminState>, Json(b): Json<RoutingBody>) ->
             "this node has no routing.node_id: set it in the config and restart",
         );
     }
-    tracing::info!(nodes = %nodes, "admin: node list replaced");
-    s.routing.set(nodes);
-    let mut waits = Vec::new();
-    for shard in all_shards(&s) {
-        let (tx, rx) = oneshot::channel();
-        if s.shards
-            .admin(shard, AdminOp::Reroute(s.routing.clone(), tx))
-            .is_err()
-        {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shard admin queue full; the new list is in place, retry to close moved sessions",
-            );
+    // Rooms that move here: first learn what their old owner decided and
+    // stored (a resend of it is then a replay, not a second lead), then
+    // take them.
+    let me = s.routing.self_id().to_owned();
+    let before = s.routing.nodes();
+    let gains = |room: u64| {
+        nodes.owner(room).id == me && before.as_ref().is_some_and(|b| b.owner(room).id != me)
+    };
+    let mut restored = None;
+    if let Some(window) = s.takeover_window_secs {
+        let ids: Vec<_> = crate::engine::recent_ids(&s.health.clickhouse, window)
+            .await
+            .into_iter()
+            .filter(|l| gains(l.room_id))
+            .collect();
+        let ids = Arc::new(ids);
+        let mut n = 0;
+        for shard in all_shards(&s) {
+            match ask(&s.shards, shard, |tx| AdminOp::Restore(ids.clone(), tx)).await {
+                Ok(k) => n += k,
+                Err(r) => return r,
+            }
         }
-        waits.push(rx);
+        restored = Some(n);
     }
-    let mut closed = 0;
-    for rx in waits {
-        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-            Ok(Ok(n)) => closed += n,
-            _ => return error(StatusCode::GATEWAY_TIMEOUT, "shard did not answer"),
+    tracing::info!(nodes = %nodes, restored_ids = ?restored, "admin: node list replaced");
+    s.routing.set(nodes);
+    let mut moving = 0;
+    for shard in all_shards(&s) {
+        let reroute = |reply| AdminOp::Reroute {
+            routing: s.routing.clone(),
+            force: false,
+            reply,
+        };
+        match ask(&s.shards, shard, reroute).await {
+            Ok(k) => moving += k,
+            Err(r) => return r,
         }
+    }
+    if moving > 0 {
+        // Whatever has not finished its acks by then is closed anyway.
+        // (Only the shards and the routing: holding the log would keep a
+        // shutdown waiting.)
+        let (shards, routing) = (s.shards.clone(), s.routing.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(HANDOVER_GRACE).await;
+            for shard in 0..shards.len() {
+                let reroute = |reply| AdminOp::Reroute {
+                    routing: routing.clone(),
+                    force: true,
+                    reply,
+                };
+                let _ = ask(&shards, shard, reroute).await;
+            }
+        });
     }
     let mut view = routing_view(&s);
-    view["closed_sessions"] = closed.into();
+    view["moving_sessions"] = moving.into();
+    view["restored_ids"] = restored.into();
     Json(view).into_response()
+}
+
+/// Send one request to `shard` and wait for its answer.
+async fn ask<T>(
+    shards: &Shards,
+    shard: usize,
+    op: impl FnOnce(oneshot::Sender<T>) -> AdminOp,
+) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    if shards.admin(shard, op(tx)).is_err() {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard admin queue full; retry",
+        ));
+    }
+    match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(error(StatusCode::GATEWAY_TIMEOUT, "shard did not answer")),
+    }
 }
 
 /// Bind the admin port (so a taken port fails start-up) and return the

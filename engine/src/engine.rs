@@ -243,6 +243,7 @@ impl Engine {
                 metrics: metrics.clone(),
                 shards: shards.clone(),
                 routing: routing.clone(),
+                takeover_window_secs: (!null_sink).then_some(cfg.guard.idempotency_window_secs),
                 token: cfg.server.admin_token.clone().map(Arc::new),
                 health: Arc::new(admin::Health {
                     schema: schema_rx.clone(),

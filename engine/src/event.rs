@@ -13,6 +13,13 @@ pub trait Replier: Send + Sync + std::fmt::Debug {
     fn close_after_replies(&self, code: CloseCode) {
         self.close(code);
     }
+    /// The session's room moved to another engine node: refuse new chat
+    /// messages and leads, and close with `wrong_node` once every one
+    /// already handed over is acked, so the client has nothing to resend
+    /// that this node also stores.
+    fn move_away(&self) {
+        self.close_after_replies(CloseCode::WrongNode);
+    }
 }
 
 /// One thing a viewer did, as the gate hands it to a shard.

@@ -309,8 +309,8 @@ pub struct Connections {
     pub connected: u64,
     /// Attempts that did not.
     pub failed: u64,
-    /// Attempts closed with `wrong_node` and followed to the owner it
-    /// named (not failed); also in `close_codes`.
+    /// Attempts and sessions closed with `wrong_node` and followed to the
+    /// owner it named (not failed); also in `close_codes`.
     #[serde(default)]
     pub redirected: u64,
     /// Viewers that left and came back (churn): their second attempts are
@@ -708,6 +708,13 @@ pub fn text(s: &Summary) -> String {
             o,
             "  reconnects after a lost connection: {} attempts, {} welcomed; resent unacked chat {} lead {}",
             c.reconnect_attempts, c.reconnected, c.reconnect_resent.chat, c.reconnect_resent.lead
+        );
+    }
+    if c.redirected > 0 {
+        let _ = writeln!(
+            o,
+            "  followed to another node (wrong_node): {}",
+            c.redirected
         );
     }
     if c.tickets_refreshed > 0 {

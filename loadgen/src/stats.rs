@@ -284,8 +284,9 @@ pub struct Stats {
     pub connected: AtomicU64,
     /// Attempts that did not.
     pub failed: AtomicU64,
-    /// Attempts (or sessions) closed with `wrong_node` and followed to the
-    /// node it named.
+    /// Attempts and sessions closed with `wrong_node`, followed to the node
+    /// it named (an attempt's is in `close_codes` as `wrong_node`, not in
+    /// `failed`).
     #[serde(default)]
     pub redirected: AtomicU64,
     /// Sessions currently open (gauge).

@@ -230,6 +230,7 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
                     carry = c;
                     reconnecting = true;
                     intended = Instant::now();
+                    ctx.stats.reconnect_attempts.fetch_add(1, Relaxed);
                     continue;
                 }
                 // Unresolvable, or a redirect loop: as a failed attempt.
@@ -355,6 +356,10 @@ async fn session(
     }
     let (label, end) = session.run(ctx, spec, leave_at, next_id, carry).await;
     outcome.closed(&label);
+    if matches!(end, End::Redirect { .. }) {
+        // The room moved while the session ran.
+        ctx.stats.redirected.fetch_add(1, Relaxed);
+    }
     end
 }
 

@@ -1,7 +1,7 @@
 //! One viewer connection: handshake, `Hello`, the frame loop, acks out.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,57 @@ struct ConnReplier {
     /// reason phrase (the room's new owner).
     room_id: u64,
     routing: Arc<crate::route::Routing>,
+    /// Moving the session to another node without leaving anything
+    /// half-done.
+    handover: Arc<Handover>,
 }
+
+/// A session's chat messages and leads handed over but not yet acked, and
+/// whether its room is moving to another node. The session counts a frame
+/// in before it checks `moving`; the replier sets `moving` before it reads
+/// the count (both `SeqCst`): so either the session refuses the frame, or
+/// the replier waits for its ack before it closes. Nothing the client is
+/// told to resend elsewhere is stored here too.
+#[derive(Debug, Default)]
+struct Handover {
+    moving: AtomicBool,
+    inflight: AtomicU32,
+}
+
+impl Handover {
+    /// Count a chat message or lead in; `false` (not counted) when the
+    /// room is moving: the frame must not be handed over.
+    fn admit(&self) -> bool {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        if self.moving.load(Ordering::SeqCst) {
+            self.inflight.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// An ack went out; `true` when that was the last one of a moving
+    /// session.
+    fn acked(&self) -> bool {
+        let prev = self
+            .inflight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        prev <= 1 && self.moving.load(Ordering::SeqCst)
+    }
+
+    /// Start moving; `true` when nothing is in flight (close now).
+    fn start_moving(&self) -> bool {
+        self.moving.store(true, Ordering::SeqCst);
+        self.inflight.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// How long a moving session may take to get its last acks out before it
+/// is closed anyway.
+const HANDOVER_GRACE: Duration = Duration::from_secs(5);
 
 impl ConnReplier {
     /// The reason phrase for `code` when it is not the code's name.
@@ -59,6 +109,7 @@ const NOT_CLOSED: u32 = u32::MAX;
 
 impl Replier for ConnReplier {
     fn reply(&self, frame: ServerFrame) {
+        let ack = matches!(frame, ServerFrame::Ack { .. });
         match self.tx.try_send(Out::Frame(frame)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -66,6 +117,15 @@ impl Replier for ConnReplier {
                 self.close(CloseCode::SlowConsumer);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+        if ack && self.handover.acked() {
+            self.close_after_replies(CloseCode::WrongNode);
+        }
+    }
+
+    fn move_away(&self) {
+        if self.handover.start_moving() {
+            self.close_after_replies(CloseCode::WrongNode);
         }
     }
 
@@ -261,12 +321,14 @@ async fn session(
     let session_id = ctx.session_id();
     let (tx, rx) = mpsc::channel(ctx.max_pending_acks.max(4));
     let closed_with = Arc::new(AtomicU32::new(NOT_CLOSED));
+    let handover = Arc::new(Handover::default());
     let replier: Arc<dyn Replier> = Arc::new(ConnReplier {
         tx: tx.clone(),
         conn: conn.clone(),
         closed_with: closed_with.clone(),
         room_id: claims.room_id,
         routing: ctx.routing.clone(),
+        handover: handover.clone(),
     });
     let writer = tokio::spawn(write_loop(send, rx, conn.clone()));
     let _ = tx
@@ -293,6 +355,7 @@ async fn session(
         expiry: tokio::time::Instant::now(),
         busy: None,
         busy_due: None,
+        handover,
     };
     s.set_expiry(claims.expires_at);
     s.push_wait(EventKind::Join {
@@ -307,6 +370,10 @@ async fn session(
     ctx.reading.fetch_add(1, Ordering::SeqCst);
     let mut code = s.frames(conn, &mut recv, &mut dec, &tx).await;
     s.flush_counts();
+    if code == CloseCode::WrongNode {
+        // The room moved: the replier closes once the last ack is out.
+        let _ = tokio::time::timeout(HANDOVER_GRACE, conn.closed()).await;
+    }
     // A close the engine itself made (ban, slow consumer) names the reason.
     if let Some(c) = CloseCode::from_code(u64::from(closed_with.load(Ordering::Relaxed))) {
         code = c;
@@ -330,7 +397,10 @@ async fn session(
         let _ = tx.send(Out::Close(code, None)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     } else {
-        close(conn, code);
+        let phrase = (code == CloseCode::WrongNode)
+            .then(|| ctx.routing.wrong_node_reason(s.room_id))
+            .flatten();
+        close_with(conn, code, phrase.as_deref());
         writer.abort();
     }
     code
@@ -430,6 +500,8 @@ struct Session {
     /// When the open `busy` row's bucket ends (fixed when it opens, so the
     /// session timer is not moved on every read).
     busy_due: Option<tokio::time::Instant>,
+    /// Chat and leads in flight; whether the room is moving away.
+    handover: Arc<Handover>,
 }
 
 impl Session {
@@ -624,6 +696,10 @@ impl Session {
                 text,
             } => {
                 self.counts[0] += 1;
+                if !self.handover.admit() {
+                    // The room moved: the client resends it to the new owner.
+                    return Some(CloseCode::WrongNode);
+                }
                 let env = self.envelope(EventKind::Chat {
                     client_msg_id,
                     text,
@@ -655,6 +731,9 @@ impl Session {
             }
             ClientFrame::Lead(lead) => {
                 self.counts[2] += 1;
+                if !self.handover.admit() {
+                    return Some(CloseCode::WrongNode);
+                }
                 let ip = self.ip.clone();
                 self.push_wait(EventKind::Lead {
                     lead: Box::new(lead),
@@ -809,5 +888,25 @@ impl Session {
                 (crate::now_ms() - self.pending_since_ms).clamp(0, i64::from(u32::MAX)) as u32;
             self.push_wait(EventKind::Like { count, spread_ms }).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moving_session_closes_after_its_last_ack_and_refuses_new_frames() {
+        let h = Handover::default();
+        assert!(h.admit() && h.admit(), "two frames handed over");
+        assert!(!h.acked(), "not moving yet");
+        assert!(!h.start_moving(), "one still in flight: wait for its ack");
+        assert!(!h.admit(), "no new frame while moving");
+        assert!(h.acked(), "the last ack: close now");
+        // An extra ack (never expected) does not wrap the count around.
+        assert!(h.acked());
+        assert_eq!(h.inflight.load(Ordering::SeqCst), 0);
+        let idle = Handover::default();
+        assert!(idle.start_moving(), "nothing in flight: close at once");
     }
 }

@@ -222,6 +222,20 @@ impl ShardCore {
             .collect()
     }
 
+    /// Remember decisions made elsewhere (the rooms of this shard only);
+    /// returns how many were this shard's.
+    pub fn restore(&mut self, ids: &[crate::wal::SeenId]) -> usize {
+        let mut n = 0;
+        for l in ids
+            .iter()
+            .filter(|l| shard_of(l.room_id, self.shards) == self.index)
+        {
+            self.guard.restore(l);
+            n += 1;
+        }
+        n
+    }
+
     /// A room's current settings.
     pub fn room_settings(&self, room: u64) -> RoomSettingsView {
         self.guard.room_settings(room)

@@ -75,10 +75,21 @@ pub enum AdminOp {
     Control(Control, oneshot::Sender<Result<(), String>>),
     /// Read a room's settings.
     Room(u64, oneshot::Sender<RoomSettingsView>),
-    /// The node list changed: close the sessions of rooms this node no
-    /// longer owns with `wrong_node` (after their queued acks); answers how
-    /// many.
-    Reroute(Arc<crate::route::Routing>, oneshot::Sender<usize>),
+    /// The node list changed: sessions of rooms this node no longer owns
+    /// move away ([`Replier::move_away`]), or with `force` are closed with
+    /// `wrong_node` after their queued acks; answers how many.
+    Reroute {
+        /// The routing now in force.
+        routing: Arc<crate::route::Routing>,
+        /// Close now instead of waiting for the sessions' acks.
+        force: bool,
+        /// How many sessions were told.
+        reply: oneshot::Sender<usize>,
+    },
+    /// Ids another node decided (read from ClickHouse when rooms move
+    /// here): a resend of one is a replay. Answers how many were this
+    /// shard's.
+    Restore(Arc<Vec<SeenId>>, oneshot::Sender<usize>),
 }
 
 /// The ack frame for a decision.
@@ -449,14 +460,26 @@ impl Worker {
                 AdminOp::Room(room, tx) => {
                     let _ = tx.send(self.core.room_settings(room));
                 }
-                AdminOp::Reroute(routing, tx) => {
+                AdminOp::Reroute {
+                    routing,
+                    force,
+                    reply,
+                } => {
                     let leaving = self
                         .core
                         .sessions_leaving(&|room| routing.elsewhere(room).is_none());
                     for r in &leaving {
-                        r.close_after_replies(CloseCode::WrongNode);
+                        if force {
+                            r.close_after_replies(CloseCode::WrongNode);
+                        } else {
+                            r.move_away();
+                        }
                     }
-                    let _ = tx.send(leaving.len());
+                    let _ = reply.send(leaving.len());
+                }
+                AdminOp::Restore(ids, tx) => {
+                    let n = self.core.restore(&ids);
+                    let _ = tx.send(n);
                 }
                 AdminOp::Control(ctl, tx) => {
                     let r = self.core.control(now, &ctl);

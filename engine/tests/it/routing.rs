@@ -79,7 +79,7 @@ async fn rooms_of_other_nodes_are_sent_to_their_owner() {
     .await;
     assert_eq!(status, 200, "{body}");
     let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(reply["closed_sessions"], 3, "{body}");
+    assert_eq!(reply["moving_sessions"], 3, "{body}");
     assert_eq!(reply["node_id"], "node-a");
     let bc: NodeSet = "node-b=10.0.0.2:4433,node-c=10.0.0.3:4433".parse().unwrap();
     for (room, v) in &mut sessions {
