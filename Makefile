@@ -19,7 +19,7 @@ export PROPTEST_RNG_SEED
 include scripts/clickhouse.mk
 
 .DEFAULT_GOAL := help
-.PHONY: help build build-release demo test fmt-check lint unit it e2e bench bench-check clean
+.PHONY: help build build-release demo test fmt-check lint unit it cluster-test cluster-bench e2e bench bench-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ build-release: ## release build of roomgate and roomgate-loadgen
 demo: build-release venv ## start ClickHouse + engine, run a 10,000-viewer room for ~60 s, print what happened (KEEP_RUNNING=1 keeps it up)
 	@python3 scripts/demo.py
 
-test: venv fmt-check lint unit it loadgen-it bench-check e2e chaos-quick failover-quick fuzz-quick ## everything CI checks
+test: venv fmt-check lint unit it cluster-test loadgen-it bench-check e2e chaos-quick failover-quick fuzz-quick ## everything CI checks
 	@echo "make test: all checks passed"
 
 fmt-check: ## rustfmt, check only
@@ -48,6 +48,15 @@ unit: ## unit and property tests (no network)
 it: venv ## integration tests: real QUIC + real ClickHouse (started on TEST_CLICKHOUSE_PORT)
 	@CLICKHOUSE_HTTP_PORT=$(TEST_CLICKHOUSE_PORT) CLICKHOUSE_DATA=$(CURDIR)/build/clickhouse/test-data-$(TEST_CLICKHOUSE_PORT) python3 scripts/clickhouse.py up >/dev/null
 	$(CARGO) test -p roomgate --test it --locked
+
+cluster-test: venv ## the engine against a local sharded cluster (make cluster-up): exact counts through Distributed, rows on their shards, a shard down 15 s under load; stops the cluster after
+	@python3 scripts/clickhouse.py cluster-up >/dev/null
+	$(CARGO) test -p roomgate --test cluster --locked; rc=$$?; python3 scripts/clickhouse.py cluster-down >/dev/null; exit $$rc
+
+cluster-bench: venv ## rows/s into the local cluster through the Distributed table vs straight to the shards' local tables, medians of 5 (BENCHMARKS.md)
+	$(CARGO) build --release --locked -p roomgate-benches --bin roomgate-cluster-bench
+	@python3 scripts/clickhouse.py cluster-up >/dev/null
+	@target/release/roomgate-cluster-bench --urls $$(python3 scripts/clickhouse.py cluster-urls) --cluster $(CLUSTER_NAME) --reps 5 --json build/perf/cluster.json; rc=$$?; python3 scripts/clickhouse.py cluster-down >/dev/null; exit $$rc
 
 bench-check: ## compile the criterion benches and run each once (no timing)
 	$(CARGO) test -p roomgate-benches --benches --locked

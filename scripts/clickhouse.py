@@ -10,6 +10,12 @@ Subcommands:
   up      start `serve` detached, wait until /ping answers, print the URLs
   down    stop the server started by `up` (SIGTERM, then SIGKILL after 15 s)
   status  show whether the server(s) started by `up` are running
+  cluster-up    start a local sharded cluster: CLUSTER_SHARDS servers, each
+                with the same <remote_servers> (idempotent: starts the nodes
+                that are not running, e.g. one a test stopped)
+  cluster-down  stop the nodes of that cluster
+  cluster-status  show its nodes and what each says about the cluster
+  cluster-urls  print the HTTP URLs of its nodes, comma-separated, in shard order
 
 Environment:
   CLICKHOUSE_HTTP_PORT  HTTP port (default 8123)
@@ -17,12 +23,26 @@ Environment:
                         18123 -> 19000)
   CLICKHOUSE_DATA       data directory, persists across restarts
                         (default <repo>/build/clickhouse/data)
+  CLICKHOUSE_CLUSTER    (optional) a cluster name: the server's config.xml
+                        gets <remote_servers> with this cluster, one shard per
+                        entry of CLICKHOUSE_CLUSTER_NODES, and
+                        <background_distributed_schedule_pool_size>
+  CLICKHOUSE_CLUSTER_NODES  host:tcp_port of every shard, in shard order,
+                        comma-separated (e.g. 127.0.0.1:19007,127.0.0.1:19008)
+
+Cluster (cluster-up / cluster-down / cluster-status):
+  CLUSTER_SHARDS        number of shards, one server each (default 2)
+  CLUSTER_HTTP_BASE     HTTP port of shard 1 (default 18130); shard i listens
+                        on CLUSTER_HTTP_BASE + i - 1, its native TCP port on
+                        that + 877, its data in build/clickhouse/cluster-<port>
+  CLUSTER_NAME          cluster name in <remote_servers> (default roomgate)
 
 Files (one set per HTTP port, so several servers can run at once):
   build/clickhouse/run-<port>/config.xml    listener config (cwd of the server)
   build/clickhouse/clickhouse-<port>.pid    pid of the `serve` process
   build/clickhouse/clickhouse-<port>.json   its ports, data dir and log path
   build/clickhouse/clickhouse-<port>.log    its output
+  build/clickhouse/cluster-<base>.json      a cluster's name and nodes (cluster-up)
 
 Exit codes: 0 ok; 1 failure; 2 port or data directory already in use /
 bad configuration; 3 (status) not running.
@@ -70,13 +90,26 @@ def log(msg):
 
 
 class Config:
-    def __init__(self):
+    def __init__(self, env=None):
+        self.env = os.environ if env is None else env
         self.http_port = self._port("CLICKHOUSE_HTTP_PORT", 8123)
         self.tcp_port = self._port("CLICKHOUSE_TCP_PORT", self.http_port + 877)
         if self.tcp_port == self.http_port:
             fail(2, "CLICKHOUSE_TCP_PORT must differ from CLICKHOUSE_HTTP_PORT (%d)" % self.http_port)
-        data = os.environ.get("CLICKHOUSE_DATA") or os.path.join(STATE_DIR, "data")
+        data = self.env.get("CLICKHOUSE_DATA") or os.path.join(STATE_DIR, "data")
         self.data = os.path.abspath(data)
+        self.cluster = self.env.get("CLICKHOUSE_CLUSTER", "").strip()
+        nodes = self.env.get("CLICKHOUSE_CLUSTER_NODES", "").strip()
+        self.cluster_nodes = [n.strip() for n in nodes.split(",") if n.strip()]
+        if self.cluster:
+            if not all(c.isalnum() or c in "_-" for c in self.cluster):
+                fail(2, "CLICKHOUSE_CLUSTER=%r: use letters, digits, '_' and '-'" % self.cluster)
+            if not self.cluster_nodes:
+                fail(2, "CLICKHOUSE_CLUSTER needs CLICKHOUSE_CLUSTER_NODES (host:tcp_port,...)")
+            for n in self.cluster_nodes:
+                host, _, port = n.rpartition(":")
+                if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                    fail(2, "CLICKHOUSE_CLUSTER_NODES: %r is not host:tcp_port" % n)
         p = self.http_port
         self.run_dir = os.path.join(STATE_DIR, "run-%d" % p)
         self.pid_file = os.path.join(STATE_DIR, "clickhouse-%d.pid" % p)
@@ -84,9 +117,8 @@ class Config:
         self.log_file = os.path.join(STATE_DIR, "clickhouse-%d.log" % p)
         self.url = "http://127.0.0.1:%d" % p
 
-    @staticmethod
-    def _port(name, default):
-        raw = os.environ.get(name, "").strip()
+    def _port(self, name, default):
+        raw = self.env.get(name, "").strip()
         if not raw:
             value = default
         else:
@@ -221,6 +253,30 @@ def print_urls(cfg, tcp_port, data):
 # ---------------------------------------------------------------- serve
 
 
+def remote_servers_xml(cfg):
+    """The <remote_servers> block of a cluster node ('' without a cluster).
+
+    One shard per node, one replica each. The schedule pool size is what
+    makes background (asynchronous) Distributed sends work in chdb at all
+    (CLICKHOUSE.md); the engine inserts in the foreground, but analysts'
+    ad-hoc inserts would otherwise sit in system.distribution_queue.
+    """
+    if not cfg.cluster:
+        return ""
+    shards = "".join(
+        "      <shard><replica><host>%s</host><port>%s</port></replica></shard>\n"
+        % tuple(n.rsplit(":", 1))
+        for n in cfg.cluster_nodes
+    )
+    return (
+        "  <remote_servers>\n"
+        "    <%s>\n%s    </%s>\n"
+        "  </remote_servers>\n"
+        "  <background_distributed_schedule_pool_size>4</background_distributed_schedule_pool_size>\n"
+        % (cfg.cluster, shards, cfg.cluster)
+    )
+
+
 def cmd_serve(cfg):
     for port, var in ((cfg.http_port, "CLICKHOUSE_HTTP_PORT"), (cfg.tcp_port, "CLICKHOUSE_TCP_PORT")):
         if not port_free(port):
@@ -237,7 +293,8 @@ def cmd_serve(cfg):
             "  <listen_host>127.0.0.1</listen_host>\n"
             "  <http_port>%d</http_port>\n"
             "  <tcp_port>%d</tcp_port>\n"
-            "</clickhouse>\n" % (cfg.http_port, cfg.tcp_port)
+            "%s"
+            "</clickhouse>\n" % (cfg.http_port, cfg.tcp_port, remote_servers_xml(cfg))
         )
 
     try:
@@ -327,15 +384,23 @@ def running_pid(cfg):
     return pid if is_our_server(pid) else None
 
 
-def cmd_up(cfg):
+def cmd_up(cfg, quiet=False):
     os.makedirs(STATE_DIR, exist_ok=True)
     pid = running_pid(cfg)
     if pid:
         state = read_state(cfg)
         same_data = os.path.abspath(state.get("data", "")) == cfg.data
+        same_cluster = (state.get("cluster", ""), state.get("cluster_nodes", [])) == (
+            cfg.cluster, cfg.cluster_nodes)
+        if same_data and not same_cluster:
+            fail(2, "ClickHouse on port %d (pid %d) runs with another cluster configuration "
+                    "(%s %s); stop it first (`make cluster-down` or `make clickhouse-down`)"
+                 % (cfg.http_port, pid, state.get("cluster") or "no cluster",
+                    ",".join(state.get("cluster_nodes", []))))
         if same_data and ping(cfg.http_port):
-            print("ClickHouse is already running (pid %d)." % pid)
-            print_urls(cfg, state.get("tcp_port", cfg.tcp_port), cfg.data)
+            if not quiet:
+                print("ClickHouse is already running (pid %d)." % pid)
+                print_urls(cfg, state.get("tcp_port", cfg.tcp_port), cfg.data)
             return 0
         if not same_data:
             fail(2, "port %d is already in use by our ClickHouse (pid %d, data %s), not %s "
@@ -359,6 +424,8 @@ def cmd_up(cfg):
                    CLICKHOUSE_HTTP_PORT=str(cfg.http_port),
                    CLICKHOUSE_TCP_PORT=str(cfg.tcp_port),
                    CLICKHOUSE_DATA=cfg.data,
+                   CLICKHOUSE_CLUSTER=cfg.cluster,
+                   CLICKHOUSE_CLUSTER_NODES=",".join(cfg.cluster_nodes),
                    PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
             [VENV_PYTHON, os.path.abspath(__file__), "serve"],
@@ -369,7 +436,8 @@ def cmd_up(cfg):
         f.write("%d\n" % proc.pid)
     with open(cfg.state_file, "w") as f:
         json.dump({"pid": proc.pid, "http_port": cfg.http_port, "tcp_port": cfg.tcp_port,
-                   "data": cfg.data, "log": cfg.log_file, "url": cfg.url}, f, indent=2)
+                   "data": cfg.data, "log": cfg.log_file, "url": cfg.url,
+                   "cluster": cfg.cluster, "cluster_nodes": cfg.cluster_nodes}, f, indent=2)
         f.write("\n")
 
     deadline = time.monotonic() + START_TIMEOUT
@@ -386,7 +454,8 @@ def cmd_up(cfg):
         # /ping alone could be answered by some other server that holds the
         # port (serve is then about to exit 2): check it is the one we started.
         if ping(cfg.http_port, timeout=0.5) and answers_as(cfg.http_port, token):
-            print_urls(cfg, cfg.tcp_port, cfg.data)
+            if not quiet:
+                print_urls(cfg, cfg.tcp_port, cfg.data)
             return 0
         time.sleep(0.1)
 
@@ -491,14 +560,157 @@ def cmd_status(cfg):
     return rc
 
 
+# ---------------------------------------------------------------- cluster
+
+
+class Cluster:
+    """A local sharded cluster: one server per shard on consecutive ports."""
+
+    def __init__(self, running=False):
+        """The cluster CLUSTER_* describe; with running, the one cluster-up
+        last started from CLUSTER_HTTP_BASE if its state file is there (so
+        cluster-down stops every node it started)."""
+        env = os.environ
+        self.name = env.get("CLUSTER_NAME", "").strip() or "roomgate"
+        self.base = int_env("CLUSTER_HTTP_BASE", 18130, 1, 65535)
+        self.shards = int_env("CLUSTER_SHARDS", 2, 1, 64)
+        self.state_file = os.path.join(STATE_DIR, "cluster-%d.json" % self.base)
+        saved = self._saved() if running else None
+        if saved:
+            self.shards = int(saved.get("shards", self.shards))
+            self.name = saved.get("name", self.name)
+        self.nodes = []
+        for i in range(self.shards):
+            http_port = self.base + i
+            self.nodes.append(Config({
+                "CLICKHOUSE_HTTP_PORT": str(http_port),
+                "CLICKHOUSE_TCP_PORT": str(http_port + 877),
+                "CLICKHOUSE_DATA": os.path.join(STATE_DIR, "cluster-%d" % http_port),
+                "CLICKHOUSE_CLUSTER": self.name,
+                "CLICKHOUSE_CLUSTER_NODES": ",".join(
+                    "127.0.0.1:%d" % (self.base + j + 877) for j in range(self.shards)),
+            }))
+        if self.nodes[-1].tcp_port > 65535:
+            fail(2, "CLUSTER_HTTP_BASE=%d + 877 + shards is out of range" % self.base)
+
+    def _saved(self):
+        try:
+            with open(self.state_file) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+
+def int_env(name, default, lo, hi):
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        fail(2, "%s=%r is not a number" % (name, raw))
+    if not lo <= value <= hi:
+        fail(2, "%s=%d is out of range %d..%d" % (name, value, lo, hi))
+    return value
+
+
+def cluster_shards_seen(cfg, name):
+    """(shards in system.clusters for name, this node's shard_num) or None."""
+    try:
+        out = http(cfg.url + "/",
+                   "SELECT count(), toUInt32(maxIf(shard_num, is_local)) FROM system.clusters "
+                   "WHERE cluster = '%s' FORMAT TSV" % name, timeout=2.0)
+        shards, local = out.split()
+        return int(shards), int(local)
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def cmd_cluster_up(cl):
+    for c in cl.nodes:
+        pid = running_pid(c)
+        rc = cmd_up(c, quiet=True)
+        if rc != 0:
+            return rc
+        if pid is None:
+            log("shard %d of %s started on %s (TCP %d)"
+                % (c.http_port - cl.base + 1, cl.name, c.url, c.tcp_port))
+    with open(cl.state_file, "w") as f:
+        json.dump({"name": cl.name, "shards": cl.shards, "http_base": cl.base,
+                   "urls": [c.url for c in cl.nodes],
+                   "tcp_ports": [c.tcp_port for c in cl.nodes],
+                   "data": [c.data for c in cl.nodes]}, f, indent=2)
+        f.write("\n")
+    # Each node must see the whole cluster, and itself as its own shard.
+    for i, c in enumerate(cl.nodes):
+        seen = cluster_shards_seen(c, cl.name)
+        if seen != (cl.shards, i + 1):
+            fail(1, "node %s reports %s for cluster %s, expected %d shards with itself as shard %d"
+                 % (c.url, seen, cl.name, cl.shards, i + 1))
+    print("ClickHouse cluster %s is up: %d shards (state %s)"
+          % (cl.name, cl.shards, os.path.relpath(cl.state_file, ROOT)))
+    for i, c in enumerate(cl.nodes):
+        print("  shard %d  %s/  native TCP 127.0.0.1:%d  data %s"
+              % (i + 1, c.url, c.tcp_port, os.path.relpath(c.data, ROOT)))
+    return 0
+
+
+def cmd_cluster_down(cl):
+    stopped = 0
+    for c in cl.nodes:
+        pid = running_pid(c)
+        if pid is None:
+            if os.path.exists(c.pid_file):
+                remove_files(c)
+            continue
+        stop(c, pid)
+        print("ClickHouse on port %d stopped (pid %d)." % (c.http_port, pid))
+        stopped += 1
+    try:
+        os.unlink(cl.state_file)
+    except FileNotFoundError:
+        pass
+    if not stopped:
+        print("ClickHouse cluster on ports %d..%d is not running."
+              % (cl.base, cl.base + cl.shards - 1))
+    return 0
+
+
+def cmd_cluster_status(cl):
+    rc = 0
+    for i, c in enumerate(cl.nodes):
+        pid = running_pid(c)
+        if pid is None:
+            print("shard %d: port %d not running" % (i + 1, c.http_port))
+            rc = 3
+            continue
+        seen = cluster_shards_seen(c, cl.name)
+        if seen is None:
+            print("shard %d: port %d pid %d, NOT answering" % (i + 1, c.http_port, pid))
+            rc = 3
+            continue
+        print("shard %d: %s/ pid %d, sees %d shards in %s, itself as shard %d"
+              % (i + 1, c.url, pid, seen[0], cl.name, seen[1]))
+    return rc
+
+
 def main(argv):
-    cmds = ("serve", "up", "down", "status")
+    cmds = ("serve", "up", "down", "status",
+            "cluster-up", "cluster-down", "cluster-status", "cluster-urls")
     if len(argv) < 2 or argv[1] not in cmds or argv[1] in ("-h", "--help"):
         print(__doc__.strip())
         print("\nusage: %s {%s} [--all (down only)]" % (os.path.basename(argv[0]), "|".join(cmds)))
         return 0 if len(argv) > 1 and argv[1] in ("-h", "--help") else 1
-    cfg = Config()
     cmd = argv[1]
+    if cmd.startswith("cluster-"):
+        cl = Cluster(running=cmd in ("cluster-down", "cluster-status"))
+        if cmd == "cluster-up":
+            return cmd_cluster_up(cl)
+        if cmd == "cluster-down":
+            return cmd_cluster_down(cl)
+        if cmd == "cluster-urls":
+            print(",".join(c.url for c in cl.nodes))
+            return 0
+        return cmd_cluster_status(cl)
+    cfg = Config()
     if cmd == "serve":
         return cmd_serve(cfg)
     if cmd == "up":

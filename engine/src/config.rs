@@ -447,6 +447,27 @@ pub struct ClickHouseConfig {
     /// counted and dropped instead of inserted (no migrations, no restored
     /// ids). `make perf` measures the front door with it. Default false.
     pub null_sink: bool,
+    /// Name of a ClickHouse cluster (its `<remote_servers>` entry) to lay
+    /// the schema out on: each table becomes `<table>_local` on every node
+    /// plus a `Distributed` table under its own name, sharded by
+    /// `cityHash64(room_id)`, and inserts go through the `Distributed`
+    /// tables in the foreground (`url` is any node). Empty = one server.
+    /// Default empty.
+    pub cluster: String,
+    /// HTTP(S) URLs of every node of `cluster`, to which the migrations are
+    /// applied one node after another. Required with `cluster` unless
+    /// `on_cluster`. Default empty.
+    pub cluster_urls: Vec<String>,
+    /// Production clusters: the local tables are `Replicated*MergeTree`
+    /// with Keeper path `/clickhouse/tables/{shard}/<database>/<table>_local`
+    /// and replica `{replica}` (macros every server defines). Needs
+    /// `cluster`. Default false.
+    pub replicated: bool,
+    /// Production clusters: every DDL statement is sent once, to `url`,
+    /// with `ON CLUSTER '<cluster>'` (ClickHouse's distributed DDL, which
+    /// needs Keeper) instead of to each of `cluster_urls`. Needs `cluster`.
+    /// Default false.
+    pub on_cluster: bool,
 }
 
 impl Default for ClickHouseConfig {
@@ -464,6 +485,10 @@ impl Default for ClickHouseConfig {
             insert_timeout_ms: 30_000,
             shutdown_flush_ms: 10_000,
             null_sink: false,
+            cluster: String::new(),
+            cluster_urls: Vec::new(),
+            replicated: false,
+            on_cluster: false,
         }
     }
 }
@@ -691,6 +716,30 @@ impl Config {
             .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return bad("clickhouse.database must be [A-Za-z0-9_]+");
+        }
+        let ch = &self.clickhouse;
+        if !ch
+            .cluster
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return bad("clickhouse.cluster must be [A-Za-z0-9_-]+");
+        }
+        if ch.cluster.is_empty() && (!ch.cluster_urls.is_empty() || ch.replicated || ch.on_cluster)
+        {
+            return bad(
+                "clickhouse.cluster_urls, replicated and on_cluster need clickhouse.cluster",
+            );
+        }
+        if !ch.cluster.is_empty() && !ch.on_cluster && ch.cluster_urls.is_empty() {
+            return bad("clickhouse.cluster_urls must list the HTTP URL of every node of clickhouse.cluster (or set clickhouse.on_cluster)");
+        }
+        if ch
+            .cluster_urls
+            .iter()
+            .any(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return bad("clickhouse.cluster_urls must be http:// or https:// URLs");
         }
         Ok(self)
     }

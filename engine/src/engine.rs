@@ -26,41 +26,66 @@ pub async fn migrate(cfg: &Config) -> Result<Vec<u32>> {
 }
 
 /// Apply migrations, retrying while ClickHouse is unreachable for up to
-/// `budget`.
+/// `budget`. On a cluster without `ON CLUSTER` they are applied to each
+/// node of `clickhouse.cluster_urls` in turn; the versions returned are
+/// those any node applied.
 pub async fn migrate_within(cfg: &Config, budget: Duration) -> Result<Vec<u32>> {
-    let client = sink::client(&cfg.clickhouse);
+    let targets = sink::ddl_targets(&cfg.clickhouse);
+    let layout = sink::layout(&cfg.clickhouse);
+    if targets.is_empty() {
+        // `roomgate migrate` runs without the start-up validation.
+        anyhow::bail!("clickhouse.cluster_urls must list the HTTP URL of every node of clickhouse.cluster (or set clickhouse.on_cluster)");
+    }
     let mut delay = Duration::from_millis(250);
     let mut waited = Duration::ZERO;
     loop {
-        match sink::migrate::migrate(&client, &cfg.clickhouse.database).await {
-            Ok(v) => {
-                // Retention is housekeeping: a failure (no ALTER grant, a
-                // table managed elsewhere) is reported, never blocks the
-                // writers or readiness.
-                if let Err(e) = sink::migrate::apply_retention(
-                    &client,
-                    &cfg.clickhouse.database,
-                    cfg.clickhouse.text_ttl_days,
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, "cannot set the text retention (clickhouse.text_ttl_days); continuing");
-                }
-                return Ok(v);
-            }
-            Err(e) if waited < budget => {
-                tracing::warn!(error = %e, url = %redact_url(&cfg.clickhouse.url), "migration failed; retrying");
+        match migrate_nodes(cfg, &targets, &layout).await {
+            Ok(v) => return Ok(v),
+            Err((url, e)) if waited < budget => {
+                tracing::warn!(error = %e, url = %redact_url(url), "migration failed; retrying");
                 tokio::time::sleep(delay).await;
                 waited += delay;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("migrate ClickHouse at {}", redact_url(&cfg.clickhouse.url))
-                })
+            Err((url, e)) => {
+                return Err(e).with_context(|| format!("migrate ClickHouse at {}", redact_url(url)))
             }
         }
     }
+}
+
+/// One pass of the migrations over `targets`; the failing node's URL with
+/// the error.
+async fn migrate_nodes<'a>(
+    cfg: &Config,
+    targets: &'a [(String, clickhouse::Client)],
+    layout: &sink::migrate::Layout,
+) -> std::result::Result<Vec<u32>, (&'a str, clickhouse::error::Error)> {
+    let db = &cfg.clickhouse.database;
+    let mut applied = Vec::new();
+    for (url, client) in targets {
+        let v = sink::migrate::migrate_layout(client, db, layout)
+            .await
+            .map_err(|e| (url.as_str(), e))?;
+        // Retention is housekeeping: a failure (no ALTER grant, a
+        // table managed elsewhere) is reported, never blocks the
+        // writers or readiness.
+        if let Err(e) =
+            sink::migrate::apply_retention_layout(client, db, cfg.clickhouse.text_ttl_days, layout)
+                .await
+        {
+            tracing::warn!(error = %e, url = %redact_url(url), "cannot set the text retention (clickhouse.text_ttl_days); continuing");
+        }
+        if targets.len() > 1 && !v.is_empty() {
+            tracing::info!(url = %redact_url(url), applied = ?v, "node migrated");
+        }
+        for version in v {
+            if !applied.contains(&version) {
+                applied.push(version);
+            }
+        }
+    }
+    Ok(applied)
 }
 
 /// Run the engine until `stop` resolves, then shut down gracefully.

@@ -26,8 +26,9 @@
 //!   its [`shard::core::ShardCore`].
 //! - [`wal`]: the write-ahead log: group commit (the ack's durability
 //!   point), segments, readers, deletion of committed segments.
-//! - [`sink`]: ClickHouse rows, migrations and the per-table writers, which
-//!   read the log.
+//! - [`sink`]: ClickHouse rows, migrations (one server, or a sharded
+//!   cluster's layout written from the same files) and the per-table
+//!   writers, which read the log.
 //! - [`admin`]: the loopback HTTP admin port (`/metrics`, `/livez`, `/readyz`).
 //! - [`metrics`]: every counter, in one place.
 //! - [`config`]: the TOML configuration, validated once.

@@ -24,13 +24,56 @@ pub use rows::{ChatRow, LeadRow, LikeRow, ModerationRow, SessionRow};
 pub use writer::{StopRx, TableRow, WriterSettings};
 
 /// Build the HTTP client from config (URL, user, password, database, LZ4).
+///
+/// On a cluster (`clickhouse.cluster`) it also sets
+/// `distributed_foreground_insert = 1`: an insert into a `Distributed`
+/// table returns only once every shard has stored its part, so a batch is
+/// committed only when all of it is stored, and a shard that is down fails
+/// the insert (which the writer retries with the same token) instead of
+/// queueing rows on the node it was sent to.
 pub fn client(cfg: &ClickHouseConfig) -> Client {
+    let client = node_client(cfg, &cfg.url);
+    if cfg.cluster.is_empty() {
+        client
+    } else {
+        client.with_setting("distributed_foreground_insert", "1")
+    }
+}
+
+/// A client for the server at `url`, with `cfg`'s credentials and database.
+fn node_client(cfg: &ClickHouseConfig, url: &str) -> Client {
     Client::default()
-        .with_url(&cfg.url)
+        .with_url(url)
         .with_user(&cfg.user)
         .with_password(cfg.password.expose())
         .with_database(&cfg.database)
         .with_compression(clickhouse::Compression::Lz4)
+}
+
+/// The schema layout `cfg` asks for: one server, or the cluster variant.
+pub fn layout(cfg: &ClickHouseConfig) -> migrate::Layout {
+    if cfg.cluster.is_empty() {
+        migrate::Layout::Single
+    } else {
+        migrate::Layout::Cluster(migrate::ClusterDdl {
+            name: cfg.cluster.clone(),
+            replicated: cfg.replicated,
+            on_cluster: cfg.on_cluster,
+        })
+    }
+}
+
+/// Where the migrations go, as (URL, client): `url` alone (one server, or
+/// a cluster with `on_cluster`), else every one of `cluster_urls`, in order.
+pub fn ddl_targets(cfg: &ClickHouseConfig) -> Vec<(String, Client)> {
+    if cfg.cluster.is_empty() || cfg.on_cluster {
+        vec![(cfg.url.clone(), node_client(cfg, &cfg.url))]
+    } else {
+        cfg.cluster_urls
+            .iter()
+            .map(|url| (url.clone(), node_client(cfg, url)))
+            .collect()
+    }
 }
 
 /// What the writers are started with.
@@ -79,4 +122,79 @@ pub fn spawn(w: Writers<'_>) -> Vec<JoinHandle<()>> {
     ];
     debug_assert_eq!(handles.len(), Table::COUNT);
     handles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Secret};
+
+    fn validated(set: impl FnOnce(&mut ClickHouseConfig)) -> Result<Config, String> {
+        let mut c = Config::default();
+        c.tickets.secret = Some(Secret::new("x".repeat(32)));
+        c.server.dev_cert_dir = Some("unused".into());
+        c.pii.hmac_key = Some(Secret::new("ab".repeat(32)));
+        c.pii.enc_key = Some(Secret::new("cd".repeat(32)));
+        set(&mut c.clickhouse);
+        c.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn cluster_keys_are_checked_and_choose_layout_and_ddl_targets() {
+        let single = validated(|_| {}).unwrap().clickhouse;
+        assert_eq!(layout(&single), migrate::Layout::Single);
+        let urls: Vec<String> = ddl_targets(&single).into_iter().map(|t| t.0).collect();
+        assert_eq!(urls, ["http://127.0.0.1:8123"]);
+
+        let nodes = vec!["http://a:8123".to_owned(), "https://b:8443".to_owned()];
+        let c = validated(|c| {
+            c.cluster = "rg-1".into();
+            c.cluster_urls = nodes.clone();
+        })
+        .unwrap()
+        .clickhouse;
+        assert_eq!(
+            layout(&c),
+            migrate::Layout::Cluster(migrate::ClusterDdl {
+                name: "rg-1".into(),
+                replicated: false,
+                on_cluster: false
+            })
+        );
+        let urls: Vec<String> = ddl_targets(&c).into_iter().map(|t| t.0).collect();
+        assert_eq!(urls, nodes);
+        // ON CLUSTER: once, to `url`; no node list needed.
+        let c = validated(|c| {
+            c.cluster = "rg".into();
+            c.replicated = true;
+            c.on_cluster = true;
+        })
+        .unwrap()
+        .clickhouse;
+        assert_eq!(ddl_targets(&c).len(), 1);
+
+        for (bad, says) in [
+            (
+                (|c: &mut ClickHouseConfig| c.cluster = "rg'; DROP".into())
+                    as fn(&mut ClickHouseConfig),
+                "clickhouse.cluster must be",
+            ),
+            (|c| c.replicated = true, "need clickhouse.cluster"),
+            (
+                |c| c.cluster_urls = vec!["http://a".into()],
+                "need clickhouse.cluster",
+            ),
+            (|c| c.cluster = "rg".into(), "cluster_urls must list"),
+            (
+                |c| {
+                    c.cluster = "rg".into();
+                    c.cluster_urls = vec!["a:8123".into()];
+                },
+                "http:// or https://",
+            ),
+        ] {
+            let err = validated(bad).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+    }
 }

@@ -131,9 +131,22 @@ pub async fn insert<R: TableRow>(
     token: &str,
     timeout: Duration,
 ) -> clickhouse::error::Result<()> {
+    insert_into(client, R::TABLE.name(), rows, token, timeout).await
+}
+
+/// [`insert`] into the table named `table` (e.g. a cluster's local table
+/// instead of the `Distributed` one: `roomgate-cluster-bench` compares
+/// them), with the same settings.
+pub async fn insert_into<'a, R: TableRow>(
+    client: &Client,
+    table: &str,
+    rows: impl IntoIterator<Item = &'a R>,
+    token: &str,
+    timeout: Duration,
+) -> clickhouse::error::Result<()> {
     let timeout = Some(timeout);
     let mut insert = client
-        .insert::<R>(R::TABLE.name())
+        .insert::<R>(table)
         .await?
         .with_setting("insert_deduplication_token", token)
         .with_setting("insert_deduplicate", "1")
