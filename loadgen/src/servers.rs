@@ -138,7 +138,11 @@ impl Target {
     /// goes to the next node of the ranking.
     pub fn failed(&mut self) {
         self.failures += 1;
-        self.redirect = None;
+        if self.redirect.take().is_some() {
+            // The node a redirect named failed: back to where the ranking
+            // stood (not the next one: that would skip a node).
+            return;
+        }
         if !self.ranked.is_empty() {
             self.at = (self.at + 1) % self.ranked.len();
         }
@@ -182,6 +186,14 @@ mod tests {
         }
         assert!(!t.redirect(a), "a redirect loop backs off");
         assert_eq!(t.addr(), Some(ranked[1]));
+        assert!(t.redirect(a));
+        t.failed();
+        assert_eq!(
+            t.addr(),
+            Some(ranked[1]),
+            "the redirect's node failed: not a step"
+        );
+        t.welcomed();
         t.failed();
         assert!(t.can_fail_over(), "one node left to try");
         t.failed();

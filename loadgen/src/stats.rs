@@ -442,9 +442,9 @@ impl Stats {
         bump(&mut d.close_codes, label);
     }
 
-    /// Record an attempt closed with `wrong_node` (followed, not failed).
+    /// Record an attempt closed with `wrong_node` (not a failure: the
+    /// viewer follows it; `redirected` counts it once followed).
     pub fn record_redirect(&self) {
-        self.redirected.fetch_add(1, Relaxed);
         bump(&mut self.detail().close_codes, "wrong_node");
     }
 

@@ -80,10 +80,12 @@ enum End {
     /// resend. `connected`: this attempt had got a `Welcome`.
     Lost { carry: Vec<Carry>, connected: bool },
     /// `wrong_node`: another node owns the room; reconnect there at once
-    /// and resend. `to` = (node id, `host:port`) from the reason phrase.
+    /// and resend. `to` = (node id, `host:port`) from the reason phrase;
+    /// `connected`: the close ended a welcomed session (the room moved).
     Redirect {
         carry: Vec<Carry>,
         to: (String, String),
+        connected: bool,
     },
 }
 
@@ -201,7 +203,10 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
             leave_at,
             &mut next_id,
             std::mem::take(&mut carry),
-            reconnecting || target.can_fail_over(),
+            Retry {
+                reconnecting: reconnecting && ever_connected,
+                fail_over: target.can_fail_over(),
+            },
             &mut ever_connected,
         )
         .await;
@@ -224,21 +229,36 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
                 ctx.stats.rejoins.fetch_add(1, Relaxed);
                 continue;
             }
-            End::Redirect { carry: c, to } => match ctx.servers.resolve(&to.0, &to.1).await {
-                Some(to) if target.redirect(to) => {
-                    // Straight to the owner the engine named.
-                    carry = c;
-                    reconnecting = true;
-                    intended = Instant::now();
-                    ctx.stats.reconnect_attempts.fetch_add(1, Relaxed);
-                    continue;
+            End::Redirect {
+                carry: c,
+                to,
+                connected,
+            } => {
+                if connected {
+                    target.welcomed();
                 }
-                // Unresolvable, or a redirect loop: as a failed attempt.
-                _ => {
-                    target.failed();
-                    (c, false)
+                match ctx.servers.resolve(&to.0, &to.1).await {
+                    Some(to) if target.redirect(to) => {
+                        // Straight to the owner the engine named.
+                        ctx.stats.redirected.fetch_add(1, Relaxed);
+                        if ever_connected {
+                            ctx.stats.reconnect_attempts.fetch_add(1, Relaxed);
+                        }
+                        carry = c;
+                        reconnecting = true;
+                        intended = Instant::now();
+                        continue;
+                    }
+                    // Unresolvable, or a redirect loop: as a failed attempt.
+                    _ => {
+                        if !connected {
+                            ctx.stats.failed.fetch_add(1, Relaxed);
+                        }
+                        target.failed();
+                        (c, connected)
+                    }
                 }
-            },
+            }
             End::Lost {
                 carry: c,
                 connected,
@@ -268,7 +288,9 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
         backoff = (backoff * 2).min(RECONNECT_MAX);
         intended = Instant::now() + wait;
         sleep_until(intended).await;
-        ctx.stats.reconnect_attempts.fetch_add(1, Relaxed);
+        if ever_connected {
+            ctx.stats.reconnect_attempts.fetch_add(1, Relaxed);
+        }
         leave_at = leave_at.filter(|t| *t > Instant::now());
     }
 }
@@ -291,9 +313,19 @@ fn give_up(ctx: &Ctx, spec: &ViewerSpec, carry: &[Carry]) {
     }
 }
 
+/// What a failed attempt leads to.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    /// The attempt follows a lost connection of a welcomed viewer: a
+    /// failure means "try again", not "this viewer failed to join".
+    reconnecting: bool,
+    /// Another node of the room's ranking is still untried: a failed
+    /// first join goes on there (unless the server refused the viewer).
+    fail_over: bool,
+}
+
 /// One connection attempt and, if it connects, one session. `carry` is
-/// resent first; `reconnecting` = this attempt follows a lost connection
-/// (a failure then means "try again", not "this viewer failed to join").
+/// resent first.
 #[allow(clippy::too_many_arguments)]
 async fn session(
     ctx: &Ctx,
@@ -304,7 +336,7 @@ async fn session(
     leave_at: Option<Instant>,
     next_id: &mut u64,
     carry: Vec<Carry>,
-    reconnecting: bool,
+    retry: Retry,
     ever_connected: &mut bool,
 ) -> End {
     ctx.stats.attempted.fetch_add(1, Relaxed);
@@ -323,13 +355,18 @@ async fn session(
             redirect: Some(to), ..
         }) => {
             outcome.redirected();
-            return End::Redirect { carry, to };
+            return End::Redirect {
+                carry,
+                to,
+                connected: false,
+            };
         }
         Err(f) => {
             outcome.failed(&f.label, &f.detail);
-            // A failed first join ends the viewer; a failed reconnect is
-            // tried again.
-            return if reconnecting {
+            // A failed first join ends the viewer (unless another node may
+            // take it); a failed reconnect is tried again.
+            let fail_over = retry.fail_over && !FINAL_CLOSES.contains(&f.label.as_str());
+            return if retry.reconnecting || fail_over {
                 End::Lost {
                     carry,
                     connected: false,
@@ -347,7 +384,7 @@ async fn session(
         &session.welcome.settings,
     );
     outcome.connected = true;
-    if reconnecting {
+    if retry.reconnecting {
         ctx.stats.reconnected.fetch_add(1, Relaxed);
     }
     if !*ever_connected {
@@ -356,10 +393,6 @@ async fn session(
     }
     let (label, end) = session.run(ctx, spec, leave_at, next_id, carry).await;
     outcome.closed(&label);
-    if matches!(end, End::Redirect { .. }) {
-        // The room moved while the session ran.
-        ctx.stats.redirected.fetch_add(1, Relaxed);
-    }
     end
 }
 
@@ -1049,7 +1082,14 @@ impl Session {
             // The room moved to another node: go there, resend the unacked.
             let mut next = acks.carry();
             next.sort_by_key(|c| c.id);
-            return (label, End::Redirect { carry: next, to });
+            return (
+                label,
+                End::Redirect {
+                    carry: next,
+                    to,
+                    connected: true,
+                },
+            );
         } else if label != "normal" && !FINAL_CLOSES.contains(&label.as_str()) {
             // Lost (engine restart, `shutting_down`, reset, idle timeout…):
             // reconnect and resend what has no ack yet, ids unchanged.
