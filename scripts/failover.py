@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Failover: two engine nodes share the rooms of a lead-heavy load; one is
-killed (SIGKILL) and its rooms move to the other, then it comes back and
-takes them back; verify that every acked lead is stored exactly once.
+"""Failover: two engine nodes share the rooms of a lead-heavy load, writing
+to a two-shard ClickHouse cluster; one node is killed (SIGKILL) and its
+rooms move to the other, then it comes back and takes them back; verify
+that every acked lead is stored exactly once across the cluster.
 
   python3 scripts/failover.py            # make failover
   python3 scripts/failover.py --quick    # make test: the same, shorter
@@ -39,7 +40,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEV_ENV, die, fresh_dir, log_tail, wait_http  # noqa: E402
+from common import DEV_ENV, ch_scalar, die, fresh_dir, log_tail, wait_http  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "failover-admin-token"
@@ -51,22 +52,35 @@ def node_list(ids):
     return ",".join(f"{i}={NODES[i][0]}" for i in ids)
 
 
-def clickhouse(cmd, port, data):
-    env = dict(os.environ, CLICKHOUSE_HTTP_PORT=str(port), CLICKHOUSE_DATA=data)
-    env.pop("CLICKHOUSE_TCP_PORT", None)
+CLUSTER = "roomgate"
+SHARDS = 2
+
+
+def cluster(cmd, base):
+    """scripts/clickhouse.py cluster-up / cluster-down on ports base, base+1."""
+    env = dict(os.environ, CLUSTER_HTTP_BASE=str(base), CLUSTER_SHARDS=str(SHARDS), CLUSTER_NAME=CLUSTER)
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "clickhouse.py"), cmd],
                        env=env, capture_output=True, text=True)
     if r.returncode != 0:
-        die(f"failover: clickhouse {cmd} on {port} failed: {r.stdout}{r.stderr}")
+        die(f"failover: clickhouse {cmd} (ports from {base}) failed: {r.stdout}{r.stderr}")
 
 
 class Node:
-    def __init__(self, node_id, args, work, db, url):
+    def __init__(self, node_id, args, work, db, urls):
         self.id = node_id
         self.listen, self.admin = NODES[node_id]
         self.dir = os.path.join(work, node_id)
         os.makedirs(self.dir, exist_ok=True)
         self.data = fresh_dir(os.path.join(self.dir, "data"))
+        # The load-test settings, writing to the cluster (schemas/README.md).
+        config = os.path.join(self.dir, "engine.toml")
+        with open(os.path.join(ROOT, "loadgen", "engine-loadtest.toml")) as f:
+            text = f.read()
+        text += (f"\n[clickhouse]\ncluster = \"{CLUSTER}\"\n"
+                 f"cluster_urls = [{', '.join(json.dumps(u) for u in urls)}]\n")
+        with open(config, "w") as f:
+            f.write(text)
+        url = urls[0]
         self.base = [
             os.path.join(args.bin_dir, "roomgate"),
             "--listen", self.listen, "--admin", self.admin,
@@ -74,7 +88,7 @@ class Node:
             # One certificate for both nodes: the loadgen trusts one file.
             "--dev-cert", os.path.join(work, "cert"),
             "--data-dir", self.data,
-            "--config", os.path.join(ROOT, "loadgen", "engine-loadtest.toml"),
+            "--config", config,
             "--node-id", node_id,
         ]
         self.log_path = os.path.join(self.dir, "engine.log")
@@ -119,8 +133,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the short version run by make test")
     p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "debug"))
-    p.add_argument("--clickhouse-port", type=int,
-                   default=int(os.environ.get("FAILOVER_CLICKHOUSE_PORT", "18128")))
+    p.add_argument("--clickhouse-base", type=int,
+                   default=int(os.environ.get("FAILOVER_CLICKHOUSE_BASE", "18150")),
+                   help="HTTP port of the first ClickHouse shard (the second: +1)")
     args = p.parse_args()
     # (kill, orchestrator, back, move back, duration)
     if args.quick:
@@ -130,17 +145,17 @@ def main():
 
     work = os.path.join(ROOT, "build", "failover" + ("-quick" if args.quick else ""))
     os.makedirs(work, exist_ok=True)
-    port = args.clickhouse_port
-    ch_data = os.path.join(ROOT, "build", "clickhouse", f"failover-data-{port}")
-    url = f"http://127.0.0.1:{port}"
+    base = args.clickhouse_base
+    urls = [f"http://127.0.0.1:{base + i}" for i in range(SHARDS)]
+    url = urls[0]
     db = f"failover_{int(time.time() * 1000)}"
     summary = os.path.join(work, "summary.json")
     if os.path.exists(summary):
         os.remove(summary)
 
-    clickhouse("up", port, ch_data)
-    a = Node("node-a", args, work, db, url)
-    b = Node("node-b", args, work, db, url)
+    cluster("cluster-up", base)
+    a = Node("node-a", args, work, db, urls)
+    b = Node("node-b", args, work, db, urls)
     t_start = time.time()
 
     def note(msg):
@@ -206,7 +221,11 @@ def main():
         os.path.join(args.bin_dir, "roomgate-loadgen"), "verify",
         "--summary-json", summary, "--clickhouse-url", url, "--database", db,
     ], env=env)
-    clickhouse("down", port, ch_data)
+    per_shard = [ch_scalar(u, f"SELECT count() FROM {db}.leads_local") for u in urls]
+    cluster("cluster-down", base)
+    print(f"failover: lead rows per shard: {per_shard}")
+    if min(per_shard) == 0:
+        failures.append(f"a shard holds no leads: {per_shard}")
     if v.returncode != 0:
         failures.append(f"verify exit {v.returncode}")
     with open(summary) as f:
