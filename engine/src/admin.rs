@@ -355,7 +355,15 @@ async fn dry_run(
 #[serde(deny_unknown_fields)]
 struct RoutingBody {
     nodes: Vec<crate::config::NodeConfig>,
+    /// Take rooms over even when their recent decisions cannot be read
+    /// from ClickHouse (resends of leads the old owner stored are then
+    /// stored again).
+    #[serde(default)]
+    force: bool,
 }
+
+/// How long reading recent decisions back may take when rooms move here.
+const TAKEOVER_READ_LIMIT: Duration = Duration::from_secs(30);
 
 fn routing_view(s: &AdminState) -> serde_json::Value {
     let nodes: Vec<serde_json::Value> = s
@@ -406,11 +414,24 @@ async fn put_routing(State(s): State<AdminState>, Json(b): Json<RoutingBody>) ->
     };
     let mut restored = None;
     if let Some(window) = s.takeover_window_secs {
-        let ids: Vec<_> = crate::engine::recent_ids(&s.health.clickhouse, window)
-            .await
-            .into_iter()
-            .filter(|l| gains(l.room_id))
-            .collect();
+        let read =
+            crate::engine::try_recent_ids(&s.health.clickhouse, window, TAKEOVER_READ_LIMIT).await;
+        let ids: Vec<_> = match read {
+            Ok(ids) => ids.into_iter().filter(|l| gains(l.room_id)).collect(),
+            Err(e) if b.force => {
+                tracing::warn!("{e}; taking the rooms over anyway (force)");
+                Vec::new()
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{e}: rooms moving here would store resends of what their old \
+                         owner already stored; the list is unchanged. Retry, or send \"force\": true"
+                    ),
+                )
+            }
+        };
         let ids = Arc::new(ids);
         let mut n = 0;
         for shard in all_shards(&s) {
@@ -423,6 +444,29 @@ async fn put_routing(State(s): State<AdminState>, Json(b): Json<RoutingBody>) ->
     }
     tracing::info!(nodes = %nodes, restored_ids = ?restored, "admin: node list replaced");
     s.routing.set(nodes);
+    // After the grace, whatever has not moved is closed anyway: sessions
+    // still finishing their acks, and a session that passed its `Hello`
+    // just before the new list and reached its shard after this pass.
+    // Scheduled before the pass below, so a pass that fails half-way is
+    // completed too. (Only the shards and the routing: holding the log
+    // would keep a shutdown waiting.)
+    let (shards, routing) = (s.shards.clone(), s.routing.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(HANDOVER_GRACE).await;
+        for shard in 0..shards.len() {
+            let reroute = |reply| AdminOp::Reroute {
+                routing: routing.clone(),
+                force: true,
+                reply,
+            };
+            if ask(&shards, shard, reroute).await.is_err() {
+                tracing::warn!(
+                    shard,
+                    "sessions of moved rooms not closed: shard did not answer"
+                );
+            }
+        }
+    });
     let mut moving = 0;
     for shard in all_shards(&s) {
         let reroute = |reply| AdminOp::Reroute {
@@ -434,23 +478,6 @@ async fn put_routing(State(s): State<AdminState>, Json(b): Json<RoutingBody>) ->
             Ok(k) => moving += k,
             Err(r) => return r,
         }
-    }
-    if moving > 0 {
-        // Whatever has not finished its acks by then is closed anyway.
-        // (Only the shards and the routing: holding the log would keep a
-        // shutdown waiting.)
-        let (shards, routing) = (s.shards.clone(), s.routing.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(HANDOVER_GRACE).await;
-            for shard in 0..shards.len() {
-                let reroute = |reply| AdminOp::Reroute {
-                    routing: routing.clone(),
-                    force: true,
-                    reply,
-                };
-                let _ = ask(&shards, shard, reroute).await;
-            }
-        });
     }
     let mut view = routing_view(&s);
     view["moving_sessions"] = moving.into();

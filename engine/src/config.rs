@@ -96,7 +96,7 @@ pub struct Config {
 
 /// `[routing]`: the engine nodes rooms are spread over (docs/ROUTING.md).
 /// Without `nodes` this node owns every room.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
     /// This node's id in `nodes` (required with `nodes`). A node whose id
@@ -105,6 +105,20 @@ pub struct RoutingConfig {
     /// Every engine node: `{ id = "…", addr = "host:port" }`. The same list
     /// on every node (and in the ticket issuer). Default empty.
     pub nodes: Vec<NodeConfig>,
+    /// With more than one node: every this many seconds, read the leads of
+    /// every node from ClickHouse (`lead_facts`) for the cross-room lead
+    /// rules (docs/ROUTING.md, "Cross-node facts"). 0 = off. Default 10.
+    pub facts_interval_secs: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            node_id: String::new(),
+            nodes: Vec::new(),
+            facts_interval_secs: 10,
+        }
+    }
 }
 
 /// One engine node of `[routing]`.

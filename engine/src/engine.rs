@@ -212,7 +212,10 @@ impl Engine {
         let writers = sink::spawn(sink::Writers {
             client: &client,
             batch: &cfg.batch,
-            settings: WriterSettings::from_config(&cfg.clickhouse, &cfg.storage.dir),
+            settings: WriterSettings {
+                skip_stored_leads: !cfg.routing.nodes.is_empty(),
+                ..WriterSettings::from_config(&cfg.clickhouse, &cfg.storage.dir)
+            },
             metrics: &metrics,
             log: &log,
             recovery: &recovery,
@@ -261,6 +264,21 @@ impl Engine {
         ));
         if let Some(nodes) = routing.nodes() {
             tracing::info!(node = routing.self_id(), nodes = %nodes, "routing rooms over engine nodes");
+        }
+        // Other nodes' leads for the cross-room lead rules (reads only
+        // while the node list has more than one node).
+        if !null_sink && cfg.routing.facts_interval_secs > 0 {
+            let leads = &cfg.guard.leads;
+            let task = crate::facts::FactsTask {
+                client: sink::client(&cfg.clickhouse),
+                shards: shards.clone(),
+                routing: routing.clone(),
+                metrics: metrics.clone(),
+                interval: Duration::from_secs(cfg.routing.facts_interval_secs),
+                velocity_window_ms: (leads.velocity_window_secs as i64).saturating_mul(1000),
+                duplicate_window_ms: (leads.duplicate_window_secs as i64).saturating_mul(1000),
+            };
+            tokio::spawn(task.run(shutdown_rx.clone(), schema_rx.clone()));
         }
         let (admin_addr, admin) = admin::bind(
             cfg.server.admin,
@@ -439,6 +457,20 @@ fn unreachable(e: &anyhow::Error) -> bool {
 /// replay, not a new lead or message. Best effort: if ClickHouse does not
 /// answer within 5 s the engine starts with what its log holds.
 pub async fn recent_ids(client: &clickhouse::Client, window_secs: u64) -> Vec<SeenId> {
+    try_recent_ids(client, window_secs, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!("{e}; replays of leads and chat older than the log are not recognised");
+            Vec::new()
+        })
+}
+
+/// [`recent_ids`], or why ClickHouse could not give them within `limit`.
+pub async fn try_recent_ids(
+    client: &clickhouse::Client,
+    window_secs: u64,
+    limit: Duration,
+) -> Result<Vec<SeenId>, String> {
     #[derive(clickhouse::Row, serde::Deserialize)]
     struct Seen {
         lead: bool,
@@ -471,9 +503,8 @@ pub async fn recent_ids(client: &clickhouse::Client, window_secs: u64) -> Vec<Se
         .bind(window_secs)
         .bind(window_secs)
         .bind(window_secs);
-    let warn = "replays of leads and chat older than the log are not recognised";
-    match tokio::time::timeout(Duration::from_secs(5), q.fetch_all::<Seen>()).await {
-        Ok(Ok(rows)) => rows
+    match tokio::time::timeout(limit, q.fetch_all::<Seen>()).await {
+        Ok(Ok(rows)) => Ok(rows
             .into_iter()
             .map(|r| SeenId {
                 lead: r.lead,
@@ -484,15 +515,12 @@ pub async fn recent_ids(client: &clickhouse::Client, window_secs: u64) -> Vec<Se
                 reason: crate::wal::codec::intern(&r.reason).unwrap_or("none"),
                 ts: r.ts_ms,
             })
-            .collect(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot read recent decisions from ClickHouse; {warn}");
-            Vec::new()
-        }
-        Err(_) => {
-            tracing::warn!("ClickHouse did not answer for recent decisions within 5 s; {warn}");
-            Vec::new()
-        }
+            .collect()),
+        Ok(Err(e)) => Err(format!("cannot read recent decisions from ClickHouse: {e}")),
+        Err(_) => Err(format!(
+            "ClickHouse did not answer for recent decisions within {} s",
+            limit.as_secs()
+        )),
     }
 }
 

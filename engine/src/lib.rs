@@ -30,6 +30,8 @@
 //!   cluster's layout written from the same files) and the per-table
 //!   writers, which read the log.
 //! - [`admin`]: the loopback HTTP admin port (`/metrics`, `/livez`, `/readyz`).
+//! - [`facts`]: with several nodes, reads every node's lead facts from
+//!   ClickHouse for the cross-room lead rules and hands them to the shards.
 //! - [`metrics`]: every counter, in one place.
 //! - [`config`]: the TOML configuration, validated once.
 //! - [`engine`]: wires the pieces together and shuts them down in order.
@@ -39,6 +41,7 @@ pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod facts;
 pub mod gate;
 pub mod guard;
 pub mod metrics;

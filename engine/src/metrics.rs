@@ -16,6 +16,29 @@ const REASONS: usize = 64;
 const VERDICTS: usize = 5;
 const CLOSES: usize = CloseCode::ALL.len();
 
+/// The lead rules that look at other nodes' facts (docs/ROUTING.md,
+/// "Cross-node facts").
+pub const CROSS_NODE_RULES: [Reason; 3] = [
+    Reason::DuplicateLead,
+    Reason::VelocityIp,
+    Reason::VelocityPhone,
+];
+
+fn cross_node_index(r: Reason) -> Option<usize> {
+    CROSS_NODE_RULES.iter().position(|x| *x == r)
+}
+
+/// Reads of other nodes' lead facts (`lead_facts`), by the facts task.
+#[derive(Debug, Default)]
+pub struct FactStats {
+    /// Reads merged into every shard.
+    pub reads: AtomicU64,
+    /// Reads that failed (ClickHouse unreachable or an error).
+    pub read_errors: AtomicU64,
+    /// Rows read.
+    pub rows: AtomicU64,
+}
+
 /// Overflow outcomes at the shard queue, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
@@ -40,6 +63,9 @@ pub struct TableStats {
     pub dead_batches: AtomicU64,
     /// Rows set aside.
     pub dead_rows: AtomicU64,
+    /// Rows left out of a batch because ClickHouse already had them
+    /// (leads another node stored; `[routing]` only).
+    pub skipped_stored: AtomicU64,
     /// Sum of successful insert latencies, µs.
     pub insert_us_sum: AtomicU64,
     /// Max insert latency seen, µs.
@@ -109,6 +135,9 @@ pub struct RoundStats {
     /// Rejected leads over the per-viewer hourly cap: acked, counted in a
     /// moderation row, no `leads` row.
     pub leads_unstored: u64,
+    /// Leads flagged only because of other nodes' facts, by rule
+    /// ([`CROSS_NODE_RULES`]).
+    cross_node: [u64; 3],
     any: bool,
 }
 
@@ -123,6 +152,7 @@ impl Default for RoundStats {
             leads_done: 0,
             moderation_folded: 0,
             leads_unstored: 0,
+            cross_node: [0; 3],
             any: false,
         }
     }
@@ -144,6 +174,14 @@ impl RoundStats {
         self.dry_runs[kind as usize][reason_index(rule)] += 1;
     }
 
+    /// Count a lead that `rule` flagged only because of other nodes' facts.
+    pub fn cross_node(&mut self, rule: Reason) {
+        if let Some(i) = cross_node_index(rule) {
+            self.any = true;
+            self.cross_node[i] += 1;
+        }
+    }
+
     /// Count like taps admitted and over the cap.
     pub fn likes(&mut self, admitted: u64, limited: u64) {
         self.any = true;
@@ -154,6 +192,11 @@ impl RoundStats {
     /// Decisions counted for `kind` and `verdict` (tests).
     pub fn verdict_count(&self, kind: Kind, verdict: Verdict) -> u64 {
         self.verdicts[kind as usize][verdict as usize]
+    }
+
+    /// Leads `rule` flagged only because of other nodes' facts (tests).
+    pub fn cross_node_count(&self, rule: Reason) -> u64 {
+        cross_node_index(rule).map_or(0, |i| self.cross_node[i])
     }
 }
 
@@ -206,6 +249,11 @@ pub struct Metrics {
     pub leads_rejected_unstored: AtomicU64,
     /// Client ids forgotten early by the idempotency window, per shard.
     pub idempotency_evicted: Vec<AtomicU64>,
+    /// Leads flagged only because of other nodes' facts, by rule
+    /// ([`CROSS_NODE_RULES`]).
+    cross_node: [AtomicU64; 3],
+    /// Reads of other nodes' lead facts.
+    pub facts: FactStats,
 }
 
 fn close_index(c: CloseCode) -> usize {
@@ -246,6 +294,8 @@ impl Metrics {
             moderation_folded: AtomicU64::new(0),
             leads_rejected_unstored: AtomicU64::new(0),
             idempotency_evicted: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            cross_node: Default::default(),
+            facts: FactStats::default(),
         }
     }
 
@@ -293,6 +343,16 @@ impl Metrics {
             self.leads_rejected_unstored
                 .fetch_add(r.leads_unstored, Relaxed);
         }
+        for (i, n) in r.cross_node.iter().enumerate() {
+            if *n > 0 {
+                self.cross_node[i].fetch_add(*n, Relaxed);
+            }
+        }
+    }
+
+    /// Leads `rule` flagged only because of other nodes' facts so far.
+    pub fn cross_node_count(&self, rule: Reason) -> u64 {
+        cross_node_index(rule).map_or(0, |i| self.cross_node[i].load(Relaxed))
     }
 
     /// Count a dry-run hit: `rule` would have rejected an event of `kind`.
@@ -569,7 +629,7 @@ impl Metrics {
                 d.load(Relaxed)
             );
         }
-        let table_metrics: [TableMetric; 8] = [
+        let table_metrics: [TableMetric; 9] = [
             (
                 "roomgate_sink_batches_total",
                 "counter",
@@ -599,6 +659,12 @@ impl Metrics {
                 "counter",
                 "Rows set aside after a non-retryable error.",
                 |t| t.dead_rows.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_sink_skipped_stored_total",
+                "counter",
+                "Rows left out of a batch because ClickHouse already held them (stored by another node).",
+                |t| t.skipped_stored.load(Relaxed) as i64,
             ),
             (
                 "roomgate_sink_insert_seconds_sum",
@@ -753,6 +819,45 @@ impl Metrics {
                 .iter()
                 .map(|c| c.load(Relaxed))
                 .sum::<u64>()
+        );
+        head(
+            &mut s,
+            "roomgate_cross_node_facts_total",
+            "counter",
+            "Leads a cross-room rule flagged only because of other nodes' facts read from ClickHouse, by rule.",
+        );
+        for (i, r) in CROSS_NODE_RULES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "roomgate_cross_node_facts_total{{rule=\"{}\"}} {}",
+                r.as_str(),
+                self.cross_node[i].load(Relaxed)
+            );
+        }
+        head(
+            &mut s,
+            "roomgate_cross_node_fact_reads_total",
+            "counter",
+            "Reads of other nodes' lead facts (lead_facts): merged into every shard (ok) or failed.",
+        );
+        let f = &self.facts;
+        for (result, n) in [("ok", &f.reads), ("failed", &f.read_errors)] {
+            let _ = writeln!(
+                s,
+                "roomgate_cross_node_fact_reads_total{{result=\"{result}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        head(
+            &mut s,
+            "roomgate_cross_node_fact_rows_total",
+            "counter",
+            "Rows of lead_facts read.",
+        );
+        let _ = writeln!(
+            s,
+            "roomgate_cross_node_fact_rows_total {}",
+            f.rows.load(Relaxed)
         );
         s
     }

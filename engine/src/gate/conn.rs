@@ -42,8 +42,8 @@ struct ConnReplier {
     room_id: u64,
     routing: Arc<crate::route::Routing>,
     /// Moving the session to another node without leaving anything
-    /// half-done.
-    handover: Arc<Handover>,
+    /// half-done (only with a node list: one node never moves rooms).
+    handover: Option<Arc<Handover>>,
 }
 
 /// A session's chat messages and leads handed over but not yet acked, and
@@ -59,15 +59,17 @@ struct Handover {
 }
 
 impl Handover {
-    /// Count a chat message or lead in; `false` (not counted) when the
-    /// room is moving: the frame must not be handed over.
-    fn admit(&self) -> bool {
+    /// Count a chat message or lead in. `Err(last)` when the room is
+    /// moving: the frame must not be handed over, and `last` says this
+    /// session now has nothing in flight (the caller closes it: an ack that
+    /// raced with this frame may have seen it counted and left the close).
+    fn admit(&self) -> Result<(), bool> {
         self.inflight.fetch_add(1, Ordering::SeqCst);
         if self.moving.load(Ordering::SeqCst) {
-            self.inflight.fetch_sub(1, Ordering::SeqCst);
-            return false;
+            let prev = self.inflight.fetch_sub(1, Ordering::SeqCst);
+            return Err(prev == 1);
         }
-        true
+        Ok(())
     }
 
     /// An ack went out; `true` when that was the last one of a moving
@@ -118,13 +120,13 @@ impl Replier for ConnReplier {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
-        if ack && self.handover.acked() {
+        if ack && self.handover.as_ref().is_some_and(|h| h.acked()) {
             self.close_after_replies(CloseCode::WrongNode);
         }
     }
 
     fn move_away(&self) {
-        if self.handover.start_moving() {
+        if self.handover.as_ref().is_none_or(|h| h.start_moving()) {
             self.close_after_replies(CloseCode::WrongNode);
         }
     }
@@ -321,7 +323,9 @@ async fn session(
     let session_id = ctx.session_id();
     let (tx, rx) = mpsc::channel(ctx.max_pending_acks.max(4));
     let closed_with = Arc::new(AtomicU32::new(NOT_CLOSED));
-    let handover = Arc::new(Handover::default());
+    // Only a node of a deployment (`routing.node_id`) can see its rooms
+    // move: one node keeps the hot path free of the count.
+    let handover = (!ctx.routing.self_id().is_empty()).then(|| Arc::new(Handover::default()));
     let replier: Arc<dyn Replier> = Arc::new(ConnReplier {
         tx: tx.clone(),
         conn: conn.clone(),
@@ -372,7 +376,14 @@ async fn session(
     s.flush_counts();
     if code == CloseCode::WrongNode {
         // The room moved: the replier closes once the last ack is out.
-        let _ = tokio::time::timeout(HANDOVER_GRACE, conn.closed()).await;
+        if tokio::time::timeout(HANDOVER_GRACE, conn.closed())
+            .await
+            .is_err()
+        {
+            // Not done in time: close behind what is queued.
+            s.replier.close_after_replies(CloseCode::WrongNode);
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        }
     }
     // A close the engine itself made (ban, slow consumer) names the reason.
     if let Some(c) = CloseCode::from_code(u64::from(closed_with.load(Ordering::Relaxed))) {
@@ -501,7 +512,7 @@ struct Session {
     /// session timer is not moved on every read).
     busy_due: Option<tokio::time::Instant>,
     /// Chat and leads in flight; whether the room is moving away.
-    handover: Arc<Handover>,
+    handover: Option<Arc<Handover>>,
 }
 
 impl Session {
@@ -696,9 +707,9 @@ impl Session {
                 text,
             } => {
                 self.counts[0] += 1;
-                if !self.handover.admit() {
+                if let Some(code) = self.admit() {
                     // The room moved: the client resends it to the new owner.
-                    return Some(CloseCode::WrongNode);
+                    return Some(code);
                 }
                 let env = self.envelope(EventKind::Chat {
                     client_msg_id,
@@ -731,8 +742,8 @@ impl Session {
             }
             ClientFrame::Lead(lead) => {
                 self.counts[2] += 1;
-                if !self.handover.admit() {
-                    return Some(CloseCode::WrongNode);
+                if let Some(code) = self.admit() {
+                    return Some(code);
                 }
                 let ip = self.ip.clone();
                 self.push_wait(EventKind::Lead {
@@ -743,6 +754,21 @@ impl Session {
             }
         }
         None
+    }
+
+    /// Count a chat message or lead in flight; `Some(wrong_node)` when the
+    /// room is moving away (the frame is not handed over).
+    fn admit(&self) -> Option<CloseCode> {
+        let h = self.handover.as_ref()?;
+        match h.admit() {
+            Ok(()) => None,
+            Err(last) => {
+                if last {
+                    self.replier.close_after_replies(CloseCode::WrongNode);
+                }
+                Some(CloseCode::WrongNode)
+            }
+        }
     }
 
     /// Publish the frame counts gathered since the last call.
@@ -898,11 +924,27 @@ mod tests {
     #[test]
     fn a_moving_session_closes_after_its_last_ack_and_refuses_new_frames() {
         let h = Handover::default();
-        assert!(h.admit() && h.admit(), "two frames handed over");
+        assert!(
+            h.admit().is_ok() && h.admit().is_ok(),
+            "two frames handed over"
+        );
         assert!(!h.acked(), "not moving yet");
         assert!(!h.start_moving(), "one still in flight: wait for its ack");
-        assert!(!h.admit(), "no new frame while moving");
+        assert_eq!(h.admit(), Err(false), "no new frame while moving");
         assert!(h.acked(), "the last ack: close now");
+        // The race: a refused frame counted in while the last ack went out
+        // (the ack saw 2 and left the close): the refusal closes.
+        let r = Handover::default();
+        assert!(r.admit().is_ok());
+        assert!(!r.start_moving());
+        r.inflight.fetch_add(1, Ordering::SeqCst); // the refused frame, counted in
+        assert!(!r.acked(), "the ack sees two in flight");
+        r.moving.store(true, Ordering::SeqCst);
+        assert_eq!(
+            r.inflight.fetch_sub(1, Ordering::SeqCst),
+            1,
+            "…and the refusal takes the count to 0: it must close"
+        );
         // An extra ack (never expected) does not wrap the count around.
         assert!(h.acked());
         assert_eq!(h.inflight.load(Ordering::SeqCst), 0);

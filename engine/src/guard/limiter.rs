@@ -99,6 +99,21 @@ impl SlidingCount {
     pub fn is_empty(&self) -> bool {
         self.hits.is_empty()
     }
+
+    /// Hits still in the window at `now_ms`, split into those at or before
+    /// `at_ms` and those after it (capped as kept).
+    pub fn split_at(&self, at_ms: i64, now_ms: i64, window_ms: i64) -> (usize, usize) {
+        self.hits
+            .iter()
+            .filter(|t| now_ms - **t < window_ms)
+            .fold((0, 0), |(before, after), t| {
+                if *t <= at_ms {
+                    (before + 1, after)
+                } else {
+                    (before, after + 1)
+                }
+            })
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +155,18 @@ mod tests {
         assert_eq!(c.hit(3_600_000, 3_600_000, 8), 1);
         c.expire(10_000_000, 3_600_000);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn sliding_count_splits_at_a_time() {
+        let mut c = SlidingCount::default();
+        for t in [0, 10, 20, 30] {
+            c.hit(t, 1_000, 8);
+        }
+        assert_eq!(c.split_at(10, 30, 1_000), (2, 2));
+        assert_eq!(c.split_at(-1, 30, 1_000), (0, 4));
+        // Hits out of the window count on neither side.
+        assert_eq!(c.split_at(10, 1_005, 1_000), (1, 2));
     }
 
     proptest! {

@@ -11,13 +11,17 @@
 //! - Likes: a per-viewer tap cap; taps beyond it are `rate_limited`.
 //! - Leads ([`Guard::lead_start`], [`Guard::lead_stage`],
 //!   [`Guard::lead_finish`]): checks run in stages, each on the shard that
-//!   owns the stage's key (room, phone HMAC, IP, viewer), so cross-room facts
-//!   are shard-local and need no lock (DESIGN.md).
+//!   owns the stage's key (room, phone HMAC, IP HMAC, viewer), so
+//!   cross-room facts are shard-local and need no lock (DESIGN.md). With
+//!   several engine nodes the cross-room stages also count other nodes'
+//!   leads, read from ClickHouse and merged by [`Guard::merge_facts`]
+//!   ([`facts`]).
 //!
 //! A rule in dry-run records its would-be reject in [`Decision::dry_run`]
 //! and lets the event pass.
 
 pub mod config;
+pub mod facts;
 pub mod limiter;
 pub mod phone;
 mod room;
@@ -30,6 +34,8 @@ use std::hash::{Hash, Hasher};
 use rustc_hash::{FxHashMap, FxHasher};
 
 pub use config::{ChatConfig, GuardConfig, LeadConfig, LikeConfig, RoomConfig};
+pub use facts::{FactBatch, IpFact, PhoneFact};
+use facts::{RemoteCount, RemoteRoom};
 use limiter::{Gcra, SlidingCount};
 use room::{RaidEntry, RoomState};
 use terms::BlockedTerms;
@@ -95,12 +101,16 @@ pub struct LeadCheck {
     pub phone_e164: String,
     /// Keyed HMAC of the phone (hex): the phone stage's key.
     pub phone_key: String,
-    /// Remote IP: the IP stage's key.
+    /// The IP stage's key: the keyed HMAC of the remote IP (hex, as in
+    /// `leads.ip_hmac`; the I/O layer holds the key).
     pub ip: String,
     /// Reasons found so far (rejects and flags).
     pub reasons: ReasonSet,
     /// Reasons of rules in dry-run.
     pub dry_run: ReasonSet,
+    /// Cross-room rules that fired only because of other nodes' facts
+    /// ([`Guard::merge_facts`]), in dry-run or not.
+    pub remote: ReasonSet,
     /// Score penalties so far.
     pub penalty: u32,
 }
@@ -126,12 +136,22 @@ impl LeadStage {
 
     /// The routing key of this stage for `check`.
     pub fn key(self, check: &LeadCheck) -> u64 {
-        let mut h = FxHasher::default();
         match self {
-            LeadStage::Phone => check.phone_key.hash(&mut h),
-            LeadStage::Ip => check.ip.hash(&mut h),
-            LeadStage::Viewer => check.viewer_id.hash(&mut h),
+            LeadStage::Phone => LeadStage::fact_key(&check.phone_key),
+            LeadStage::Ip => LeadStage::fact_key(&check.ip),
+            LeadStage::Viewer => {
+                let mut h = FxHasher::default();
+                check.viewer_id.hash(&mut h);
+                h.finish()
+            }
         }
+    }
+
+    /// The routing key of a phone or IP key (`phone_hmac`, `ip_hmac`): the
+    /// shard of `shard_of(fact_key(k))` owns its facts.
+    pub fn fact_key(key: &str) -> u64 {
+        let mut h = FxHasher::default();
+        key.hash(&mut h);
         h.finish()
     }
 }
@@ -287,6 +307,11 @@ pub struct Guard {
     phone_velocity: Window<String, Vec<(u64, i64)>>,
     ip_velocity: Window<String, SlidingCount>,
     viewer_velocity: Window<u64, SlidingCount>,
+    /// phone key → rooms where other nodes (and this one, read back) saw
+    /// it, from ClickHouse ([`Guard::merge_facts`]).
+    remote_phones: Window<String, Vec<RemoteRoom>>,
+    /// IP key → leads per minute, from ClickHouse.
+    remote_ips: Window<String, RemoteCount>,
     last_sweep_ms: i64,
     /// Latest time passed in (for read-only views such as `room_settings`).
     last_now_ms: i64,
@@ -330,6 +355,7 @@ impl Guard {
         let c = &cfg.chat;
         let l = &cfg.leads;
         let vel_ms = (l.velocity_window_secs as i64).saturating_mul(1000);
+        let dup_ms = (l.duplicate_window_secs as i64).saturating_mul(1000);
         Ok(Guard {
             seen: Window::new(
                 (cfg.idempotency_window_secs as i64).saturating_mul(1000),
@@ -345,13 +371,12 @@ impl Guard {
                 c.viewer_burst,
             ),
             likes: Gcra::new(cfg.likes.viewer_per_sec, 1_000, cfg.likes.viewer_burst),
-            phone_rooms: Window::new(
-                (l.duplicate_window_secs as i64).saturating_mul(1000),
-                l.capacity,
-            ),
+            phone_rooms: Window::new(dup_ms, l.capacity),
             phone_velocity: Window::new(vel_ms, l.capacity),
             ip_velocity: Window::new(vel_ms, l.capacity),
             viewer_velocity: Window::new(vel_ms, l.capacity),
+            remote_phones: Window::new(vel_ms.max(dup_ms), l.capacity),
+            remote_ips: Window::new(vel_ms, l.capacity),
             last_sweep_ms: 0,
             last_now_ms: 0,
             cfg: cfg.clone(),
@@ -725,6 +750,7 @@ impl Guard {
             ip: ip.to_owned(),
             reasons: ReasonSet::EMPTY,
             dry_run: ReasonSet::EMPTY,
+            remote: ReasonSet::EMPTY,
             penalty: 0,
         };
         let mut flags = Vec::new();
@@ -786,10 +812,23 @@ impl Guard {
                 if c.phone_e164.is_empty() {
                     return;
                 }
+                // What ClickHouse says of this phone (other nodes' leads).
+                let dup_window = (l.duplicate_window_secs as i64).saturating_mul(1000);
+                let (remote_dup, remote_rooms) = match self.remote_phones.get(&c.phone_key, now_ms)
+                {
+                    Some(rs) => (
+                        facts::registered_in(rs, c.room_id, now_ms, dup_window),
+                        facts::rooms_in(rs, now_ms, window),
+                    ),
+                    None => (false, Vec::new()),
+                };
                 let dup_key = (c.phone_key.clone(), c.room_id);
                 let rejected = HARD_LEAD_REJECTS.iter().any(|r| c.reasons.contains(*r));
                 if self.phone_rooms.get(&dup_key, now_ms).is_some() {
                     self.flag(c, Reason::DuplicateLead);
+                } else if remote_dup {
+                    self.flag(c, Reason::DuplicateLead);
+                    c.remote.insert(Reason::DuplicateLead);
                 } else if !rejected {
                     self.phone_rooms.insert(dup_key, (), now_ms);
                 }
@@ -803,11 +842,19 @@ impl Guard {
                     rooms.push((c.room_id, now_ms));
                 }
                 let too_many = rooms.len() > max_rooms;
+                let with_remote = rooms.len()
+                    + remote_rooms
+                        .iter()
+                        .filter(|r| !rooms.iter().any(|(x, _)| x == *r))
+                        .count();
                 rooms.truncate(max_rooms + 1);
                 self.phone_velocity
                     .insert(c.phone_key.clone(), rooms, now_ms);
                 if too_many {
                     self.flag(c, Reason::VelocityPhone);
+                } else if with_remote > max_rooms {
+                    self.flag(c, Reason::VelocityPhone);
+                    c.remote.insert(Reason::VelocityPhone);
                 }
             }
             LeadStage::Ip => {
@@ -817,10 +864,17 @@ impl Guard {
                     .get(&c.ip, now_ms)
                     .cloned()
                     .unwrap_or_default();
+                let with_remote = self.remote_ips.get(&c.ip, now_ms).map(|r| {
+                    let (before, after) = count.split_at(r.read_at_ms, now_ms, window);
+                    facts::merged_count(r.in_window(now_ms, window), before, after)
+                });
                 let before = count.hit(now_ms, window, max + 1);
                 self.ip_velocity.insert(c.ip.clone(), count, now_ms);
                 if before >= max {
                     self.flag(c, Reason::VelocityIp);
+                } else if with_remote.is_some_and(|n| n >= max) {
+                    self.flag(c, Reason::VelocityIp);
+                    c.remote.insert(Reason::VelocityIp);
                 }
             }
             LeadStage::Viewer => {
@@ -1118,6 +1172,8 @@ impl Guard {
         self.phone_velocity.expire(now_ms);
         self.ip_velocity.expire(now_ms);
         self.viewer_velocity.expire(now_ms);
+        self.remote_phones.expire(now_ms);
+        self.remote_ips.expire(now_ms);
         let c = &self.cfg.chat;
         let dup_ms = (c.duplicate_window_secs as i64).saturating_mul(1000);
         let raid_ms = (c.raid_window_secs as i64).saturating_mul(1000);

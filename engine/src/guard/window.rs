@@ -74,6 +74,13 @@ impl<K: Hash + Eq + Clone, V> Window<K, V> {
         }
     }
 
+    /// Remove and return the live value for `key` at `now_ms` (to change it
+    /// and insert it again).
+    pub fn take(&mut self, key: &K, now_ms: i64) -> Option<V> {
+        self.expire(now_ms);
+        self.map.remove(key).map(|(_, v)| v)
+    }
+
     /// Live entries (after the last expiry).
     pub fn len(&self) -> usize {
         self.map.len()

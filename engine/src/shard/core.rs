@@ -222,6 +222,12 @@ impl ShardCore {
             .collect()
     }
 
+    /// Merge lead facts read from ClickHouse (other nodes' leads) for the
+    /// phone and IP keys this shard owns; returns how many were taken.
+    pub fn merge_facts(&mut self, now: i64, batch: &crate::guard::FactBatch) -> usize {
+        self.guard.merge_facts(now, batch)
+    }
+
     /// Remember decisions made elsewhere (the rooms of this shard only);
     /// returns how many were this shard's.
     pub fn restore(&mut self, ids: &[crate::wal::SeenId]) -> usize {
@@ -419,6 +425,9 @@ impl ShardCore {
         for r in d.dry_run.iter() {
             self.out.stats.dry_run(Kind::Lead, r);
         }
+        for r in check.remote.iter() {
+            self.out.stats.cross_node(r);
+        }
         let key = (head.room_id, head.viewer_id, lead.client_lead_id);
         let to = self.in_flight.remove(&key).unwrap_or_default();
         let frame = ack_frame(AckKind::Lead, lead.client_lead_id, &d);
@@ -462,7 +471,7 @@ impl ShardCore {
                 self.pii.encrypt_hex(&fields, at("fields_enc"))
             },
             pii_key_id: self.pii.key_id().to_owned(),
-            ip_hmac: self.pii.ip_hmac(&check.ip),
+            ip_hmac: check.ip.clone(),
             consent: lead.consent,
             fill_ms: lead.fill_ms,
         };
@@ -541,9 +550,11 @@ impl ShardCore {
                 return;
             }
             let pii = self.pii.clone();
+            // The IP stage is keyed by the IP's HMAC, as `leads.ip_hmac`
+            // stores it: facts read back from ClickHouse match it.
             match self
                 .guard
-                .lead_start(now, &ev, lead, ip, |p| pii.phone_hmac(p))
+                .lead_start(now, &ev, lead, &pii.ip_hmac(ip), |p| pii.phone_hmac(p))
             {
                 Err(replay) => {
                     self.out.stats.leads_done += 1;
@@ -1002,6 +1013,49 @@ mod tests {
         assert_eq!(acks(&o), vec![(1, 5, 1, true), (2, 9, 1, true)]);
         assert!(o.round.rows.is_empty());
         assert_eq!(o.stats.leads_done, 1);
+    }
+
+    #[test]
+    fn facts_keyed_as_the_lead_rows_reach_the_lead_stages() {
+        use crate::guard::{FactBatch, IpFact, PhoneFact};
+        let mut c = core(0, 1);
+        let v = Arc::new(Conn::default());
+        c.handle(T0, env(1, 7, T0, lead(1), &v));
+        let o = c.poll_output();
+        let Some(Row::Lead(row)) = o.round.rows.first() else {
+            panic!("a lead row")
+        };
+        assert_eq!(row.ip_hmac, c.pii.ip_hmac("10.0.0.1"));
+        // ClickHouse, keyed by the row's phone_hmac and ip_hmac: the phone
+        // in five more rooms, twenty leads from the IP.
+        let minute = T0 - T0 % 60_000;
+        let batch = FactBatch {
+            read_at_ms: T0 + 1,
+            phones: (100..105)
+                .map(|room| PhoneFact {
+                    phone_key: row.phone_hmac.clone(),
+                    room_id: room,
+                    minute_ms: minute,
+                    registered: true,
+                })
+                .collect(),
+            ips: vec![IpFact {
+                ip_key: row.ip_hmac.clone(),
+                minute_ms: minute,
+                leads: 20,
+            }],
+        };
+        assert_eq!(c.merge_facts(T0 + 1, &batch), 6);
+        c.handle(T0 + 2, env(2, 8, T0 + 2, lead(2), &v));
+        let o = c.poll_output();
+        let Some(Row::Lead(row)) = o.round.rows.first() else {
+            panic!("a lead row")
+        };
+        assert_eq!((row.verdict, row.reason), ("rejected", "velocity_ip"));
+        assert!(row.reasons.contains(&"velocity_phone"), "{:?}", row.reasons);
+        assert_eq!(o.stats.cross_node_count(Reason::VelocityIp), 1);
+        assert_eq!(o.stats.cross_node_count(Reason::VelocityPhone), 1);
+        assert_eq!(o.stats.cross_node_count(Reason::DuplicateLead), 0);
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub enum AdminOp {
     /// here): a resend of one is a replay. Answers how many were this
     /// shard's.
     Restore(Arc<Vec<SeenId>>, oneshot::Sender<usize>),
+    /// Lead facts of the whole cluster read from ClickHouse, for the phone
+    /// and IP keys this shard owns (`crate::facts`). Answers how many were
+    /// taken.
+    Facts(Box<crate::guard::FactBatch>, oneshot::Sender<usize>),
 }
 
 /// The ack frame for a decision.
@@ -469,10 +473,11 @@ impl Worker {
                         .core
                         .sessions_leaving(&|room| routing.elsewhere(room).is_none());
                     for r in &leaving {
+                        // Refuse new frames first; forced: close even with
+                        // acks still to come.
+                        r.move_away();
                         if force {
                             r.close_after_replies(CloseCode::WrongNode);
-                        } else {
-                            r.move_away();
                         }
                     }
                     let _ = reply.send(leaving.len());
@@ -480,6 +485,9 @@ impl Worker {
                 AdminOp::Restore(ids, tx) => {
                     let n = self.core.restore(&ids);
                     let _ = tx.send(n);
+                }
+                AdminOp::Facts(batch, tx) => {
+                    let _ = tx.send(self.core.merge_facts(now, &batch));
                 }
                 AdminOp::Control(ctl, tx) => {
                     let r = self.core.control(now, &ctl);

@@ -43,11 +43,24 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "moderation_count",
         include_str!("../../../schemas/006_moderation_count.sql"),
     ),
+    (
+        7,
+        "lead_facts",
+        include_str!("../../../schemas/007_lead_facts.sql"),
+    ),
 ];
 
 /// Split a migration file into statements (`;` at end of line; `--` comments
 /// dropped).
 pub fn statements(sql: &str, db: &str) -> Vec<String> {
+    split(sql)
+        .into_iter()
+        .map(|s| s.replace("{db}", db))
+        .collect()
+}
+
+/// The statements of a migration file, `{db}` left in place.
+fn split(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for line in sql.lines() {
@@ -583,7 +596,8 @@ mod tests {
                 "leads",
                 "sessions",
                 "moderation_events",
-                "room_minute"
+                "room_minute",
+                "lead_facts"
             ]
         );
         let stmts = all(&ddl(false, false));

@@ -57,6 +57,10 @@ pub struct WriterSettings {
     /// marked in the log as usual, then counted as committed without being
     /// sent anywhere.
     pub null_sink: bool,
+    /// Several engine nodes (`[routing]`): before a batch of leads is
+    /// inserted, leads ClickHouse already holds (same room, viewer and
+    /// client lead id: stored by another node) are taken out of it.
+    pub skip_stored_leads: bool,
 }
 
 impl WriterSettings {
@@ -75,8 +79,48 @@ impl WriterSettings {
             read_interval: Duration::from_millis(10),
             read_bytes: 4 << 20,
             null_sink: ch.null_sink,
+            skip_stored_leads: false,
         }
     }
+}
+
+/// The natural key of a lead row: `(room_id, viewer_id, client_lead_id)`.
+fn lead_key<R: TableRow>(row: &R) -> Option<(u64, u64, u64)> {
+    if R::TABLE != Table::Leads {
+        return None;
+    }
+    match row.clone().into_row() {
+        wal::Row::Lead(l) => Some((l.room_id, l.viewer_id, l.client_lead_id)),
+        _ => None,
+    }
+}
+
+/// Of `keys`, those ClickHouse already has a `leads` row for.
+async fn stored_leads(
+    client: &clickhouse::Client,
+    keys: &[(u64, u64, u64)],
+    timeout: Duration,
+) -> Result<std::collections::HashSet<(u64, u64, u64)>, clickhouse::error::Error> {
+    let list = |f: fn(&(u64, u64, u64)) -> u64| {
+        let mut v: Vec<u64> = keys.iter().map(f).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+    };
+    // Coarse in SQL (rooms and ids prune well), exact below.
+    let sql = format!(
+        "SELECT room_id, viewer_id, client_lead_id FROM leads \
+         WHERE room_id IN ({}) AND client_lead_id IN ({})",
+        list(|k| k.0),
+        list(|k| k.2)
+    );
+    let q = client.query(&sql).fetch_all::<(u64, u64, u64)>();
+    let found = match tokio::time::timeout(timeout, q).await {
+        Ok(r) => r?,
+        Err(_) => return Err(clickhouse::error::Error::TimedOut),
+    };
+    let wanted: std::collections::HashSet<_> = keys.iter().copied().collect();
+    Ok(found.into_iter().filter(|k| wanted.contains(k)).collect())
 }
 
 /// How an insert error is handled.
@@ -516,7 +560,46 @@ impl<R: TableRow> TableWriter<R> {
             }
             *last = Some(Instant::now());
             let t0 = Instant::now();
-            let attempt = insert(&self.client, &b.rows, &token, self.settings.insert_timeout);
+            let filtered;
+            let mut rows = &b.rows[..];
+            if self.settings.skip_stored_leads && R::TABLE == Table::Leads {
+                let keys: Vec<_> = rows.iter().filter_map(lead_key).collect();
+                match stored_leads(&self.client, &keys, self.settings.insert_timeout).await {
+                    Ok(stored) if !stored.is_empty() => {
+                        // Another node stored these (a resend it acked after
+                        // this node died with them in its log) — or this
+                        // batch's earlier attempt did: either way, in.
+                        filtered = rows
+                            .iter()
+                            .filter(|r| lead_key(*r).is_none_or(|k| !stored.contains(&k)))
+                            .cloned()
+                            .collect::<Vec<_>>();
+                        let skipped = rows.len() - filtered.len();
+                        stats.skipped_stored.fetch_add(skipped as u64, Relaxed);
+                        tracing::info!(%table, skipped, token, "leads already in ClickHouse left out of the batch");
+                        rows = &filtered;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        stats.retries.fetch_add(1, Relaxed);
+                        tracing::warn!(%table, rows = n, token, error = %e, "cannot check the batch's leads against ClickHouse; retrying");
+                        if before_deadline(stop, tokio::time::sleep(delay))
+                            .await
+                            .is_none()
+                        {
+                            return false;
+                        }
+                        delay = (delay * 2).min(self.settings.retry_max);
+                        continue;
+                    }
+                }
+                if rows.is_empty() {
+                    stats.batches.fetch_add(1, Relaxed);
+                    self.done(&b, Outcome::Committed);
+                    return true;
+                }
+            }
+            let attempt = insert(&self.client, rows, &token, self.settings.insert_timeout);
             let Some(result) = before_deadline(stop, attempt).await else {
                 tracing::warn!(%table, rows = n, token, "shutdown deadline reached during an insert; it stays in the log");
                 return false;
@@ -525,7 +608,7 @@ impl<R: TableRow> TableWriter<R> {
                 Ok(()) => {
                     let us = t0.elapsed().as_micros() as u64;
                     stats.batches.fetch_add(1, Relaxed);
-                    stats.rows.fetch_add(n, Relaxed);
+                    stats.rows.fetch_add(rows.len() as u64, Relaxed);
                     stats.insert_us_sum.fetch_add(us, Relaxed);
                     stats.insert_us_max.fetch_max(us, Relaxed);
                     tracing::debug!(%table, rows = n, us, token, "batch committed");

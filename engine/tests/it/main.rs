@@ -5,6 +5,7 @@
 mod abuse;
 mod client;
 mod crash;
+mod facts;
 mod flood;
 mod guard;
 mod harness;

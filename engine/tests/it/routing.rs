@@ -137,3 +137,75 @@ async fn rooms_of_other_nodes_are_sent_to_their_owner() {
     assert_eq!(v.close_code().await, Some(CloseCode::Normal));
     engine.shutdown().await.unwrap();
 }
+
+/// A lead stored by another node while this one held it in its log (it
+/// died before the ack left; the client resent the lead there) is not
+/// stored a second time when this node's writers catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_another_node_stored_is_not_stored_twice() {
+    use roomgate::wire::{Lead, ServerFrame};
+    use std::time::Duration;
+    harness::init_tracing();
+    let url = harness::shared_clickhouse();
+    let mut cfg = harness::config(&url, "routing_skip");
+    cfg.routing.node_id = "node-a".into();
+    cfg.routing.nodes = vec![roomgate::config::NodeConfig {
+        id: "node-a".into(),
+        addr: "127.0.0.1:4433".into(),
+    }];
+    let certs = cfg.server.dev_cert_dir.clone().unwrap();
+    let engine = Engine::start(cfg.clone().validate().unwrap())
+        .await
+        .unwrap();
+    let addr = engine.quic_addr();
+    // "node-b" stored lead 77 of viewer 5 in room 9: a row under its key.
+    harness::scalar(&cfg, "SELECT count() FROM {db}.leads").await;
+    let insert = format!(
+        "INSERT INTO {}.leads (room_id, ts, viewer_id, session_id, client_lead_id, verdict, \
+         phone_hmac) VALUES (9, now64(3), 5, 1, 77, 'accepted', 'from-node-b')",
+        cfg.clickhouse.database
+    );
+    harness::http_query(&url, &insert).await;
+    let mut v = Viewer::join(addr, &certs, 9, 5).await;
+    for id in [77, 78] {
+        v.send(&ClientFrame::Lead(Lead {
+            client_lead_id: id,
+            phone: format!("1380013800{id}"),
+            name: "王五".into(),
+            consent: true,
+            fill_ms: 25_000,
+            ..Lead::default()
+        }))
+        .await;
+        loop {
+            match v.next_within(Duration::from_secs(10)).await {
+                Some(ServerFrame::Ack { client_id, .. }) if client_id == id => break,
+                Some(_) => {}
+                None => panic!("no ack for lead {id}"),
+            }
+        }
+    }
+    v.send(&ClientFrame::Bye).await;
+    let metrics = engine.metrics().clone();
+    engine.shutdown().await.unwrap();
+    let count = |id: u64| {
+        let cfg = cfg.clone();
+        async move {
+            harness::scalar(
+                &cfg,
+                &format!(
+                    "SELECT count() FROM {{db}}.leads WHERE room_id = 9 AND client_lead_id = {id}"
+                ),
+            )
+            .await
+        }
+    };
+    assert_eq!(count(77).await, 1, "node-b's row only");
+    assert_eq!(count(78).await, 1, "a new lead is stored");
+    assert_eq!(
+        metrics.tables[roomgate::table::Table::Leads.index()]
+            .skipped_stored
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
