@@ -9,6 +9,11 @@
 # CLICKHOUSE_TCP_PORT (native protocol) defaults to CLICKHOUSE_HTTP_PORT + 877
 # (8123 -> 9000); set it to override.
 #
+# With users, roles, column grants and row policies (docs/ACCESS.md):
+#
+#   target/debug/roomgate --config roomgate.toml grants --format users-xml --passwords pw > build/users.xml
+#   make clickhouse-up CLICKHOUSE_USERS_XML=build/users.xml     # `default` stays, with access management
+#
 # A sharded cluster (one server per shard, every one with the same
 # <remote_servers> entry CLUSTER_NAME): shard i on HTTP port
 # CLUSTER_HTTP_BASE + i - 1, native TCP on that + 877, data in
@@ -24,6 +29,9 @@ export CLICKHOUSE_HTTP_PORT
 export CLICKHOUSE_DATA
 ifneq ($(strip $(CLICKHOUSE_TCP_PORT)),)
 export CLICKHOUSE_TCP_PORT
+endif
+ifneq ($(strip $(CLICKHOUSE_USERS_XML)),)
+export CLICKHOUSE_USERS_XML
 endif
 
 CLUSTER_SHARDS ?= 2

@@ -29,6 +29,14 @@ Environment:
                         <background_distributed_schedule_pool_size>
   CLICKHOUSE_CLUSTER_NODES  host:tcp_port of every shard, in shard order,
                         comma-separated (e.g. 127.0.0.1:19007,127.0.0.1:19008)
+  CLICKHOUSE_USERS_XML  (optional) a users.xml (e.g. from `roomgate grants
+                        --format users-xml`): the server authenticates from it
+                        (<user_directories><users_xml>), so its users, roles,
+                        column grants and row policies apply. A `default`
+                        user (no password, loopback only, access_management)
+                        is added unless the file defines one. Read at start:
+                        a changed file needs `down` then `up`. Unset: the
+                        built-in `default` user only, as before.
 
 Cluster (cluster-up / cluster-down / cluster-status):
   CLUSTER_SHARDS        number of shards, one server each (default 2)
@@ -39,6 +47,7 @@ Cluster (cluster-up / cluster-down / cluster-status):
 
 Files (one set per HTTP port, so several servers can run at once):
   build/clickhouse/run-<port>/config.xml    listener config (cwd of the server)
+  build/clickhouse/run-<port>/users.xml     CLICKHOUSE_USERS_XML as served
   build/clickhouse/clickhouse-<port>.pid    pid of the `serve` process
   build/clickhouse/clickhouse-<port>.json   its ports, data dir and log path
   build/clickhouse/clickhouse-<port>.log    its output
@@ -110,6 +119,8 @@ class Config:
                 host, _, port = n.rpartition(":")
                 if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
                     fail(2, "CLICKHOUSE_CLUSTER_NODES: %r is not host:tcp_port" % n)
+        users = self.env.get("CLICKHOUSE_USERS_XML", "").strip()
+        self.users_xml = os.path.abspath(users) if users else ""
         p = self.http_port
         self.run_dir = os.path.join(STATE_DIR, "run-%d" % p)
         self.pid_file = os.path.join(STATE_DIR, "clickhouse-%d.pid" % p)
@@ -277,6 +288,63 @@ def remote_servers_xml(cfg):
     )
 
 
+DEFAULT_USER_XML = """<default>
+  <password></password>
+  <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+  <profile>default</profile>
+  <quota>default</quota>
+  <access_management>1</access_management>
+  <named_collection_control>1</named_collection_control>
+</default>"""
+
+
+def users_xml_with_default(path):
+    """The users.xml at path, with what the launcher itself needs.
+
+    The launcher, the engine's migrations and the tests talk to the server
+    as `default` (no password, loopback only, access management); it is
+    added unless the file defines a `default` user. A profile and a quota
+    named `default` are added when missing, since users refer to them.
+    """
+    import xml.etree.ElementTree as ET
+
+    try:
+        tree = ET.parse(path)
+    except (OSError, ET.ParseError) as e:
+        fail(2, "CLICKHOUSE_USERS_XML=%s: %s" % (path, e))
+    root = tree.getroot()
+    if root.tag != "clickhouse":
+        fail(2, "CLICKHOUSE_USERS_XML=%s: the root element must be <clickhouse>" % path)
+
+    def section(tag):
+        el = root.find(tag)
+        if el is None:
+            el = ET.SubElement(root, tag)
+        return el
+
+    users = section("users")
+    if users.find("default") is None:
+        users.insert(0, ET.fromstring(DEFAULT_USER_XML))
+    for tag in ("profiles", "quotas"):
+        el = section(tag)
+        if el.find("default") is None:
+            el.insert(0, ET.Element("default"))
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def file_digest(path):
+    """sha256 of a file's bytes ('' when there is no file)."""
+    import hashlib
+
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""
+
+
 def cmd_serve(cfg):
     for port, var in ((cfg.http_port, "CLICKHOUSE_HTTP_PORT"), (cfg.tcp_port, "CLICKHOUSE_TCP_PORT")):
         if not port_free(port):
@@ -287,14 +355,20 @@ def cmd_serve(cfg):
                 "(stop it, or set CLICKHOUSE_DATA to another directory)" % cfg.data)
 
     os.makedirs(cfg.run_dir, exist_ok=True)
+    users = ""
+    if cfg.users_xml:
+        with open(os.path.join(cfg.run_dir, "users.xml"), "w") as f:
+            f.write(users_xml_with_default(cfg.users_xml))
+        users = ("  <user_directories><users_xml><path>users.xml</path></users_xml>"
+                 "</user_directories>\n")
     with open(os.path.join(cfg.run_dir, "config.xml"), "w") as f:
         f.write(
             "<clickhouse>\n"
             "  <listen_host>127.0.0.1</listen_host>\n"
             "  <http_port>%d</http_port>\n"
             "  <tcp_port>%d</tcp_port>\n"
-            "%s"
-            "</clickhouse>\n" % (cfg.http_port, cfg.tcp_port, remote_servers_xml(cfg))
+            "%s%s"
+            "</clickhouse>\n" % (cfg.http_port, cfg.tcp_port, remote_servers_xml(cfg), users)
         )
 
     try:
@@ -397,6 +471,12 @@ def cmd_up(cfg, quiet=False):
                     "(%s %s); stop it first (`make cluster-down` or `make clickhouse-down`)"
                  % (cfg.http_port, pid, state.get("cluster") or "no cluster",
                     ",".join(state.get("cluster_nodes", []))))
+        same_users = (state.get("users_xml", ""), state.get("users_xml_sha256", "")) == (
+            cfg.users_xml, file_digest(cfg.users_xml))
+        if same_data and not same_users:
+            fail(2, "ClickHouse on port %d (pid %d) runs with another users.xml (%s); users "
+                    "are read at start: stop it first (`make clickhouse-down`)"
+                 % (cfg.http_port, pid, state.get("users_xml") or "none"))
         if same_data and ping(cfg.http_port):
             if not quiet:
                 print("ClickHouse is already running (pid %d)." % pid)
@@ -426,6 +506,7 @@ def cmd_up(cfg, quiet=False):
                    CLICKHOUSE_DATA=cfg.data,
                    CLICKHOUSE_CLUSTER=cfg.cluster,
                    CLICKHOUSE_CLUSTER_NODES=",".join(cfg.cluster_nodes),
+                   CLICKHOUSE_USERS_XML=cfg.users_xml,
                    PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
             [VENV_PYTHON, os.path.abspath(__file__), "serve"],
@@ -437,7 +518,9 @@ def cmd_up(cfg, quiet=False):
     with open(cfg.state_file, "w") as f:
         json.dump({"pid": proc.pid, "http_port": cfg.http_port, "tcp_port": cfg.tcp_port,
                    "data": cfg.data, "log": cfg.log_file, "url": cfg.url,
-                   "cluster": cfg.cluster, "cluster_nodes": cfg.cluster_nodes}, f, indent=2)
+                   "cluster": cfg.cluster, "cluster_nodes": cfg.cluster_nodes,
+                   "users_xml": cfg.users_xml,
+                   "users_xml_sha256": file_digest(cfg.users_xml)}, f, indent=2)
         f.write("\n")
 
     deadline = time.monotonic() + START_TIMEOUT

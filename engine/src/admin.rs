@@ -8,6 +8,9 @@
 //!   shard that owns the room (or every shard, for global changes) and
 //!   applied between two drain rounds: no restart, no lock. See
 //!   `docs/ADMIN.md` for a curl example per call.
+//! - `/admin/rooms/{room}/merchant`: the room's merchant, read from and
+//!   written to ClickHouse at once (an error when it cannot be reached:
+//!   the caller retries).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +50,9 @@ pub struct AdminState {
     /// this node (`guard.idempotency_window_secs`); `None` with the null
     /// sink.
     pub takeover_window_secs: Option<u64>,
+    /// The room → merchant mapping (`/admin/rooms/{room}/merchant`);
+    /// `None` with the null sink.
+    pub merchants: Option<crate::merchants::MerchantStore>,
 }
 
 /// How long sessions of rooms that moved away get to finish their acks
@@ -485,6 +491,101 @@ async fn put_routing(State(s): State<AdminState>, Json(b): Json<RoutingBody>) ->
     Json(view).into_response()
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MerchantBody {
+    merchant: String,
+}
+
+/// The answer when there is no mapping (null sink).
+fn no_merchant_store() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no ClickHouse (clickhouse.null_sink): room merchants are not kept",
+    )
+}
+
+/// A mapping call that ClickHouse did not complete.
+fn merchant_failed(e: crate::merchants::MerchantError, write: bool) -> Response {
+    use crate::merchants::MerchantError;
+    match e {
+        MerchantError::Invalid(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        e if write => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{e}: the change may not be stored; retry (the call is idempotent)"),
+        ),
+        e => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry")),
+    }
+}
+
+fn merchant_view(room: u64, a: Option<&crate::merchants::Assignment>) -> Response {
+    Json(serde_json::json!({
+        "room": room,
+        "merchant": a.map(|a| a.merchant.as_str()),
+        "updated_at_ms": a.map(|a| a.updated_at_ms),
+    }))
+    .into_response()
+}
+
+async fn get_merchant(State(s): State<AdminState>, Path(room): Path<u64>) -> Response {
+    let Some(store) = &s.merchants else {
+        return no_merchant_store();
+    };
+    match store.get(room).await {
+        Ok(Some(a)) => merchant_view(room, Some(&a)),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": format!("room {room} has no merchant"),
+                "room": room,
+                "merchant": null,
+            })),
+        )
+            .into_response(),
+        Err(e) => merchant_failed(e, false),
+    }
+}
+
+/// Give `room` a merchant (`Some`) or none, in ClickHouse, now.
+async fn set_merchant(
+    s: &AdminState,
+    room: u64,
+    merchant: Option<crate::merchants::MerchantId>,
+) -> Response {
+    let Some(store) = &s.merchants else {
+        return no_merchant_store();
+    };
+    if let Err(e) = store.set(&[(room, merchant.as_ref())]).await {
+        return merchant_failed(e, true);
+    }
+    tracing::info!(room, merchant = ?merchant.as_ref().map(|m| m.as_str()), "admin: room merchant set");
+    match store.get(room).await {
+        Ok(a) => merchant_view(room, a.as_ref()),
+        // Stored; only the read-back failed.
+        Err(_) => Json(serde_json::json!({
+            "room": room,
+            "merchant": merchant.as_ref().map(|m| m.as_str()),
+            "updated_at_ms": null,
+        }))
+        .into_response(),
+    }
+}
+
+async fn put_merchant(
+    State(s): State<AdminState>,
+    Path(room): Path<u64>,
+    Json(b): Json<MerchantBody>,
+) -> Response {
+    match crate::merchants::MerchantId::parse(&b.merchant) {
+        Ok(m) => set_merchant(&s, room, Some(m)).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn delete_merchant(State(s): State<AdminState>, Path(room): Path<u64>) -> Response {
+    set_merchant(&s, room, None).await
+}
+
 /// Send one request to `shard` and wait for its answer.
 async fn ask<T>(
     shards: &Shards,
@@ -516,6 +617,10 @@ pub async fn bind(
         .route("/rooms/{room}/slow-mode", put(slow_mode))
         .route("/rooms/{room}/limits", put(limits))
         .route("/rooms/{room}/terms", post(room_terms))
+        .route(
+            "/rooms/{room}/merchant",
+            get(get_merchant).put(put_merchant).delete(delete_merchant),
+        )
         .route(
             "/rooms/{room}/viewers/{viewer}/{action}",
             post(viewer_action),

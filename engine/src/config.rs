@@ -635,6 +635,28 @@ impl Config {
         }
     }
 
+    /// The `[[rooms]] merchant` keys, checked: valid ids, one merchant per
+    /// room.
+    pub fn room_merchants(&self) -> Result<Vec<(u64, crate::merchants::MerchantId)>, ConfigError> {
+        let mut out: Vec<(u64, crate::merchants::MerchantId)> = Vec::new();
+        for r in &self.rooms {
+            let Some(m) = &r.merchant else { continue };
+            let m = crate::merchants::MerchantId::parse(m)
+                .map_err(|e| ConfigError::Invalid(format!("[[rooms]] id = {}: {e}", r.id)))?;
+            if let Some((_, other)) = out.iter().find(|(id, _)| *id == r.id) {
+                if *other != m {
+                    return Err(ConfigError::Invalid(format!(
+                        "[[rooms]] id = {} has two merchants ({other}, {m})",
+                        r.id
+                    )));
+                }
+                continue;
+            }
+            out.push((r.id, m));
+        }
+        Ok(out)
+    }
+
     /// Load from a TOML file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -731,6 +753,7 @@ impl Config {
         {
             return bad("clickhouse.database must be [A-Za-z0-9_]+");
         }
+        self.room_merchants()?;
         let ch = &self.clickhouse;
         if !ch
             .cluster
@@ -821,6 +844,31 @@ mod tests {
         let c = Config::from_toml(include_str!("../../roomgate.example.toml")).unwrap();
         assert_eq!(c.tickets.key_id, "k1");
         assert_eq!(c.clickhouse.text_ttl_days, 30);
+    }
+
+    #[test]
+    fn room_merchants_are_checked() {
+        let c = Config::from_toml(
+            "[[rooms]]\nid = 1\nmerchant = \"m1\"\n[[rooms]]\nid = 2\n[[rooms]]\nid = 1\nmerchant = \"m1\"\n",
+        )
+        .unwrap();
+        let got: Vec<(u64, String)> = c
+            .room_merchants()
+            .unwrap()
+            .into_iter()
+            .map(|(r, m)| (r, m.to_string()))
+            .collect();
+        assert_eq!(got, [(1, "m1".to_owned())]);
+        for bad in [
+            "[[rooms]]\nid = 1\nmerchant = \"M 1\"\n",
+            "[[rooms]]\nid = 1\nmerchant = \"a\"\n[[rooms]]\nid = 1\nmerchant = \"b\"\n",
+        ] {
+            let err = Config::from_toml(bad)
+                .unwrap()
+                .room_merchants()
+                .unwrap_err();
+            assert!(err.to_string().contains("id = 1"), "{err}");
+        }
     }
 
     #[test]

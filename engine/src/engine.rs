@@ -280,6 +280,23 @@ impl Engine {
             };
             tokio::spawn(task.run(shutdown_rx.clone(), schema_rx.clone()));
         }
+        // The room → merchant mapping; `[[rooms]] merchant` keys are
+        // written once the schema is current (retried while ClickHouse
+        // is down).
+        let merchants = (!null_sink).then(|| {
+            crate::merchants::MerchantStore::new(
+                sink::client(&cfg.clickhouse),
+                Duration::from_secs(5),
+            )
+        });
+        if let Some(store) = &merchants {
+            tokio::spawn(crate::merchants::upsert_in_background(
+                store.clone(),
+                cfg.room_merchants()?,
+                schema_rx.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
         let (admin_addr, admin) = admin::bind(
             cfg.server.admin,
             AdminState {
@@ -287,6 +304,7 @@ impl Engine {
                 shards: shards.clone(),
                 routing: routing.clone(),
                 takeover_window_secs: (!null_sink).then_some(cfg.guard.idempotency_window_secs),
+                merchants: merchants.clone(),
                 token: cfg.server.admin_token.clone().map(Arc::new),
                 health: Arc::new(admin::Health {
                     schema: schema_rx.clone(),

@@ -15,6 +15,8 @@
 //! - [`pii`]: phone normalisation for storage, HMAC, masking, AEAD encryption.
 //! - [`table`]: the tables the engine writes, as one enum.
 //! - [`route`]: which engine node owns a room (rendezvous hashing).
+//! - [`access`]: who sees what in ClickHouse: roles, column grants and
+//!   row policies as SQL and as users.xml (`roomgate grants`).
 //! - [`wal::codec`], [`wal::recovery`]: log records and what a restart
 //!   redoes.
 //! - [`shard::core`]: a shard's decisions: `handle(now, envelope)` /
@@ -30,12 +32,15 @@
 //!   cluster's layout written from the same files) and the per-table
 //!   writers, which read the log.
 //! - [`admin`]: the loopback HTTP admin port (`/metrics`, `/livez`, `/readyz`).
+//! - [`merchants`]: the room → merchant mapping in ClickHouse (admin API,
+//!   `[[rooms]] merchant`).
 //! - [`facts`]: with several nodes, reads every node's lead facts from
 //!   ClickHouse for the cross-room lead rules and hands them to the shards.
 //! - [`metrics`]: every counter, in one place.
 //! - [`config`]: the TOML configuration, validated once.
 //! - [`engine`]: wires the pieces together and shuts them down in order.
 
+pub mod access;
 pub mod admin;
 pub mod batch;
 pub mod config;
@@ -44,6 +49,7 @@ pub mod event;
 pub mod facts;
 pub mod gate;
 pub mod guard;
+pub mod merchants;
 pub mod metrics;
 pub mod pii;
 pub mod route;

@@ -99,6 +99,21 @@ enum Cmd {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
+    /// Print who sees what in ClickHouse: roles, users, column grants and
+    /// row policies (docs/ACCESS.md), for `clickhouse.database` and layout.
+    Grants {
+        /// `sql` for a production server, `users-xml` for the local one.
+        #[arg(long, value_enum)]
+        format: GrantsFormat,
+        /// Passwords, one `user = password` (or `user = sha256:<hex>`)
+        /// per line; `ROOMGATE_GRANTS_PASSWORD_<USER>` variables override it.
+        #[arg(long, env = "ROOMGATE_GRANTS_PASSWORDS", value_name = "FILE")]
+        passwords: Option<PathBuf>,
+        /// A merchant to create a user for, besides the `[[rooms]]`
+        /// merchants (repeat for several).
+        #[arg(long = "merchant", value_name = "ID")]
+        merchants: Vec<String>,
+    },
     /// Print the engine node that owns each room (docs/ROUTING.md).
     Route {
         /// Room id (repeat for several rooms).
@@ -108,6 +123,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Output of `roomgate grants`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum GrantsFormat {
+    /// SQL for a production server (CREATE ROLE / USER, GRANT, CREATE ROW POLICY).
+    Sql,
+    /// users.xml for the local chdb server (CLICKHOUSE_USERS_XML).
+    UsersXml,
 }
 
 #[derive(Subcommand, Debug)]
@@ -279,7 +303,63 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Route { rooms, json } => route(&cfg, &rooms, json),
+        Cmd::Grants {
+            format,
+            passwords,
+            merchants,
+        } => grants(&cfg, format, passwords.as_deref(), &merchants),
     }
+}
+
+/// `roomgate grants`: the access plan for `cfg`'s database and layout,
+/// printed as SQL or users.xml. Passwords are only ever printed hashed.
+fn grants(
+    cfg: &Config,
+    format: GrantsFormat,
+    passwords: Option<&std::path::Path>,
+    extra: &[String],
+) -> Result<()> {
+    use roomgate::access;
+    use roomgate::merchants::MerchantId;
+    let mut ids: Vec<MerchantId> = cfg.room_merchants()?.into_iter().map(|(_, m)| m).collect();
+    for m in extra {
+        ids.push(MerchantId::parse(m).context("--merchant")?);
+    }
+    let mut hashes = match passwords {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read passwords file {}", path.display()))?;
+            access::parse_passwords(&text).with_context(|| path.display().to_string())?
+        }
+        None => Default::default(),
+    };
+    let mut users: Vec<String> = ["writer", "migrator", "analyst"]
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    users.extend(ids.iter().map(access::merchant_user));
+    for user in users {
+        let var = format!(
+            "ROOMGATE_GRANTS_PASSWORD_{}",
+            user.to_ascii_uppercase().replace('-', "_")
+        );
+        if let Some(v) = std::env::var(&var).ok().filter(|v| !v.is_empty()) {
+            let hash = access::password_value(&v).map_err(|e| anyhow::anyhow!("{var}: {e}"))?;
+            hashes.insert(user, hash);
+        }
+    }
+    let layout = roomgate::sink::layout(&cfg.clickhouse);
+    let plan = access::plan(&access::Spec {
+        database: &cfg.clickhouse.database,
+        layout: &layout,
+        merchants: &ids,
+        passwords: &hashes,
+    })?;
+    match format {
+        GrantsFormat::Sql => print!("{}", access::sql(&plan)),
+        GrantsFormat::UsersXml => print!("{}", access::users_xml(&plan)),
+    }
+    Ok(())
 }
 
 /// `roomgate route`: one line per room, `room_id owner_id owner_addr`, or

@@ -233,4 +233,8 @@ pub struct RoomConfig {
     pub muted: Vec<u64>,
     /// Viewers banned from this room.
     pub banned: Vec<u64>,
+    /// The merchant the room belongs to (1-64 of `[a-z0-9_-]`), written
+    /// to ClickHouse (`room_merchants`) at start; not a guard setting.
+    /// Default unset (the mapping is left as it is).
+    pub merchant: Option<String>,
 }

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "lead_facts",
         include_str!("../../../schemas/007_lead_facts.sql"),
     ),
+    (
+        8,
+        "room_merchants",
+        include_str!("../../../schemas/008_room_merchants.sql"),
+    ),
 ];
 
 /// Split a migration file into statements (`;` at end of line; `--` comments
@@ -416,16 +421,24 @@ pub async fn migrate_layout(
     let plan = plan(layout, db).map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?;
     // The client may carry a default database that does not exist yet.
     let root = client.clone().with_database("default");
+    let read_applied = || async {
+        let rows = root
+            .query(&format!("SELECT version FROM {db}.schema_migrations FINAL"))
+            .fetch_all::<Applied>()
+            .await?;
+        Ok::<Vec<u32>, clickhouse::error::Error>(rows.into_iter().map(|a| a.version).collect())
+    };
+    // Schema already current: nothing to create. A user without DDL
+    // rights (the engine's writer, docs/ACCESS.md) gets this far too.
+    if let Ok(applied) = read_applied().await {
+        if plan.iter().all(|p| applied.contains(&p.version)) {
+            return Ok(Vec::new());
+        }
+    }
     for stmt in setup_statements(layout, db) {
         root.query(&stmt).execute().await?;
     }
-    let applied: Vec<u32> = root
-        .query(&format!("SELECT version FROM {db}.schema_migrations FINAL"))
-        .fetch_all::<Applied>()
-        .await?
-        .into_iter()
-        .map(|a| a.version)
-        .collect();
+    let applied = read_applied().await?;
     let mut done = Vec::new();
     for Planned {
         version,
@@ -597,7 +610,8 @@ mod tests {
                 "sessions",
                 "moderation_events",
                 "room_minute",
-                "lead_facts"
+                "lead_facts",
+                "room_merchants"
             ]
         );
         let stmts = all(&ddl(false, false));

@@ -1,5 +1,6 @@
 //! The ClickHouse sink: row types, migrations, one writer task per table
-//! reading the write-ahead log, and the dead-letter store.
+//! reading the write-ahead log, the dead-letter store, and the schema the
+//! migrations define (tables and columns, for the access grants).
 //!
 //! Nothing here holds an ack: acks were released when their rows became
 //! durable in the log. A ClickHouse outage delays rows (they wait in the
@@ -8,6 +9,7 @@
 pub mod dead_letter;
 pub mod migrate;
 pub mod rows;
+pub mod schema;
 pub mod writer;
 
 use std::sync::Arc;
