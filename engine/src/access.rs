@@ -12,10 +12,15 @@
 //! - `roomgate_analyst` (user `analyst`): every room; [`Class::Open`] and
 //!   [`Class::Personal`] columns, never [`Class::Sealed`] (ciphertexts,
 //!   HMACs).
+//! - `roomgate_delivery` (user `delivery`): the merchant API
+//!   ([`crate::delivery`]): the lead columns it decrypts
+//!   ([`DELIVERY_READS`], ciphertexts included), the mapping, and
+//!   `INSERT` into `lead_audit`. The writer never reads ciphertexts.
 //! - `roomgate_merchant` (users `merchant_<id>`): [`Class::Open`] columns
 //!   of the tables with a `room_id`, and a row policy per user and table:
 //!   the rooms `room_merchants` gives the merchant now, so a mapping change
-//!   applies to the next query, with no new grants.
+//!   applies to the next query, with no new grants; on tables with a
+//!   `merchant_id` (`room_merchants`, `lead_audit`), its own rows.
 //!
 //! Every column the migrations define ([`crate::sink::schema`]) must be in
 //! [`CLASSES`] (a unit test checks it, and [`plan`] refuses otherwise), so
@@ -165,6 +170,31 @@ pub const CLASSES: &[TableClasses] = &[
         personal: &[],
         sealed: &[],
     },
+    TableClasses {
+        table: "lead_audit",
+        open: &[
+            "ts",
+            "merchant_id",
+            "actor",
+            "action",
+            "room_id",
+            "viewer_id",
+            "client_lead_id",
+            "detail",
+        ],
+        personal: &[],
+        sealed: &[],
+    },
+];
+
+/// The table every delivery is recorded in.
+pub const AUDIT_TABLE: &str = "lead_audit";
+
+/// What the merchant API reads (`roomgate_delivery`): the lead columns
+/// it decrypts and orders by, and the mapping.
+pub const DELIVERY_READS: &[(&str, &[&str])] = &[
+    ("leads", crate::delivery::query::LEAD_COLUMNS),
+    ("room_merchants", &["room_id", "merchant_id", "updated_at"]),
 ];
 
 /// The room → merchant table the merchants' row policies read.
@@ -226,6 +256,8 @@ pub const MIGRATOR_ROLE: &str = "roomgate_migrator";
 pub const ANALYST_ROLE: &str = "roomgate_analyst";
 /// The merchants' role (their rows come from their row policies).
 pub const MERCHANT_ROLE: &str = "roomgate_merchant";
+/// The merchant API's role.
+pub const DELIVERY_ROLE: &str = "roomgate_delivery";
 
 /// The user of merchant `m`.
 pub fn merchant_user(m: &MerchantId) -> String {
@@ -429,7 +461,7 @@ pub fn check_classes(tables: &[SchemaTable]) -> Result<(), AccessError> {
             }
         }
     }
-    for (table, cols) in ENGINE_READS {
+    for (table, cols) in ENGINE_READS.iter().chain(DELIVERY_READS) {
         if *table == "schema_migrations" {
             continue;
         }
@@ -551,6 +583,19 @@ pub fn plan(spec: &Spec<'_>) -> Result<Plan, AccessError> {
         i += 1;
     }
 
+    let mut delivery = Vec::new();
+    for (name, cols) in DELIVERY_READS {
+        let t = find(name).ok_or_else(|| AccessError::Classes(format!("{name} not created")))?;
+        for on in targets(db, t, cluster) {
+            delivery.push(grant(select(cols), on));
+        }
+    }
+    let audit = find(AUDIT_TABLE)
+        .ok_or_else(|| AccessError::Classes(format!("{AUDIT_TABLE} not created")))?;
+    for on in targets(db, audit, cluster) {
+        delivery.push(grant("INSERT".into(), on));
+    }
+
     let mut migrator = vec![grant(
         "CREATE DATABASE, CREATE TABLE, CREATE VIEW, DROP VIEW, ALTER TABLE, SELECT, INSERT".into(),
         format!("{db}.*"),
@@ -599,6 +644,7 @@ pub fn plan(spec: &Spec<'_>) -> Result<Plan, AccessError> {
         ("writer", WRITER_ROLE),
         ("migrator", MIGRATOR_ROLE),
         ("analyst", ANALYST_ROLE),
+        ("delivery", DELIVERY_ROLE),
     ] {
         users.push(User {
             name: name.to_owned(),
@@ -621,7 +667,7 @@ pub fn plan(spec: &Spec<'_>) -> Result<Plan, AccessError> {
             .filter(|t| t.view_of.is_none() && t.has_room_id())
             .map(|t| {
                 let table = format!("{}{suffix}", t.name);
-                let filter = if t.name == MERCHANTS_TABLE {
+                let filter = if t.columns.iter().any(|c| c == "merchant_id") {
                     format!("merchant_id = '{m}'")
                 } else {
                     format!(
@@ -651,6 +697,7 @@ pub fn plan(spec: &Spec<'_>) -> Result<Plan, AccessError> {
             (MIGRATOR_ROLE, migrator),
             (ANALYST_ROLE, analyst),
             (MERCHANT_ROLE, merchant),
+            (DELIVERY_ROLE, delivery),
         ],
         users,
     })
@@ -771,7 +818,7 @@ mod tests {
     use crate::sink::migrate::ClusterDdl;
 
     fn passwords(merchants: &[&str]) -> BTreeMap<String, PasswordHash> {
-        let mut users: Vec<String> = ["writer", "migrator", "analyst"]
+        let mut users: Vec<String> = ["writer", "migrator", "analyst", "delivery"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -848,7 +895,8 @@ mod tests {
         for sealed in ["phone_enc", "phone_hmac", "ip_hmac", "name_enc", " key"] {
             assert!(!a.contains(sealed) && !m.contains(sealed), "{sealed}");
         }
-        for personal in ["phone_masked", "text", "detail"] {
+        // (`lead_audit.detail` is open: no personal data in it.)
+        for personal in ["phone_masked", "text", "detail) ON rg.moderation_events"] {
             assert!(a.contains(personal) && !m.contains(personal), "{personal}");
         }
         assert!(a.contains("ON rg.leads_unique") && m.contains("ON rg.leads_unique"));
@@ -891,11 +939,12 @@ mod tests {
                 "writer",
                 "migrator",
                 "analyst",
+                "delivery",
                 "merchant_m1",
                 "merchant_m2"
             ]
         );
-        let m1 = &p.users[3];
+        let m1 = &p.users[4];
         let tables: Vec<&str> = m1.policies.iter().map(|p| p.on.as_str()).collect();
         assert_eq!(
             tables,
@@ -907,7 +956,8 @@ mod tests {
                 "rg.moderation_events",
                 "rg.room_minute",
                 "rg.lead_facts",
-                "rg.room_merchants"
+                "rg.room_merchants",
+                "rg.lead_audit"
             ]
         );
         assert_eq!(
@@ -915,8 +965,21 @@ mod tests {
             "room_id IN (SELECT room_id FROM rg.room_merchants FINAL WHERE merchant_id = 'm1')"
         );
         assert_eq!(m1.policies[7].filter, "merchant_id = 'm1'");
+        // The audit: the merchant's own deliveries, wherever the room went.
+        assert_eq!(m1.policies[8].filter, "merchant_id = 'm1'");
         // Other users have no policy.
-        assert!(p.users[..3].iter().all(|u| u.policies.is_empty()));
+        assert!(p.users[..4].iter().all(|u| u.policies.is_empty()));
+        // The merchant API reads ciphertexts; the writer does not.
+        let delivery = role(&p, DELIVERY_ROLE);
+        assert!(delivery.iter().any(|g| g.on == "rg.leads"
+            && g.privileges.contains("phone_enc")
+            && !g.privileges.contains("hmac")));
+        assert!(delivery
+            .iter()
+            .any(|g| g.on == "rg.lead_audit" && g.privileges == "INSERT"));
+        assert!(!delivery
+            .iter()
+            .any(|g| g.privileges.contains("INSERT") && g.on == "rg.leads"));
     }
 
     #[test]
@@ -932,7 +995,7 @@ mod tests {
         assert!(merchant.iter().any(|g| g.on == "rg.leads_local"));
         assert!(merchant.iter().any(|g| g.on == "rg.leads"));
         assert!(!merchant.iter().any(|g| g.on == "rg.leads_unique_local"));
-        let pol = &p.users[3].policies;
+        let pol = &p.users[4].policies;
         assert!(pol.iter().all(|p| p.on.ends_with("_local")));
         assert!(pol[0]
             .filter

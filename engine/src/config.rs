@@ -92,6 +92,113 @@ pub struct Config {
     pub rooms: Vec<RoomConfig>,
     /// Several engine nodes: which rooms this node owns.
     pub routing: RoutingConfig,
+    /// The merchant API (lead delivery, pull); absent = off.
+    pub merchant_api: Option<MerchantApiConfig>,
+}
+
+/// `[merchant_api]`: merchants pull their leads (docs/LEADS.md). The
+/// section absent, or `listen = ""`, turns it off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MerchantApiConfig {
+    /// TCP address of the API. `""` = off. Default `127.0.0.1:9480`.
+    pub listen: String,
+    /// PEM certificate chain for HTTPS. Required unless `insecure_http`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for HTTPS. Required unless `insecure_http`.
+    pub key: Option<PathBuf>,
+    /// Development only: plain HTTP (decrypted contacts and API keys in
+    /// clear on the network; logged as a warning). Default false.
+    pub insecure_http: bool,
+    /// API keys: `{ merchant = "m1", key_id = "k1", sha256 = "<hex>" }`,
+    /// the SHA-256 of the whole key `<key_id>.<secret>` (`roomgate
+    /// merchant-key` makes one). Default none (every request gets 401).
+    pub keys: Vec<ApiKeyConfig>,
+    /// Leads are delivered once they are this old, ms: rows reach
+    /// ClickHouse a batch late, and a cursor must not pass a lead that is
+    /// still on its way. Default 10,000.
+    pub settle_ms: u64,
+    /// Time allowed for each ClickHouse call of a pull, ms (then 503).
+    /// Default 10,000.
+    pub query_timeout_ms: u64,
+    /// ClickHouse user the API reads leads and writes `lead_audit` as
+    /// (the `delivery` user of `roomgate grants`). Default: `clickhouse.user`.
+    pub clickhouse_user: Option<String>,
+    /// Its password (`ROOMGATE_MERCHANT_API_CLICKHOUSE_PASSWORD`).
+    /// Default: `clickhouse.password` when `clickhouse_user` is unset.
+    pub clickhouse_password: Option<Secret>,
+}
+
+impl Default for MerchantApiConfig {
+    fn default() -> Self {
+        MerchantApiConfig {
+            listen: "127.0.0.1:9480".into(),
+            cert: None,
+            key: None,
+            insecure_http: false,
+            keys: Vec::new(),
+            settle_ms: 10_000,
+            query_timeout_ms: 10_000,
+            clickhouse_user: None,
+            clickhouse_password: None,
+        }
+    }
+}
+
+/// One merchant API key of `[merchant_api] keys`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The merchant it pulls for.
+    pub merchant: String,
+    /// Its id: the part before `.` in the key; `lead_audit.actor`.
+    pub key_id: String,
+    /// SHA-256 (hex) of the whole key.
+    pub sha256: String,
+}
+
+impl MerchantApiConfig {
+    /// The bound address, `None` when off.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let l = self.listen.trim();
+        if l.is_empty() {
+            return Ok(None);
+        }
+        l.parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid(format!("merchant_api.listen {l:?}: not host:port")))
+    }
+
+    /// The keys, checked.
+    pub fn key_set(&self) -> Result<crate::delivery::keys::KeySet, ConfigError> {
+        crate::delivery::keys::KeySet::new(
+            self.keys
+                .iter()
+                .map(|k| (k.merchant.as_str(), k.key_id.as_str(), k.sha256.as_str())),
+        )
+        .map_err(|e| ConfigError::Invalid(format!("merchant_api.keys: {e}")))
+    }
+
+    fn check(&self, null_sink: bool) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.listen_addr()?.is_none() {
+            return Ok(());
+        }
+        self.key_set()?;
+        if !self.insecure_http && (self.cert.is_none() || self.key.is_none()) {
+            return bad("merchant_api.cert and merchant_api.key are required (or insecure_http = true, development only)");
+        }
+        if null_sink {
+            return bad("merchant_api needs ClickHouse: not with clickhouse.null_sink");
+        }
+        if self.settle_ms > 3_600_000 {
+            return bad("merchant_api.settle_ms must be at most 3,600,000 (an hour)");
+        }
+        if self.query_timeout_ms == 0 {
+            return bad("merchant_api.query_timeout_ms must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// `[routing]`: the engine nodes rooms are spread over (docs/ROUTING.md).
@@ -754,6 +861,9 @@ impl Config {
             return bad("clickhouse.database must be [A-Za-z0-9_]+");
         }
         self.room_merchants()?;
+        if let Some(m) = &self.merchant_api {
+            m.check(self.clickhouse.null_sink)?;
+        }
         let ch = &self.clickhouse;
         if !ch
             .cluster
@@ -869,6 +979,37 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("id = 1"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_merchant_api_is_off_unless_configured_and_needs_tls() {
+        assert!(Config::default().merchant_api.is_none());
+        let c = Config::from_toml("[merchant_api]\n").unwrap();
+        let m = c.merchant_api.unwrap();
+        assert_eq!(
+            m.listen_addr().unwrap(),
+            Some("127.0.0.1:9480".parse().unwrap())
+        );
+        assert_eq!(m.settle_ms, 10_000);
+        let err = m.check(false).unwrap_err().to_string();
+        assert!(err.contains("merchant_api.cert"), "{err}");
+        let off = Config::from_toml("[merchant_api]\nlisten = \"\"\n").unwrap();
+        assert!(off.merchant_api.unwrap().check(false).is_ok());
+        let dev = Config::from_toml(&format!(
+            "[merchant_api]\ninsecure_http = true\nkeys = [{{ merchant = \"m1\", key_id = \"k1\", sha256 = \"{}\" }}]\n",
+            "ab".repeat(32)
+        ))
+        .unwrap()
+        .merchant_api
+        .unwrap();
+        assert!(dev.check(false).is_ok());
+        assert_eq!(dev.key_set().unwrap().len(), 1);
+        assert!(dev.check(true).is_err(), "null sink");
+        let bad_key = Config::from_toml(
+            "[merchant_api]\ninsecure_http = true\nkeys = [{ merchant = \"m1\", key_id = \"k1\", sha256 = \"x\" }]\n",
+        )
+        .unwrap();
+        assert!(bad_key.merchant_api.unwrap().check(false).is_err());
     }
 
     #[test]

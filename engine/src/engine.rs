@@ -101,6 +101,7 @@ pub struct Engine {
     shards: Arc<Shards>,
     writers: Vec<tokio::task::JoinHandle<()>>,
     admin: tokio::task::JoinHandle<()>,
+    merchant_api: Option<crate::delivery::MerchantApi>,
     gate: tokio::task::JoinHandle<()>,
     shutdown_tx: watch::Sender<bool>,
     drained_tx: watch::Sender<bool>,
@@ -233,7 +234,7 @@ impl Engine {
                     guard: cfg.guard.clone(),
                 },
                 log.clone(),
-                pii,
+                pii.clone(),
                 metrics.clone(),
                 &restore,
             )
@@ -317,6 +318,7 @@ impl Engine {
         )
         .await?;
         let admin = tokio::spawn(admin);
+        let merchant_api = crate::delivery::start(&cfg, pii, shutdown_rx.clone()).await?;
         let endpoints = gate::endpoints(&cfg.server, cfg.server.endpoints)?;
         let quic_addr = endpoints
             .first()
@@ -369,6 +371,7 @@ impl Engine {
             shards,
             writers,
             admin,
+            merchant_api,
             gate,
             shutdown_tx,
             drained_tx,
@@ -390,6 +393,11 @@ impl Engine {
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The merchant API's bound address, when it runs.
+    pub fn merchant_api_addr(&self) -> Option<SocketAddr> {
+        self.merchant_api.as_ref().map(|m| m.addr)
     }
 
     /// The engine's counters.
@@ -450,6 +458,9 @@ impl Engine {
             tracing::warn!("log thread still running at exit; acked records are already durable");
         }
         let _ = self.admin.await;
+        if let Some(m) = self.merchant_api {
+            let _ = m.task.await;
+        }
         tracing::info!(
             summary = %summary(&self.metrics),
             log_bytes_on_disk = self.metrics.log.bytes.load(Ordering::Relaxed),

@@ -32,6 +32,8 @@
 //!   cluster's layout written from the same files) and the per-table
 //!   writers, which read the log.
 //! - [`admin`]: the loopback HTTP admin port (`/metrics`, `/livez`, `/readyz`).
+//! - [`delivery`]: the merchant API (lead delivery, pull: decrypted
+//!   leads after an opaque cursor, each delivery audited in `lead_audit`).
 //! - [`merchants`]: the room → merchant mapping in ClickHouse (admin API,
 //!   `[[rooms]] merchant`).
 //! - [`facts`]: with several nodes, reads every node's lead facts from
@@ -44,6 +46,7 @@ pub mod access;
 pub mod admin;
 pub mod batch;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod event;
 pub mod facts;

@@ -114,6 +114,16 @@ enum Cmd {
         #[arg(long = "merchant", value_name = "ID")]
         merchants: Vec<String>,
     },
+    /// Make a merchant API key: prints the key (shown once: give it to the
+    /// merchant) and the `[merchant_api] keys` entry with its hash.
+    MerchantKey {
+        /// The merchant it pulls for.
+        #[arg(long)]
+        merchant: String,
+        /// The key's id (1-32 of A-Z a-z 0-9 _ -); default a random one.
+        #[arg(long)]
+        key_id: Option<String>,
+    },
     /// Print the engine node that owns each room (docs/ROUTING.md).
     Route {
         /// Room id (repeat for several rooms).
@@ -223,6 +233,11 @@ fn config(cli: &Cli) -> Result<Config> {
     if let Some(v) = env("ROOMGATE_PII_KEY_ID") {
         cfg.pii.key_id = v;
     }
+    if let Some(v) = secret("ROOMGATE_MERCHANT_API_CLICKHOUSE_PASSWORD") {
+        if let Some(m) = cfg.merchant_api.as_mut() {
+            m.clickhouse_password = Some(v);
+        }
+    }
     Ok(cfg)
 }
 
@@ -254,6 +269,9 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Cmd::MerchantKey { merchant, key_id }) = &cli.cmd {
+        return merchant_key(merchant, key_id.as_deref());
+    }
     let cfg = config(&cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -303,12 +321,34 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Route { rooms, json } => route(&cfg, &rooms, json),
+        Cmd::MerchantKey { merchant, key_id } => merchant_key(&merchant, key_id.as_deref()),
         Cmd::Grants {
             format,
             passwords,
             merchants,
         } => grants(&cfg, format, passwords.as_deref(), &merchants),
     }
+}
+
+/// `roomgate merchant-key`: a new API key and its config entry.
+fn merchant_key(merchant: &str, key_id: Option<&str>) -> Result<()> {
+    use roomgate::delivery::keys;
+    let m = roomgate::merchants::MerchantId::parse(merchant).context("--merchant")?;
+    let id = match key_id {
+        Some(id) => id.to_owned(),
+        None => format!("{m}-{}", hex::encode(rand::random::<[u8; 4]>())),
+    };
+    anyhow::ensure!(
+        keys::valid_key_id(&id),
+        "--key-id {id:?}: 1-{} characters of A-Z, a-z, 0-9, '_' and '-'",
+        keys::MAX_KEY_ID
+    );
+    let (key, sha) = keys::generate(&id);
+    eprintln!("# the key for merchant {m} (shown once; send it as `Authorization: Bearer <key>`):");
+    println!("{key}");
+    eprintln!("# add to [merchant_api] keys in the engine's config:");
+    println!("{{ merchant = \"{m}\", key_id = \"{id}\", sha256 = \"{sha}\" }}");
+    Ok(())
 }
 
 /// `roomgate grants`: the access plan for `cfg`'s database and layout,

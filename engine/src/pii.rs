@@ -32,6 +32,8 @@ const HKDF_SALT: &[u8] = b"roomgate-pii";
 pub struct PiiKeys {
     phone_hmac: [u8; 32],
     ip_hmac: [u8; 32],
+    cursor_mac: [u8; 32],
+    enc_root: [u8; 32],
     key_id: String,
     cipher: ChaCha20Poly1305,
 }
@@ -111,9 +113,13 @@ impl PiiKeys {
             ));
         }
         let enc = derive(&enc_root, &format!("roomgate/v1/enc/{key_id}"));
+        let mut root = [0u8; 32];
+        root.copy_from_slice(&enc_root);
         Ok(PiiKeys {
             phone_hmac: derive(&hmac_root, "roomgate/v1/phone-hmac"),
             ip_hmac: derive(&hmac_root, "roomgate/v1/ip-hmac"),
+            cursor_mac: derive(&hmac_root, "roomgate/v1/delivery-cursor"),
+            enc_root: root,
             key_id: key_id.to_owned(),
             cipher: ChaCha20Poly1305::new(Key::from_slice(&enc)),
         })
@@ -160,24 +166,61 @@ impl PiiKeys {
     /// Decrypt a value produced by [`PiiKeys::encrypt_hex`] for the same
     /// place; `None` if it was made for another place or key, or altered.
     pub fn decrypt_hex(&self, enc: &str, aad: Aad<'_>) -> Option<String> {
-        let raw = hex::decode(enc).ok()?;
-        if raw.len() < 12 {
+        decrypt_with(&self.cipher, &self.key_id, enc, aad)
+    }
+
+    /// Decrypt a value written under key id `key_id` (a row's
+    /// `leads.pii_key_id`): the configured key, or the key that id derives
+    /// from the same root (`enc_key` kept, `key_id` changed). `None` for
+    /// rows from before key ids (`''`), another root, or another place.
+    pub fn decrypt_hex_as(&self, key_id: &str, enc: &str, aad: Aad<'_>) -> Option<String> {
+        if key_id == self.key_id {
+            return self.decrypt_hex(enc, aad);
+        }
+        if key_id.is_empty() {
             return None;
         }
-        let (n, ct) = raw.split_at(12);
-        let ad = aad.encode(&self.key_id);
-        let plain = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(n),
-                Payload {
-                    msg: ct,
-                    aad: ad.as_bytes(),
-                },
-            )
-            .ok()?;
-        String::from_utf8(plain).ok()
+        let k = derive(&self.enc_root, &format!("roomgate/v1/enc/{key_id}"));
+        decrypt_with(
+            &ChaCha20Poly1305::new(Key::from_slice(&k)),
+            key_id,
+            enc,
+            aad,
+        )
     }
+
+    /// HMAC-SHA256 of `data` under the delivery-cursor key (derived from
+    /// `pii.hmac_key`, which does not rotate: cursors outlive restarts).
+    pub fn cursor_mac(&self, data: &[u8]) -> [u8; 32] {
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.cursor_mac).expect("any key length");
+        m.update(data);
+        m.finalize().into_bytes().into()
+    }
+}
+
+fn decrypt_with(
+    cipher: &ChaCha20Poly1305,
+    key_id: &str,
+    enc: &str,
+    aad: Aad<'_>,
+) -> Option<String> {
+    let raw = hex::decode(enc).ok()?;
+    if raw.len() < 12 {
+        return None;
+    }
+    let (n, ct) = raw.split_at(12);
+    let ad = aad.encode(key_id);
+    let plain = cipher
+        .decrypt(
+            Nonce::from_slice(n),
+            Payload {
+                msg: ct,
+                aad: ad.as_bytes(),
+            },
+        )
+        .ok()?;
+    String::from_utf8(plain).ok()
 }
 
 fn hmac_hex(key: &[u8; 32], value: &str) -> String {
@@ -271,6 +314,21 @@ mod tests {
         let rotated = PiiKeys::from_hex(K, K2, "k2").unwrap();
         assert_eq!(rotated.decrypt_hex(&a, at("phone_enc", 3)), None);
         assert_eq!(k.encrypt_hex("", at("name_enc", 3)), "");
+        // A row keeps naming its key id: after a key id change on the
+        // same root, old rows still decrypt (and only under their id).
+        assert_eq!(
+            rotated
+                .decrypt_hex_as("k1", &a, at("phone_enc", 3))
+                .as_deref(),
+            Some("13800138000")
+        );
+        assert_eq!(rotated.decrypt_hex_as("k2", &a, at("phone_enc", 3)), None);
+        assert_eq!(rotated.decrypt_hex_as("", &a, at("phone_enc", 3)), None);
+        let other_root = PiiKeys::from_hex(K2, K, "k2").unwrap();
+        assert_eq!(
+            other_root.decrypt_hex_as("k1", &a, at("phone_enc", 3)),
+            None
+        );
     }
 
     #[test]

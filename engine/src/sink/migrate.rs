@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "room_merchants",
         include_str!("../../../schemas/008_room_merchants.sql"),
     ),
+    (
+        9,
+        "lead_audit",
+        include_str!("../../../schemas/009_lead_audit.sql"),
+    ),
 ];
 
 /// Split a migration file into statements (`;` at end of line; `--` comments
@@ -611,7 +616,8 @@ mod tests {
                 "moderation_events",
                 "room_minute",
                 "lead_facts",
-                "room_merchants"
+                "room_merchants",
+                "lead_audit"
             ]
         );
         let stmts = all(&ddl(false, false));

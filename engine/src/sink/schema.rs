@@ -338,7 +338,8 @@ mod tests {
                 "room_minute",
                 "leads_unique",
                 "lead_facts",
-                "room_merchants"
+                "room_merchants",
+                "lead_audit"
             ]
         );
         let leads = &tables[2];

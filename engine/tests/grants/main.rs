@@ -31,6 +31,7 @@ const PASSWORDS: &[(&str, &str)] = &[
     ("writer", "writer-password-0001"),
     ("migrator", "migrator-password-0001"),
     ("analyst", "analyst-password-0001"),
+    ("delivery", "delivery-password-0001"),
     ("merchant_m1", "m1-password-000001"),
     ("merchant_m2", "m2-password-000001"),
     ("merchant_m3", "m3-password-000001"),
