@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""`make demo`: a local ClickHouse, the engine and a 10,000-viewer room.
+"""`make demo`: a local ClickHouse, the engine and a 10,000-viewer room; at
+the end the room's merchant pulls its leads through the merchant API
+(decrypted) and the audit rows the pull left are shown.
 
 Environment:
   DEMO_VIEWERS   viewers in the room (default 10000)
@@ -8,10 +10,12 @@ Environment:
   CLICKHOUSE_HTTP_PORT  ClickHouse HTTP port (default 8123)
 """
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import DEV_ENV, ch_query, die, log_tail, start, stop, wait_http  # noqa: E402
@@ -21,6 +25,40 @@ BIN = os.path.join(ROOT, "target", "release")
 WORK = os.path.join(ROOT, "build", "demo")
 LISTEN = "127.0.0.1:4433"
 ADMIN = "127.0.0.1:9464"
+MERCHANT_API = "127.0.0.1:9480"
+MERCHANT = "demo_shop"
+
+
+def engine_config(env):
+    """The load-test settings, room 1 owned by the demo merchant, and the
+    merchant API (plain HTTP on loopback: development only) with a fresh
+    key. Returns (config path, the key)."""
+    out = subprocess.run([os.path.join(BIN, "roomgate"), "merchant-key", "--merchant", MERCHANT,
+                          "--key-id", "demo"], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        die(f"demo: roomgate merchant-key failed: {out.stderr}")
+    lines = [line for line in out.stdout.splitlines() if line and not line.startswith("#")]
+    if len(lines) != 2:
+        die(f"demo: unexpected roomgate merchant-key output: {out.stdout}")
+    key, entry = lines
+    with open(os.path.join(ROOT, "loadgen", "engine-loadtest.toml")) as f:
+        text = f.read()
+    text += (f"\n# make demo: room 1 belongs to the merchant {MERCHANT}, who pulls its leads\n"
+             f"[[rooms]]\nid = 1\nmerchant = \"{MERCHANT}\"\n\n"
+             f"[merchant_api]\nlisten = \"{MERCHANT_API}\"\ninsecure_http = true\n"
+             f"settle_ms = 2000\nkeys = [\n  {entry},\n]\n")
+    path = os.path.join(WORK, "engine.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path, key
+
+
+def pull_leads(key, limit=3):
+    """One page of the merchant's leads, as its CRM would fetch them."""
+    req = urllib.request.Request(f"http://{MERCHANT_API}/v1/leads?limit={limit}",
+                                 headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
 
 
 def step(msg):
@@ -48,12 +86,13 @@ def main():
         die("demo: migrations failed")
 
     started = time.time()
-    step(f"engine: QUIC on {LISTEN}, admin on http://{ADMIN}/metrics")
+    config, key = engine_config(env)
+    step(f"engine: QUIC on {LISTEN}, admin on http://{ADMIN}/metrics, merchant API on http://{MERCHANT_API}")
     engine_log = os.path.join(WORK, "engine.log")
     engine = start([os.path.join(BIN, "roomgate"), "--listen", LISTEN, "--admin", ADMIN,
                     "--clickhouse-url", url, "--dev-cert", os.path.join(WORK, "cert"),
                     "--data-dir", os.path.join(WORK, "data"),
-                    "--config", os.path.join(ROOT, "loadgen", "engine-loadtest.toml")], engine_log)
+                    "--config", config], engine_log)
     try:
         wait_http(f"http://{ADMIN}/livez", proc=engine)
         step(f"loadgen: 1 room x {viewers} viewers for {duration}s")
@@ -70,6 +109,23 @@ def main():
         if lg.returncode != 0:
             print(log_tail(engine_log), file=sys.stderr)
             die(f"demo: loadgen failed ({lg.returncode})")
+        step(f"the merchant {MERCHANT} pulls its leads (GET http://{MERCHANT_API}/v1/leads, decrypted)")
+        # Leads are delivered once settled (settle_ms) and in ClickHouse.
+        page = {"leads": []}
+        for _ in range(20):
+            page = pull_leads(key)
+            if page["leads"]:
+                break
+            time.sleep(1)
+        for lead in page["leads"]:
+            print(f"  room {lead['room_id']} viewer {lead['viewer_id']} lead {lead['client_lead_id']}: "
+                  f"{lead.get('name')} {lead.get('phone')} wechat {lead.get('wechat')} "
+                  f"(verdict {lead['verdict']}, consent {lead.get('consent')})")
+        print(f"  next_cursor {page.get('next_cursor')}, has_more {page.get('has_more')}"
+              " — the CRM stores the cursor and asks again with it (docs/LEADS.md)")
+        if not page["leads"]:
+            print(log_tail(engine_log), file=sys.stderr)
+            die("demo: the merchant API delivered no lead")
     except BaseException:
         stop(engine)
         raise
@@ -103,11 +159,18 @@ def main():
         SELECT room_id, ts, viewer_id, verdict, phone_masked, left(phone_hmac, 12) AS phone_hmac
         FROM roomgate.leads ORDER BY ts DESC LIMIT 3 FORMAT PrettyCompactMonoBlock"""))
 
+    print("the audit rows that pull left (roomgate.lead_audit: who, when, which lead, which key):")
+    print(ch_query(url, f"""
+        SELECT ts, merchant_id, actor AS key_id, action, room_id, viewer_id, client_lead_id
+        FROM roomgate.lead_audit WHERE merchant_id = '{MERCHANT}' AND ts >= {since}
+        ORDER BY ts DESC, client_lead_id LIMIT 3 FORMAT PrettyCompactMonoBlock"""))
+
     step("where to look")
     print(f"  SQL console:        {url}/play")
     print(f"  ClickHouse charts:  {url}/dashboard")
     print(f"  loadgen summary:    {os.path.join(WORK, 'summary.json')}")
     print(f"  engine log:         {engine_log}")
+    print("  lead delivery:      docs/LEADS.md (the merchant API), docs/ACCESS.md (who sees what)")
     if keep:
         print(f"  engine metrics:     http://{ADMIN}/metrics  (engine pid {engine.pid}; stop: kill {engine.pid})")
         print("  ClickHouse stays up: make clickhouse-down")
