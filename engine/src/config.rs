@@ -238,6 +238,15 @@ pub struct NodeConfig {
     pub addr: String,
 }
 
+impl From<&crate::route::Node> for NodeConfig {
+    fn from(n: &crate::route::Node) -> Self {
+        NodeConfig {
+            id: n.id.clone(),
+            addr: n.addr.clone(),
+        }
+    }
+}
+
 impl RoutingConfig {
     /// The node list, validated; `None` without one.
     pub fn node_set(&self) -> Result<Option<crate::route::NodeSet>, ConfigError> {

@@ -199,14 +199,7 @@ fn config(cli: &Cli) -> Result<Config> {
         cfg.routing.node_id = v.clone();
     }
     if let Some(v) = &cli.nodes {
-        cfg.routing.nodes = v
-            .nodes()
-            .iter()
-            .map(|n| roomgate::config::NodeConfig {
-                id: n.id.clone(),
-                addr: n.addr.clone(),
-            })
-            .collect();
+        cfg.routing.nodes = v.nodes().iter().map(Into::into).collect();
     }
     let secret = |k: &str| env(k).map(roomgate::config::Secret::new);
     if let Some(v) = secret("ROOMGATE_TICKET_SECRET") {

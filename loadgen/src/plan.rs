@@ -118,10 +118,15 @@ impl Presence for Everyone {
         rng: &mut StdRng,
         ok: &dyn Fn(u32) -> bool,
     ) -> Option<u32> {
-        (0..64)
-            .map(|_| rng.gen_range(range.clone()))
-            .find(|s| ok(*s))
+        draw(range, rng, ok)
     }
+}
+
+/// Up to 64 random draws from `range`; the first for which `ok` holds.
+fn draw(range: Range<u32>, rng: &mut StdRng, ok: &dyn Fn(u32) -> bool) -> Option<u32> {
+    (0..64)
+        .map(|_| rng.gen_range(range.clone()))
+        .find(|s| ok(*s))
 }
 
 /// Draw a viewer of `range`: a few draws over the whole range (the seed
@@ -839,9 +844,7 @@ impl Presence for PlannedPresence {
         rng: &mut StdRng,
         ok: &dyn Fn(u32) -> bool,
     ) -> Option<u32> {
-        (0..64)
-            .map(|_| rng.gen_range(range.clone()))
-            .find(|s| self.is_present(*s, at) && ok(*s))
+        draw(range, rng, &|s| self.is_present(s, at) && ok(s))
     }
 }
 

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use roomgate::config::{Config, NodeConfig};
+use roomgate::config::Config;
 use roomgate::engine::Engine;
 use roomgate::route::NodeSet;
 use roomgate::wire::{ClientFrame, Lead, Reason, ServerFrame, Verdict};
@@ -21,14 +21,7 @@ fn node_config(url: &str, id: &str, nodes: &NodeSet) -> Config {
     let mut cfg = harness::config(url, "facts");
     cfg.server.admin_token = Some(TOKEN.into());
     cfg.routing.node_id = id.into();
-    cfg.routing.nodes = nodes
-        .nodes()
-        .iter()
-        .map(|n| NodeConfig {
-            id: n.id.clone(),
-            addr: n.addr.clone(),
-        })
-        .collect();
+    cfg.routing.nodes = nodes.nodes().iter().map(Into::into).collect();
     cfg.routing.facts_interval_secs = 1;
     cfg.guard.leads.max_rooms_per_phone = 2;
     // Every test viewer is 127.0.0.1: six leads from it in the hour are

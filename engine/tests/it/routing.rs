@@ -21,14 +21,7 @@ async fn rooms_of_other_nodes_are_sent_to_their_owner() {
     let list = "node-a=10.0.0.1:4433,node-b=10.0.0.2:4433,node-c=10.0.0.3:4433";
     let nodes: NodeSet = list.parse().unwrap();
     cfg.routing.node_id = "node-a".into();
-    cfg.routing.nodes = nodes
-        .nodes()
-        .iter()
-        .map(|n| roomgate::config::NodeConfig {
-            id: n.id.clone(),
-            addr: n.addr.clone(),
-        })
-        .collect();
+    cfg.routing.nodes = nodes.nodes().iter().map(Into::into).collect();
     let certs = cfg.server.dev_cert_dir.clone().unwrap();
     let engine = Engine::start(cfg.validate().unwrap()).await.unwrap();
     let addr = engine.quic_addr();
