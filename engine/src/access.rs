@@ -741,7 +741,9 @@ pub fn sql(p: &Plan) -> String {
             s,
             "ALTER USER {name}{oc} IDENTIFIED WITH sha256_hash BY '{hash}';"
         );
-        let _ = writeln!(s, "GRANT{oc} {} TO {name};", u.role);
+        // Row policies before the role: a merchant is never, even while
+        // this script runs or after it stopped half-way, a user with the
+        // role and without its policies (who would see every room).
         for pol in &u.policies {
             let _ = writeln!(
                 s,
@@ -749,6 +751,7 @@ pub fn sql(p: &Plan) -> String {
                 pol.on, pol.filter
             );
         }
+        let _ = writeln!(s, "GRANT{oc} {} TO {name};", u.role);
     }
     s
 }

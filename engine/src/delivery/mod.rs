@@ -52,10 +52,12 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn unavailable(msg: String) -> Response {
+    // The details (database, user, columns, server version) stay in the
+    // log: the merchant only needs to know to retry.
     tracing::warn!(error = %msg, "merchant API: ClickHouse call failed; answering 503");
     let mut r = error(
         StatusCode::SERVICE_UNAVAILABLE,
-        format!("{msg}; nothing was delivered: retry with the same cursor"),
+        "lead storage unavailable; nothing was delivered: retry with the same cursor",
     );
     r.headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));

@@ -89,7 +89,7 @@ pub fn leads_sql(p: &Page) -> String {
          WHERE room_id IN ({rooms}) AND ts <= fromUnixTimestamp64Milli(toInt64({upto})) \
          ORDER BY room_id, viewer_id, client_lead_id, ts \
          LIMIT 1 BY room_id, viewer_id, client_lead_id) \
-         WHERE verdict IN ({verdicts}){after} \
+         WHERE verdict IN ({verdicts}) AND consent{after} \
          ORDER BY ts, room_id, viewer_id, client_lead_id \
          LIMIT {limit}",
         upto = p.upto_ms,
@@ -270,7 +270,7 @@ mod tests {
         ));
         assert!(sql.contains("LIMIT 1 BY room_id, viewer_id, client_lead_id)"));
         assert!(sql.contains(
-            "WHERE verdict IN ('accepted') ORDER BY ts, room_id, viewer_id, client_lead_id LIMIT 5"
+            "WHERE verdict IN ('accepted') AND consent ORDER BY ts, room_id, viewer_id, client_lead_id LIMIT 5"
         ));
         assert!(!sql.contains("_hmac") && !sql.contains("phone_masked"));
         // The dedup runs before the verdict and cursor filters: a later
@@ -287,7 +287,7 @@ mod tests {
         p.limit = 50_000;
         let sql = leads_sql(&p);
         assert!(sql.contains(
-            "WHERE verdict IN ('accepted', 'suspect') AND (ts, room_id, viewer_id, client_lead_id) > (fromUnixTimestamp64Milli(toInt64(900)), 101, 3, 4)"
+            "WHERE verdict IN ('accepted', 'suspect') AND consent AND (ts, room_id, viewer_id, client_lead_id) > (fromUnixTimestamp64Milli(toInt64(900)), 101, 3, 4)"
         ));
         assert!(sql.ends_with("LIMIT 1000"));
     }
