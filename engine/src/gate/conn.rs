@@ -950,5 +950,9 @@ mod tests {
         assert_eq!(h.inflight.load(Ordering::SeqCst), 0);
         let idle = Handover::default();
         assert!(idle.start_moving(), "nothing in flight: close at once");
+        // A frame refused when it alone was counted: the refusal is the
+        // last one out, so it must close (no ack will come to do it).
+        assert_eq!(idle.admit(), Err(true));
+        assert_eq!(idle.inflight.load(Ordering::SeqCst), 0);
     }
 }
