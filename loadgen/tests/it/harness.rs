@@ -80,14 +80,14 @@ impl Run {
             .with_test_writer()
             .try_init();
         let url = tokio::task::spawn_blocking(clickhouse_up).await.unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "roomgate-loadgen-it-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        // One sequence number for the directory and the database: tests of
+        // this binary run in parallel and may start in the same millisecond.
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("roomgate-loadgen-it-{}-{seq}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let database = format!("lgit_{}_{}", std::process::id(), roomgate::now_ms());
+        let database = format!("lgit_{}_{}_{seq}", std::process::id(), roomgate::now_ms());
 
         let mut cfg =
             roomgate::config::Config::from_file(&repo_root().join("loadgen/engine-loadtest.toml"))
