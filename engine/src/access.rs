@@ -97,6 +97,7 @@ pub const CLASSES: &[TableClasses] = &[
             "dry_run_reasons",
             "pii_key_id",
             "consent",
+            "consent_version",
             "fill_ms",
         ],
         personal: &["phone_masked"],
@@ -182,6 +183,26 @@ pub const CLASSES: &[TableClasses] = &[
             "client_lead_id",
             "detail",
         ],
+        personal: &[],
+        sealed: &[],
+    },
+    TableClasses {
+        table: "lead_withdrawals",
+        open: &[
+            "ts",
+            "room_id",
+            "viewer_id",
+            "client_lead_id",
+            "action",
+            "source",
+            "actor",
+        ],
+        personal: &[],
+        sealed: &[],
+    },
+    TableClasses {
+        table: "like_viewers",
+        open: &["room_id", "minute", "viewer_id", "taps"],
         personal: &[],
         sealed: &[],
     },
@@ -903,7 +924,7 @@ mod tests {
             assert!(a.contains(personal) && !m.contains(personal), "{personal}");
         }
         assert!(a.contains("ON rg.leads_unique") && m.contains("ON rg.leads_unique"));
-        assert!(a.contains("SELECT(room_id, ts, viewer_id, session_id, client_lead_id, verdict, reason, score, reasons, dry_run_reasons, phone_masked, pii_key_id, consent, fill_ms) ON rg.leads\n"));
+        assert!(a.contains("SELECT(room_id, ts, viewer_id, session_id, client_lead_id, verdict, reason, score, reasons, dry_run_reasons, phone_masked, pii_key_id, consent, consent_version, fill_ms) ON rg.leads\n"));
         assert!(!a.contains("_local") && !a.contains("INSERT"));
         let writer = all(role(&p, WRITER_ROLE));
         assert!(writer.contains("INSERT, SHOW COLUMNS ON rg.leads\n"));
@@ -960,7 +981,9 @@ mod tests {
                 "rg.room_minute",
                 "rg.lead_facts",
                 "rg.room_merchants",
-                "rg.lead_audit"
+                "rg.lead_audit",
+                "rg.lead_withdrawals",
+                "rg.like_viewers"
             ]
         );
         assert_eq!(

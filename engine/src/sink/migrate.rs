@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "lead_audit",
         include_str!("../../../schemas/009_lead_audit.sql"),
     ),
+    (
+        10,
+        "consent_withdrawals",
+        include_str!("../../../schemas/010_consent_withdrawals.sql"),
+    ),
 ];
 
 /// Split a migration file into statements (`;` at end of line; `--` comments
@@ -617,7 +622,9 @@ mod tests {
                 "room_minute",
                 "lead_facts",
                 "room_merchants",
-                "lead_audit"
+                "lead_audit",
+                "lead_withdrawals",
+                "like_viewers"
             ]
         );
         let stmts = all(&ddl(false, false));

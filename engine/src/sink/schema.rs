@@ -339,7 +339,9 @@ mod tests {
                 "leads_unique",
                 "lead_facts",
                 "room_merchants",
-                "lead_audit"
+                "lead_audit",
+                "lead_withdrawals",
+                "like_viewers"
             ]
         );
         let leads = &tables[2];
@@ -347,7 +349,7 @@ mod tests {
         assert!(leads.columns.contains(&"reason".to_owned()));
         assert!(leads.columns.contains(&"pii_key_id".to_owned()));
         assert_eq!(leads.columns.first().map(String::as_str), Some("room_id"));
-        assert_eq!(leads.columns.len(), 20);
+        assert_eq!(leads.columns.len(), 21);
         // The view has the table's columns, including the later ones.
         assert_eq!(leads.columns[5..7], ["verdict", "reason"]);
         assert_eq!(tables[6].columns, leads.columns);
