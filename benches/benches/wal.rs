@@ -38,6 +38,7 @@ fn lead(i: u64) -> Entry {
         pii_key_id: "k1".into(),
         ip_hmac: "12".repeat(32),
         consent: true,
+        consent_version: "v3".into(),
         fill_ms: 8_000,
     })))
 }

@@ -28,6 +28,7 @@ fn frames() -> Vec<(&'static str, ClientFrame)> {
                     ("budget".into(), "20-50万".into()),
                 ],
                 consent: true,
+                consent_version: "2026-11".into(),
                 honeypot: String::new(),
                 fill_ms: 15_000,
             }),

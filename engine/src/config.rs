@@ -639,6 +639,10 @@ pub struct BatchConfig {
     pub sessions: BatchOverride,
     /// `moderation_events` overrides.
     pub moderation_events: BatchOverride,
+    /// `lead_withdrawals` overrides.
+    pub lead_withdrawals: BatchOverride,
+    /// `like_viewers` overrides.
+    pub like_viewers: BatchOverride,
 }
 
 /// Per-table overrides: a field not given falls back to the table's
@@ -663,6 +667,8 @@ impl BatchConfig {
             Table::Likes => self.like_ticks,
             Table::Sessions => self.sessions,
             Table::Moderation => self.moderation_events,
+            Table::Withdrawals => self.lead_withdrawals,
+            Table::LikeViewers => self.like_viewers,
         };
         let d = self.default;
         BatchPolicy {

@@ -77,6 +77,11 @@ pub enum EventKind {
         /// Remote IP address, as text.
         ip: String,
     },
+    /// The viewer withdraws one of its leads in this room.
+    Withdraw {
+        /// The lead's client id.
+        client_lead_id: u64,
+    },
 }
 
 /// Event kinds, for counters and overflow policy.
@@ -114,7 +119,7 @@ impl EventKind {
             EventKind::Join { .. } | EventKind::Leave { .. } => Kind::Session,
             EventKind::Chat { .. } => Kind::Chat,
             EventKind::Like { .. } => Kind::Like,
-            EventKind::Lead { .. } => Kind::Lead,
+            EventKind::Lead { .. } | EventKind::Withdraw { .. } => Kind::Lead,
         }
     }
 }

@@ -491,6 +491,12 @@ async fn dead_letter(cfg: &Config, op: DeadLetterOp) -> Result<()> {
             Table::Moderation => {
                 writer::insert(&client, &typed::<sink::ModerationRow>(rows), token, timeout).await
             }
+            Table::Withdrawals => {
+                writer::insert(&client, &typed::<sink::WithdrawalRow>(rows), token, timeout).await
+            }
+            Table::LikeViewers => {
+                writer::insert(&client, &typed::<sink::LikeViewerRow>(rows), token, timeout).await
+            }
         };
         match result {
             Ok(()) => {

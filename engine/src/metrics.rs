@@ -135,6 +135,10 @@ pub struct RoundStats {
     /// Rejected leads over the per-viewer hourly cap: acked, counted in a
     /// moderation row, no `leads` row.
     pub leads_unstored: u64,
+    /// Withdrawals logged (`lead_withdrawals` rows).
+    pub withdrawals: u64,
+    /// Withdrawals over the per-viewer hourly cap: rejected, no row.
+    pub withdrawals_limited: u64,
     /// Leads flagged only because of other nodes' facts, by rule
     /// ([`CROSS_NODE_RULES`]).
     cross_node: [u64; 3],
@@ -152,6 +156,8 @@ impl Default for RoundStats {
             leads_done: 0,
             moderation_folded: 0,
             leads_unstored: 0,
+            withdrawals: 0,
+            withdrawals_limited: 0,
             cross_node: [0; 3],
             any: false,
         }
@@ -247,6 +253,10 @@ pub struct Metrics {
     pub moderation_folded: AtomicU64,
     /// Rejected leads over the per-viewer hourly cap (no `leads` row).
     pub leads_rejected_unstored: AtomicU64,
+    /// Withdrawals logged.
+    pub withdrawals: AtomicU64,
+    /// Withdrawals over the per-viewer hourly cap.
+    pub withdrawals_limited: AtomicU64,
     /// Client ids forgotten early by the idempotency window, per shard.
     pub idempotency_evicted: Vec<AtomicU64>,
     /// Leads flagged only because of other nodes' facts, by rule
@@ -293,6 +303,8 @@ impl Metrics {
             moderation_dropped: AtomicU64::new(0),
             moderation_folded: AtomicU64::new(0),
             leads_rejected_unstored: AtomicU64::new(0),
+            withdrawals: AtomicU64::new(0),
+            withdrawals_limited: AtomicU64::new(0),
             idempotency_evicted: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             cross_node: Default::default(),
             facts: FactStats::default(),
@@ -342,6 +354,13 @@ impl Metrics {
         if r.leads_unstored > 0 {
             self.leads_rejected_unstored
                 .fetch_add(r.leads_unstored, Relaxed);
+        }
+        if r.withdrawals > 0 {
+            self.withdrawals.fetch_add(r.withdrawals, Relaxed);
+        }
+        if r.withdrawals_limited > 0 {
+            self.withdrawals_limited
+                .fetch_add(r.withdrawals_limited, Relaxed);
         }
         for (i, n) in r.cross_node.iter().enumerate() {
             if *n > 0 {
@@ -717,6 +736,16 @@ impl Metrics {
                 "roomgate_leads_rejected_unstored_total",
                 "Rejected leads over the per-viewer hourly cap: acked, counted in moderation_events, no leads row.",
                 self.leads_rejected_unstored.load(Relaxed),
+            ),
+            (
+                "roomgate_lead_withdrawals_total",
+                "Withdraw frames logged as lead_withdrawals rows (acked once durable).",
+                self.withdrawals.load(Relaxed),
+            ),
+            (
+                "roomgate_lead_withdrawals_limited_total",
+                "Withdraw frames over guard.abuse.max_withdrawals_per_hour: rejected (rate_limited), no row.",
+                self.withdrawals_limited.load(Relaxed),
             ),
         ] {
             head(&mut s, name, "counter", help);

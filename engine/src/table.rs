@@ -14,20 +14,26 @@ pub enum Table {
     Sessions = 3,
     /// `moderation_events`: every reject and dry-run reject.
     Moderation = 4,
+    /// `lead_withdrawals`: viewers' withdrawals of their leads.
+    Withdrawals = 5,
+    /// `like_viewers`: like taps per room, minute and viewer.
+    LikeViewers = 6,
 }
 
 impl Table {
     /// Every table, in index order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 7] = [
         Table::Chat,
         Table::Likes,
         Table::Leads,
         Table::Sessions,
         Table::Moderation,
+        Table::Withdrawals,
+        Table::LikeViewers,
     ];
 
     /// Number of tables.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 7;
 
     /// The table's name in ClickHouse.
     pub const fn name(self) -> &'static str {
@@ -37,6 +43,8 @@ impl Table {
             Table::Leads => "leads",
             Table::Sessions => "sessions",
             Table::Moderation => "moderation_events",
+            Table::Withdrawals => "lead_withdrawals",
+            Table::LikeViewers => "like_viewers",
         }
     }
 
@@ -73,6 +81,6 @@ mod tests {
             assert_eq!(Table::from_index(t.index() as u8), Some(t));
         }
         assert_eq!(Table::from_name("lead"), None);
-        assert_eq!(Table::from_index(5), None);
+        assert_eq!(Table::from_index(7), None);
     }
 }

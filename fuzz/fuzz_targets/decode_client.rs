@@ -1,13 +1,19 @@
-//! Any bytes fed to the streaming decoder yield frames or a clean error,
-//! never a panic, and a decoded frame re-encodes to a frame that decodes
+//! Any bytes fed to the streaming decoder (of either protocol version,
+//! chosen by the first byte) yield frames or a clean error, never a
+//! panic, and a decoded frame re-encodes to a current frame that decodes
 //! to the same value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roomgate::wire::{encode, FrameDecoder, Limits};
+use roomgate::wire::{encode, FrameDecoder, Limits, Version};
 
 fuzz_target!(|data: &[u8]| {
-    let mut dec = FrameDecoder::new(Limits::default());
+    let version = if data.first().is_some_and(|b| b & 0x80 != 0) {
+        Version::V1
+    } else {
+        Version::V2
+    };
+    let mut dec = FrameDecoder::with_version(Limits::default(), version);
     // Feed in two uneven pieces to exercise partial frames.
     let cut = data.first().map_or(0, |b| *b as usize % (data.len() + 1));
     dec.push(&data[..cut]);

@@ -216,6 +216,10 @@ fn form<R: Rng>(rng: &mut R) -> (String, String, Vec<(String, String)>) {
     (name, wechat, fields)
 }
 
+/// The consent text version the simulated app shows with its lead form
+/// (sent in every lead; `verify` checks it is stored).
+pub const CONSENT_VERSION: &str = "2026-12-consent-v3";
+
 /// A lead a genuine viewer would file: consent given, honeypot empty, the
 /// given phone and fill time. `client_lead_id` is left 0 for the viewer.
 pub fn legit_lead<R: Rng>(rng: &mut R, phone: String, fill_ms: u32) -> Lead {
@@ -227,6 +231,7 @@ pub fn legit_lead<R: Rng>(rng: &mut R, phone: String, fill_ms: u32) -> Lead {
         name,
         fields,
         consent: true,
+        consent_version: CONSENT_VERSION.to_owned(),
         honeypot: String::new(),
         fill_ms,
     }
@@ -287,6 +292,7 @@ pub fn bot_lead<R: Rng>(rng: &mut R, tactic: Tactic, valid_phone: String) -> Lea
         name,
         fields,
         consent: true,
+        consent_version: CONSENT_VERSION.to_owned(),
         honeypot: String::new(),
         // Bots hurry, but most stay above the engine's 3 s minimum.
         fill_ms: rng.gen_range(3_200..=8_000),

@@ -1154,7 +1154,7 @@ async fn read_loop(
                 let kind = match AckKind::from_u8(kind) {
                     Some(AckKind::Chat) => Kind::Chat,
                     Some(AckKind::Lead) => Kind::Lead,
-                    None => {
+                    Some(AckKind::Withdraw) | None => {
                         stats.unexpected_acks.fetch_add(1, Relaxed);
                         continue;
                     }

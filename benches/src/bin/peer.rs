@@ -1,9 +1,9 @@
-//! `roomgate-peer`: a bare quinn peer speaking `roomgate/1`.
+//! `roomgate-peer`: a bare quinn peer speaking `roomgate/2`.
 //!
 //! It is the baseline of `make perf`'s front-door ratio: the same protocol
 //! with no guard, queue or storage. The QUIC endpoint is the engine's own
 //! ([`roomgate::gate::endpoint`]: TLS 1.3 with the dev certificate written
-//! to `--cert-dir`, ALPN `roomgate/1`, the same transport parameters and UDP
+//! to `--cert-dir`, ALPN `roomgate/2`, the same transport parameters and UDP
 //! buffers), and frames go through the engine's codec ([`roomgate::wire`]).
 //! Per connection it answers `Hello` with a `Welcome` (the ticket is parsed
 //! for its room and viewer, never verified), `Chat` and `Lead` with an
@@ -33,7 +33,7 @@ use roomgate::wire::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A bare `roomgate/1` QUIC peer: no guard, queue or storage.
+/// A bare `roomgate/2` QUIC peer: no guard, queue or storage.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -184,6 +184,7 @@ async fn connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
                 ClientFrame::Like { .. } | ClientFrame::Refresh { .. } => continue,
                 ClientFrame::Chat { client_msg_id, .. } => (AckKind::Chat, client_msg_id),
                 ClientFrame::Lead(lead) => (AckKind::Lead, lead.client_lead_id),
+                ClientFrame::Withdraw { client_lead_id } => (AckKind::Withdraw, client_lead_id),
             };
             out.extend_from_slice(&wire::encode(&ServerFrame::Ack {
                 kind: ack.0 as u8,

@@ -252,6 +252,17 @@ async fn handshake_and_session(
     Some(session(&conn, ctx, slot, deadline).await)
 }
 
+/// The protocol version the connection negotiated (its ALPN; the server
+/// offers only known ones, and a client that offered none speaks the
+/// first version).
+fn protocol_version(conn: &quinn::Connection) -> wire::Version {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .and_then(|p| wire::Version::from_alpn(&p))
+        .unwrap_or(wire::Version::V1)
+}
+
 /// Read exactly one frame during the hello phase.
 async fn read_hello(
     recv: &mut quinn::RecvStream,
@@ -278,7 +289,7 @@ async fn session(
     deadline: Instant,
 ) -> CloseCode {
     let ip = slot.ip.to_string();
-    let mut dec = FrameDecoder::new(ctx.limits);
+    let mut dec = FrameDecoder::with_version(ctx.limits, protocol_version(conn));
     let hello = async {
         let (send, mut recv) = conn.accept_bi().await.map_err(|e| close_of(&e))?;
         let frame = read_hello(&mut recv, &mut dec).await?;
@@ -751,6 +762,16 @@ impl Session {
                     ip,
                 })
                 .await;
+            }
+            ClientFrame::Withdraw { client_lead_id } => {
+                // Counted with leads (the same lane: it must not wait
+                // behind chat), and like a lead it is refused while the
+                // room moves away: the client resends it to the new owner.
+                self.counts[2] += 1;
+                if let Some(code) = self.admit() {
+                    return Some(code);
+                }
+                self.push_wait(EventKind::Withdraw { client_lead_id }).await;
             }
         }
         None

@@ -1,6 +1,6 @@
 //! The gate: QUIC front door.
 //!
-//! Accepts connections (TLS 1.3, ALPN `roomgate/1`), enforces the connection
+//! Accepts connections (TLS 1.3, ALPN `roomgate/2` or `roomgate/1`), enforces the connection
 //! cap and handshake timeout, verifies the viewer's ticket, then runs one
 //! task per connection that decodes frames and pushes events to the shards
 //! (see [`conn`]). Acks come back through a bounded per-connection channel.

@@ -54,7 +54,8 @@ fn new_dev_pair(dir: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyD
     Ok((vec![ck.cert.der().clone()], key))
 }
 
-/// A rustls server config (TLS 1.3, ring, ALPN `roomgate/1`) for quinn.
+/// A rustls server config (TLS 1.3, ring, ALPN `roomgate/2` or
+/// `roomgate/1`) for quinn.
 pub fn server_crypto(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -67,7 +68,10 @@ pub fn server_crypto(
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .context("certificate and key do not match")?;
-    tls.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
+    tls.alpn_protocols = crate::wire::SERVER_ALPNS
+        .iter()
+        .map(|a| a.to_vec())
+        .collect();
     Ok(Arc::new(
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).context("quic tls config")?,
     ))

@@ -62,6 +62,9 @@ pub struct AbuseConfig {
     /// rejected lead is acked as usual but only counted in a
     /// `moderation_events` row (kind `lead`). Default 10.
     pub max_rejected_leads_per_hour: u32,
+    /// `Withdraw` frames logged per viewer and room per hour; beyond it a
+    /// withdrawal is rejected (`rate_limited`) without a row. Default 20.
+    pub max_withdrawals_per_hour: u32,
     /// Most concurrent sessions of one viewer in one room (one ticket);
     /// a newer session closes the oldest with `session_replaced`, so an app
     /// reconnecting before its old connection timed out is let in at once.
@@ -76,6 +79,7 @@ impl Default for AbuseConfig {
             disconnect_rejects: 50,
             disconnect_window_secs: 10,
             max_rejected_leads_per_hour: 10,
+            max_withdrawals_per_hour: 20,
             max_sessions_per_viewer: 2,
         }
     }

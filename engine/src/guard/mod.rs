@@ -75,7 +75,7 @@ impl Decision {
         muted_secs: 0,
     };
 
-    fn reject(reason: Reason, retry_after_ms: u32) -> Decision {
+    pub(crate) fn reject(reason: Reason, retry_after_ms: u32) -> Decision {
         Decision {
             verdict: Verdict::Rejected,
             reason,
@@ -452,7 +452,8 @@ impl Guard {
                 }
                 d
             }
-            EventKind::Lead { .. } => Decision::ACCEPT,
+            // Decided by the shard ([`crate::shard`]): no guard rule.
+            EventKind::Lead { .. } | EventKind::Withdraw { .. } => Decision::ACCEPT,
         }
     }
 

@@ -162,6 +162,7 @@ fn lead(id: u64, phone: &str) -> Lead {
         name: "张三".into(),
         fields: Vec::new(),
         consent: true,
+        consent_version: String::new(),
         honeypot: String::new(),
         fill_ms: 10_000,
     }

@@ -16,7 +16,9 @@ use crate::guard::config::AbuseConfig;
 use crate::guard::{Control, Decision, Effect, Guard, LeadStage, RoomSettingsView};
 use crate::metrics::RoundStats;
 use crate::pii::{mask_phone, PiiKeys};
-use crate::sink::{ChatRow, LeadRow, LikeRow, ModerationRow, SessionRow};
+use crate::sink::{
+    ChatRow, LeadRow, LikeRow, LikeViewerRow, ModerationRow, SessionRow, WithdrawalRow,
+};
 use crate::wal::{Ack, Row, Submit};
 use crate::wire::{AckKind, CloseCode, Notice, NoticeKind, Reason, ServerFrame, Verdict};
 
@@ -56,6 +58,8 @@ pub struct ShardCore {
     guard: Guard,
     /// Like taps per (room, unix second) not yet logged.
     likes: FxHashMap<(u64, u32), u64>,
+    /// Like taps per (room, unix minute, viewer) not yet logged.
+    likers: FxHashMap<(u64, u32, u64), u64>,
     /// Open sessions per room.
     sessions: FxHashMap<u64, RoomSessions>,
     /// Open sessions per (room, viewer), oldest first, each with whether it
@@ -74,6 +78,9 @@ pub struct ShardCore {
     /// Rejected leads stored per (room, viewer) this hour: (hour start ms,
     /// count).
     lead_rejects: FxHashMap<(u64, u64), (i64, u32)>,
+    /// Withdrawals logged per (room, viewer) this hour: (hour start ms,
+    /// count).
+    withdrawals: FxHashMap<(u64, u64), (i64, u32)>,
     /// When the aggregates and windows are next looked at (ms).
     next_sweep: i64,
     out: Output,
@@ -139,6 +146,7 @@ impl ShardCore {
             shards: shards.max(1),
             guard,
             likes: FxHashMap::default(),
+            likers: FxHashMap::default(),
             sessions: FxHashMap::default(),
             by_viewer: FxHashMap::default(),
             in_flight: FxHashMap::default(),
@@ -150,6 +158,7 @@ impl ShardCore {
             moderation: FxHashMap::default(),
             strikes: FxHashMap::default(),
             lead_rejects: FxHashMap::default(),
+            withdrawals: FxHashMap::default(),
             next_sweep: 0,
             out: Output::default(),
         }
@@ -204,6 +213,8 @@ impl ShardCore {
             self.strikes.retain(|_, (start, _)| now - *start < window);
             self.lead_rejects
                 .retain(|_, (start, _)| now - *start < HOUR_MS);
+            self.withdrawals
+                .retain(|_, (start, _)| now - *start < HOUR_MS);
         }
     }
 
@@ -255,6 +266,22 @@ impl ShardCore {
     }
 
     fn flush_likes(&mut self, now: Option<i64>) {
+        if !self.likers.is_empty() {
+            let minute = now.map(|n| (n / 60_000 * 60) as u32);
+            let out = &mut self.out.round.rows;
+            self.likers.retain(|&(room_id, m, viewer_id), taps| {
+                if minute.is_some_and(|c| m >= c) {
+                    return true;
+                }
+                out.push(Row::LikeViewer(LikeViewerRow {
+                    room_id,
+                    minute: m,
+                    viewer_id,
+                    taps: *taps,
+                }));
+                false
+            });
+        }
         if self.likes.is_empty() {
             return;
         }
@@ -473,6 +500,7 @@ impl ShardCore {
             pii_key_id: self.pii.key_id().to_owned(),
             ip_hmac: check.ip.clone(),
             consent: lead.consent,
+            consent_version: lead.consent_version.clone(),
             fill_ms: lead.fill_ms,
         };
         // The first sender gets the ack, resends made while it was in
@@ -586,6 +614,9 @@ impl ShardCore {
             }
             return;
         }
+        if let EventKind::Withdraw { client_lead_id } = ev.kind {
+            return self.withdraw(now, &head, client_lead_id, reply);
+        }
         let d = self.guard.decide(now, &ev);
         self.out.stats.decision(
             kind,
@@ -655,6 +686,11 @@ impl ShardCore {
                 if d.admitted > 0 {
                     let sec = (ev.received_at_ms / 1000) as u32;
                     *self.likes.entry((ev.room_id, sec)).or_default() += u64::from(d.admitted);
+                    let minute = sec / 60 * 60;
+                    *self
+                        .likers
+                        .entry((ev.room_id, minute, ev.viewer_id))
+                        .or_default() += u64::from(d.admitted);
                 }
                 let over = count - d.admitted.min(count);
                 self.out.stats.likes(u64::from(d.admitted), u64::from(over));
@@ -761,7 +797,8 @@ impl ShardCore {
                     );
                 }
             }
-            EventKind::Lead { .. } => {}
+            // Handled above.
+            EventKind::Lead { .. } | EventKind::Withdraw { .. } => {}
         }
     }
 
@@ -862,6 +899,74 @@ impl ShardCore {
 
     /// Whether a rejected lead of this viewer is still stored as a `leads`
     /// row this hour (`guard.abuse.max_rejected_leads_per_hour`).
+    /// A viewer withdraws one of its leads: a `lead_withdrawals` row, acked
+    /// once durable; over the hourly cap, rejected (`rate_limited`) and
+    /// counted in a moderation row. The lead need not be known here (it
+    /// may be older than the idempotency window): delivery and the eraser
+    /// match it by its key in ClickHouse.
+    fn withdraw(
+        &mut self,
+        now: i64,
+        head: &Head,
+        client_lead_id: u64,
+        reply: Option<Arc<dyn Replier>>,
+    ) {
+        let e = self
+            .withdrawals
+            .entry((head.room_id, head.viewer_id))
+            .or_insert((now, 0));
+        if now - e.0 >= HOUR_MS {
+            *e = (now, 0);
+        }
+        if e.1 >= self.abuse.max_withdrawals_per_hour {
+            self.out.stats.withdrawals_limited += 1;
+            self.moderation(
+                head,
+                "withdraw",
+                client_lead_id,
+                Reason::RateLimited,
+                false,
+                Sample::Nothing,
+            );
+            let d = Decision::reject(Reason::RateLimited, 60_000);
+            if let Some(r) = reply {
+                let key = ModKey {
+                    room_id: head.room_id,
+                    viewer_id: head.viewer_id,
+                    kind: "withdraw",
+                    reason: Reason::RateLimited,
+                    dry_run: false,
+                };
+                let ack = Ack {
+                    to: r,
+                    frame: ack_frame(AckKind::Withdraw, client_lead_id, &d),
+                };
+                // Released with the moderation row that records it.
+                if let Some(a) = self.moderation.get_mut(&key) {
+                    a.acks.push(ack);
+                }
+            }
+            return;
+        }
+        e.1 += 1;
+        self.out.stats.withdrawals += 1;
+        self.out.round.rows.push(Row::Withdrawal(WithdrawalRow {
+            ts: head.ts,
+            room_id: head.room_id,
+            viewer_id: head.viewer_id,
+            client_lead_id,
+            action: "withdraw",
+            source: "viewer",
+            actor: format!("session:{}", head.session_id),
+        }));
+        if let Some(r) = reply {
+            self.out.round.acks.push(Ack {
+                to: r,
+                frame: ack_frame(AckKind::Withdraw, client_lead_id, &Decision::ACCEPT),
+            });
+        }
+    }
+
     fn store_rejected_lead(&mut self, now: i64, room_id: u64, viewer_id: u64) -> bool {
         let e = self
             .lead_rejects
@@ -1117,10 +1222,136 @@ mod tests {
         );
         c.handle(T0 + 1_200, env(4, 1, T0 + 1_200, like(2), &v));
         c.finish();
+        let mut rows = c.poll_output().round.rows;
+        // The likers of the minute, per viewer, and the current second.
+        rows.sort_by_key(|r| match r {
+            Row::LikeViewer(l) => l.viewer_id,
+            _ => 0,
+        });
+        let minute = (T0 / 60_000 * 60) as u32;
+        let liker = |viewer_id, taps| {
+            Row::LikeViewer(LikeViewerRow {
+                room_id: 4,
+                minute,
+                viewer_id,
+                taps,
+            })
+        };
         assert_eq!(
-            c.poll_output().round.rows.len(),
-            1,
-            "shutdown logs the current second"
+            rows,
+            vec![
+                Row::Like(LikeRow {
+                    room_id: 4,
+                    ts: (T0 / 1000) as u32 + 1,
+                    taps: 2
+                }),
+                liker(1, 7),
+                liker(2, 3)
+            ],
+            "shutdown logs the current second and minute"
+        );
+    }
+
+    #[test]
+    fn a_withdrawal_is_logged_and_acked_with_its_row_and_capped_per_hour() {
+        let abuse = AbuseConfig {
+            max_withdrawals_per_hour: 2,
+            ..AbuseConfig::default()
+        };
+        let mut c = core_with(0, 1, abuse);
+        let v = Arc::new(Conn::default());
+        let w = |id| EventKind::Withdraw { client_lead_id: id };
+        c.handle(T0, env(3, 8, T0, w(41), &v));
+        let o = c.poll_output();
+        assert_eq!(
+            o.round.rows,
+            vec![Row::Withdrawal(WithdrawalRow {
+                ts: T0,
+                room_id: 3,
+                viewer_id: 8,
+                client_lead_id: 41,
+                action: "withdraw",
+                source: "viewer",
+                actor: "session:1".into(),
+            })]
+        );
+        // The ack rides with the row: sent once the row is durable.
+        assert_eq!(
+            acks(&o),
+            [(AckKind::Withdraw as u8, 41, Verdict::Accepted as u8, false)]
+        );
+        assert_eq!(o.stats.withdrawals, 1);
+        c.handle(T0 + 1, env(3, 8, T0 + 1, w(42), &v));
+        assert_eq!(c.poll_output().round.rows.len(), 1);
+        // Over the cap: no row; rejected, its ack waits for the moderation
+        // row that counts it.
+        c.handle(T0 + 2, env(3, 8, T0 + 2, w(43), &v));
+        let o = c.poll_output();
+        assert!(o.round.rows.is_empty() && o.round.acks.is_empty());
+        assert_eq!(o.stats.withdrawals_limited, 1);
+        c.finish();
+        let o = c.poll_output();
+        assert!(matches!(
+            &o.round.rows[..],
+            [Row::Moderation(m)] if m.kind == "withdraw" && m.reason == "rate_limited"
+        ));
+        assert_eq!(
+            acks(&o),
+            [(AckKind::Withdraw as u8, 43, Verdict::Rejected as u8, false)]
+        );
+        // Another viewer, and the same viewer an hour later, may withdraw.
+        c.handle(T0 + 3, env(3, 9, T0 + 3, w(1), &v));
+        c.handle(T0 + HOUR_MS, env(3, 8, T0 + HOUR_MS, w(44), &v));
+        assert_eq!(c.poll_output().round.rows.len(), 2);
+    }
+
+    #[test]
+    fn likers_are_logged_per_viewer_when_their_minute_is_over() {
+        let mut c = core(0, 1);
+        let v = Arc::new(Conn::default());
+        let like = |n| EventKind::Like {
+            count: n,
+            spread_ms: 0,
+        };
+        let start = T0 / 60_000 * 60_000;
+        c.handle(start, env(4, 1, start, like(5), &v));
+        c.handle(start + 30_000, env(4, 1, start + 30_000, like(1), &v));
+        c.handle(start + 59_000, env(5, 2, start + 59_000, like(2), &v));
+        c.tick(start + 59_999);
+        let o = c.poll_output();
+        assert!(
+            !o.round.rows.iter().any(|r| matches!(r, Row::LikeViewer(_))),
+            "the minute is not over"
+        );
+        c.tick(start + 60_000);
+        let mut likers: Vec<LikeViewerRow> = c
+            .poll_output()
+            .round
+            .rows
+            .into_iter()
+            .filter_map(|r| match r {
+                Row::LikeViewer(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        likers.sort_by_key(|l| l.room_id);
+        let minute = (start / 1000) as u32;
+        assert_eq!(
+            likers,
+            vec![
+                LikeViewerRow {
+                    room_id: 4,
+                    minute,
+                    viewer_id: 1,
+                    taps: 6
+                },
+                LikeViewerRow {
+                    room_id: 5,
+                    minute,
+                    viewer_id: 2,
+                    taps: 2
+                }
+            ]
         );
     }
 

@@ -278,7 +278,10 @@ impl Shards {
         }
         let urgent = matches!(
             env.event.kind,
-            EventKind::Lead { .. } | EventKind::Join { .. } | EventKind::Leave { .. }
+            EventKind::Lead { .. }
+                | EventKind::Withdraw { .. }
+                | EventKind::Join { .. }
+                | EventKind::Leave { .. }
         );
         // Likes have no ack and are summed per second: they do not wake a
         // sleeping worker (a futex wake per tap frame was a large share of

@@ -22,7 +22,9 @@ use crate::config::{BatchConfig, ClickHouseConfig};
 use crate::metrics::Metrics;
 use crate::table::Table;
 use crate::wal::{LogHandle, Recovery};
-pub use rows::{ChatRow, LeadRow, LikeRow, ModerationRow, SessionRow};
+pub use rows::{
+    ChatRow, LeadRow, LikeRow, LikeViewerRow, ModerationRow, SessionRow, WithdrawalRow,
+};
 pub use writer::{StopRx, TableRow, WriterSettings};
 
 /// Build the HTTP client from config (URL, user, password, database, LZ4).
@@ -99,7 +101,7 @@ pub struct Writers<'a> {
     pub schema: &'a watch::Receiver<bool>,
 }
 
-/// Start the five writers on the current tokio runtime; each starts by
+/// Start the writers (one per table) on the current tokio runtime; each starts by
 /// re-sending what the recovery says its table has not committed.
 pub fn spawn(w: Writers<'_>) -> Vec<JoinHandle<()>> {
     fn one<R: TableRow>(w: &Writers<'_>, settings: &Arc<WriterSettings>) -> JoinHandle<()> {
@@ -121,6 +123,8 @@ pub fn spawn(w: Writers<'_>) -> Vec<JoinHandle<()>> {
         one::<LeadRow>(&w, &s),
         one::<SessionRow>(&w, &s),
         one::<ModerationRow>(&w, &s),
+        one::<WithdrawalRow>(&w, &s),
+        one::<LikeViewerRow>(&w, &s),
     ];
     debug_assert_eq!(handles.len(), Table::COUNT);
     handles

@@ -60,6 +60,8 @@ pub struct LeadRow {
     pub pii_key_id: String,
     pub ip_hmac: String,
     pub consent: bool,
+    /// The consent text version the viewer saw ('' = not sent).
+    pub consent_version: String,
     pub fill_ms: u32,
 }
 
@@ -97,6 +99,35 @@ pub struct ModerationRow {
     pub detail: String,
 }
 
+/// `lead_withdrawals`: a withdrawal (the viewer's `Withdraw` frame) or an
+/// erasure request (merchant API, admin API) of one lead.
+#[derive(Debug, Clone, Row, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct WithdrawalRow {
+    /// Unix ms.
+    pub ts: i64,
+    pub room_id: u64,
+    pub viewer_id: u64,
+    pub client_lead_id: u64,
+    /// `withdraw` or `erase`.
+    pub action: &'static str,
+    /// `viewer`, `merchant` or `admin`.
+    pub source: &'static str,
+    /// The session id, API key id or admin caller.
+    pub actor: String,
+}
+
+/// `like_viewers`: like taps one viewer made in a room in one minute.
+#[derive(Debug, Clone, Row, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct LikeViewerRow {
+    pub room_id: u64,
+    /// Unix seconds, a whole minute.
+    pub minute: u32,
+    pub viewer_id: u64,
+    pub taps: u64,
+}
+
 impl RowSize for ChatRow {
     fn size(&self) -> usize {
         48 + self.text.len() + self.dry_run_reasons.len() * 16
@@ -116,6 +147,7 @@ impl RowSize for LeadRow {
             + self.name_enc.len()
             + self.fields_enc.len()
             + self.ip_hmac.len()
+            + self.consent_version.len()
             + (self.reasons.len() + self.dry_run_reasons.len()) * 16
     }
 }
@@ -127,6 +159,17 @@ impl RowSize for SessionRow {
 impl RowSize for ModerationRow {
     fn size(&self) -> usize {
         64 + self.detail.len()
+    }
+}
+
+impl RowSize for WithdrawalRow {
+    fn size(&self) -> usize {
+        56 + self.actor.len()
+    }
+}
+impl RowSize for LikeViewerRow {
+    fn size(&self) -> usize {
+        28
     }
 }
 
@@ -154,3 +197,5 @@ table_row!(LikeRow, Like, Likes);
 table_row!(LeadRow, Lead, Leads, |r: Box<LeadRow>| *r, Box::new);
 table_row!(SessionRow, Session, Sessions);
 table_row!(ModerationRow, Moderation, Moderation);
+table_row!(WithdrawalRow, Withdrawal, Withdrawals);
+table_row!(LikeViewerRow, LikeViewer, LikeViewers);

@@ -11,7 +11,9 @@
 //! payload. The payload is one [`Entry`]: a tag byte, then its fields
 //! (integers little-endian, strings as `u32` length + UTF-8).
 
-use crate::sink::{ChatRow, LeadRow, LikeRow, ModerationRow, SessionRow};
+use crate::sink::{
+    ChatRow, LeadRow, LikeRow, LikeViewerRow, ModerationRow, SessionRow, WithdrawalRow,
+};
 use crate::table::Table;
 use crate::wire::{CloseCode, Reason, Verdict};
 
@@ -34,6 +36,10 @@ pub enum Row {
     Session(SessionRow),
     /// `moderation_events`.
     Moderation(ModerationRow),
+    /// `lead_withdrawals`.
+    Withdrawal(WithdrawalRow),
+    /// `like_viewers`.
+    LikeViewer(LikeViewerRow),
 }
 
 impl Row {
@@ -45,6 +51,8 @@ impl Row {
             Row::Lead(_) => Table::Leads,
             Row::Session(_) => Table::Sessions,
             Row::Moderation(_) => Table::Moderation,
+            Row::Withdrawal(_) => Table::Withdrawals,
+            Row::LikeViewer(_) => Table::LikeViewers,
         }
     }
 }
@@ -229,8 +237,9 @@ fn encode(out: &mut Vec<u8>, entry: &Entry) {
                     }
                     e.u8(u8::from(r.consent));
                     e.u32(r.fill_ms);
-                    // Last, so records written before it existed decode.
+                    // Last, so records written before they existed decode.
                     e.str(&r.pii_key_id);
+                    e.str(&r.consent_version);
                 }
                 Row::Session(r) => {
                     e.u64(r.room_id);
@@ -254,6 +263,21 @@ fn encode(out: &mut Vec<u8>, entry: &Entry) {
                     e.str(&r.detail);
                     // Last, so records written before it existed decode.
                     e.u32(r.count);
+                }
+                Row::Withdrawal(r) => {
+                    e.i64(r.ts);
+                    e.u64(r.room_id);
+                    e.u64(r.viewer_id);
+                    e.u64(r.client_lead_id);
+                    e.str(r.action);
+                    e.str(r.source);
+                    e.str(&r.actor);
+                }
+                Row::LikeViewer(r) => {
+                    e.u64(r.room_id);
+                    e.u32(r.minute);
+                    e.u64(r.viewer_id);
+                    e.u64(r.taps);
                 }
             }
         }
@@ -343,11 +367,8 @@ pub fn decode(payload: &[u8]) -> Result<Entry, DecodeError> {
                     ip_hmac: d.string()?,
                     consent: d.u8()? != 0,
                     fill_ms: d.u32()?,
-                    pii_key_id: if d.0.is_empty() {
-                        String::new()
-                    } else {
-                        d.string()?
-                    },
+                    pii_key_id: d.string_or_empty()?,
+                    consent_version: d.string_or_empty()?,
                 })),
                 Table::Sessions => Row::Session(SessionRow {
                     room_id: d.u64()?,
@@ -371,6 +392,21 @@ pub fn decode(payload: &[u8]) -> Result<Entry, DecodeError> {
                     detail: d.string()?,
                     count: if d.0.is_empty() { 1 } else { d.u32()? },
                 }),
+                Table::Withdrawals => Row::Withdrawal(WithdrawalRow {
+                    ts: d.i64()?,
+                    room_id: d.u64()?,
+                    viewer_id: d.u64()?,
+                    client_lead_id: d.u64()?,
+                    action: d.name()?,
+                    source: d.name()?,
+                    actor: d.string()?,
+                }),
+                Table::LikeViewers => Row::LikeViewer(LikeViewerRow {
+                    room_id: d.u64()?,
+                    minute: d.u32()?,
+                    viewer_id: d.u64()?,
+                    taps: d.u64()?,
+                }),
             })
         }
         _ => return Err(DecodeError::Value),
@@ -384,7 +420,10 @@ pub fn decode(payload: &[u8]) -> Result<Entry, DecodeError> {
 /// The `&'static str` a row field held: rows carry names of verdicts,
 /// reasons, close codes and a few fixed words, never free text.
 pub fn intern(s: &str) -> Option<&'static str> {
-    const WORDS: [&str; 7] = ["", "join", "leave", "chat", "like", "lead", "session"];
+    const WORDS: [&str; 12] = [
+        "", "join", "leave", "chat", "like", "lead", "session", "withdraw", "erase", "viewer",
+        "merchant", "admin",
+    ];
     const VERDICTS: [Verdict; 4] = [
         Verdict::Accepted,
         Verdict::Suspect,
@@ -460,6 +499,15 @@ impl<'a> Dec<'a> {
     fn string(&mut self) -> Result<String, DecodeError> {
         self.str().map(str::to_owned)
     }
+    /// A trailing string added to a record layout later: `''` when the
+    /// record ends before it.
+    fn string_or_empty(&mut self) -> Result<String, DecodeError> {
+        if self.0.is_empty() {
+            Ok(String::new())
+        } else {
+            self.string()
+        }
+    }
     fn name(&mut self) -> Result<&'static str, DecodeError> {
         intern(self.str()?).ok_or(DecodeError::Value)
     }
@@ -497,29 +545,40 @@ pub(crate) mod tests {
             pii_key_id: "k1".into(),
             ip_hmac: "cd".into(),
             consent: true,
+            consent_version: "v3".into(),
             fill_ms: 4_000,
         }))
     }
 
     #[test]
-    fn a_lead_record_from_before_the_key_id_decodes_with_an_empty_one() {
+    fn lead_records_from_before_the_key_id_and_consent_version_decode() {
         let mut payload = Vec::new();
         encode(&mut payload, &Entry::Row(lead(1, 2, 3)));
-        // The old layout: everything but the trailing key id (u32 len + "k1").
+        let Row::Lead(new) = lead(1, 2, 3) else {
+            unreachable!()
+        };
+        // Before the consent version: without its u32 len + "v3".
         payload.truncate(payload.len() - 6);
         let Ok(Entry::Row(Row::Lead(old))) = decode(&payload) else {
             panic!("old lead record must decode");
         };
-        let Row::Lead(new) = lead(1, 2, 3) else {
-            unreachable!()
+        assert_eq!(old.consent_version, "");
+        let without_version = LeadRow {
+            consent_version: String::new(),
+            ..(*new).clone()
         };
-        assert_eq!(old.pii_key_id, "");
+        assert_eq!(*old, without_version);
+        // Before the key id too (u32 len + "k1").
+        payload.truncate(payload.len() - 6);
+        let Ok(Entry::Row(Row::Lead(older))) = decode(&payload) else {
+            panic!("older lead record must decode");
+        };
         assert_eq!(
             LeadRow {
                 pii_key_id: "k1".into(),
-                ..*old
+                ..*older
             },
-            *new
+            without_version
         );
     }
 
@@ -562,6 +621,21 @@ pub(crate) mod tests {
                 dry_run: true,
                 count: 3,
                 detail: "x".into(),
+            })),
+            Entry::Row(Row::Withdrawal(WithdrawalRow {
+                ts: 7,
+                room_id: 1,
+                viewer_id: 3,
+                client_lead_id: 9,
+                action: "withdraw",
+                source: "viewer",
+                actor: "s-4".into(),
+            })),
+            Entry::Row(Row::LikeViewer(LikeViewerRow {
+                room_id: 1,
+                minute: 1_700_000_040,
+                viewer_id: 3,
+                taps: 12,
             })),
             Entry::Batch {
                 table: Table::Leads,

@@ -2,7 +2,8 @@
 
 use rkyv::{rancor, util::AlignedVec};
 
-use super::{ClientFrame, ServerFrame, WireError};
+use super::v1::ClientFrameV1;
+use super::{ClientFrame, ServerFrame, Version, WireError};
 
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
@@ -71,16 +72,38 @@ pub fn decode_len(prefix: [u8; LEN_PREFIX], max: usize) -> Result<usize, WireErr
     Ok(len)
 }
 
-/// Decode and validate one client frame body (length prefix already removed).
+/// Decode and validate one client frame body (length prefix already
+/// removed) of the current protocol version.
 pub fn decode_client(body: &[u8], limits: &Limits) -> Result<ClientFrame, WireError> {
-    let frame = if (body.as_ptr() as usize).is_multiple_of(ALIGN) {
-        rkyv::from_bytes::<ClientFrame, rancor::Error>(body)
-    } else {
-        let mut v = AlignedVec::<ALIGN>::with_capacity(body.len());
-        v.extend_from_slice(body);
-        rkyv::from_bytes::<ClientFrame, rancor::Error>(&v)
+    decode_client_version(body, limits, Version::CURRENT)
+}
+
+/// Decode and validate one client frame body of protocol `version`, as
+/// the current frame type.
+pub fn decode_client_version(
+    body: &[u8],
+    limits: &Limits,
+    version: Version,
+) -> Result<ClientFrame, WireError> {
+    fn archived<T>(body: &[u8]) -> Result<T, WireError>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>
+            + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
+    {
+        if (body.as_ptr() as usize).is_multiple_of(ALIGN) {
+            rkyv::from_bytes::<T, rancor::Error>(body)
+        } else {
+            let mut v = AlignedVec::<ALIGN>::with_capacity(body.len());
+            v.extend_from_slice(body);
+            rkyv::from_bytes::<T, rancor::Error>(&v)
+        }
+        .map_err(|_| WireError::Malformed)
     }
-    .map_err(|_| WireError::Malformed)?;
+    let frame = match version {
+        Version::V2 => archived::<ClientFrame>(body)?,
+        Version::V1 => archived::<ClientFrameV1>(body)?.into(),
+    };
     check_client(&frame, limits)?;
     Ok(frame)
 }
@@ -120,6 +143,7 @@ fn check_client(frame: &ClientFrame, l: &Limits) -> Result<(), WireError> {
             field(&lead.wechat, "wechat")?;
             field(&lead.name, "name")?;
             field(&lead.honeypot, "honeypot")?;
+            field(&lead.consent_version, "consent_version")?;
             if lead.fields.len() > l.max_form_fields {
                 return Err(WireError::FieldTooLong("fields"));
             }
@@ -128,7 +152,7 @@ fn check_client(frame: &ClientFrame, l: &Limits) -> Result<(), WireError> {
                 field(v, "fields")?;
             }
         }
-        ClientFrame::Bye => {}
+        ClientFrame::Bye | ClientFrame::Withdraw { .. } => {}
         ClientFrame::Refresh { ticket } => field(ticket, "ticket")?,
     }
     Ok(())
@@ -149,16 +173,23 @@ pub struct FrameDecoder {
     /// Bytes of `buf` already decoded.
     pos: usize,
     limits: Limits,
+    version: Version,
     failed: bool,
 }
 
 impl FrameDecoder {
-    /// A decoder enforcing `limits`.
+    /// A decoder of the current protocol version enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
+        FrameDecoder::with_version(limits, Version::CURRENT)
+    }
+
+    /// A decoder of protocol `version` (the connection's ALPN).
+    pub fn with_version(limits: Limits, version: Version) -> Self {
         FrameDecoder {
             buf: Vec::new(),
             pos: 0,
             limits,
+            version,
             failed: false,
         }
     }
@@ -193,7 +224,11 @@ impl FrameDecoder {
             if rest.len() < LEN_PREFIX + len {
                 return Ok(None);
             }
-            let frame = decode_client(&rest[LEN_PREFIX..LEN_PREFIX + len], &self.limits)?;
+            let frame = decode_client_version(
+                &rest[LEN_PREFIX..LEN_PREFIX + len],
+                &self.limits,
+                self.version,
+            )?;
             self.pos += LEN_PREFIX + len;
             Ok(Some(frame))
         });
@@ -232,7 +267,61 @@ mod tests {
             ClientFrame::Refresh {
                 ticket: "v2.k1.1.2.3..ab".into(),
             },
+            ClientFrame::Withdraw { client_lead_id: 9 },
         ]
+    }
+
+    #[test]
+    fn roomgate_1_frames_decode_as_current_ones() {
+        use crate::wire::{ClientFrameV1, LeadV1, Version};
+        let v1 = ClientFrameV1::Lead(LeadV1 {
+            client_lead_id: 9,
+            phone: "+8613800138000".into(),
+            consent: true,
+            fill_ms: 5000,
+            ..LeadV1::default()
+        });
+        let bytes = encode(&v1);
+        let mut dec = FrameDecoder::with_version(Limits::default(), Version::V1);
+        dec.push(&bytes);
+        let Some(ClientFrame::Lead(lead)) = dec.next_frame().unwrap() else {
+            panic!("a v1 lead decodes as a lead");
+        };
+        assert_eq!(lead.client_lead_id, 9);
+        assert_eq!(lead.consent_version, "");
+        assert!(lead.consent);
+        // Every v1 frame converts.
+        for f in [
+            ClientFrameV1::Like { count: 3 },
+            ClientFrameV1::Bye,
+            ClientFrameV1::Chat {
+                client_msg_id: 1,
+                text: "hi".into(),
+            },
+        ] {
+            let got =
+                decode_client_version(&encode(&f)[LEN_PREFIX..], &Limits::default(), Version::V1);
+            assert_eq!(got, Ok(ClientFrame::from(f)));
+        }
+        // (The layouts are not self-describing: bytes of one version may
+        // validate as another's frame; the ALPN says which one it is.)
+        let w = encode(&ClientFrame::Withdraw { client_lead_id: 4 });
+        assert_eq!(
+            decode_client(&w[LEN_PREFIX..], &Limits::default()),
+            Ok(ClientFrame::Withdraw { client_lead_id: 4 })
+        );
+        // The consent version is a limited field.
+        let long = ClientFrame::Lead(Lead {
+            consent_version: "v".repeat(300),
+            ..Lead::default()
+        });
+        assert_eq!(
+            decode_client(&encode(&long)[LEN_PREFIX..], &Limits::default()),
+            Err(WireError::FieldTooLong("consent_version"))
+        );
+        assert_eq!(Version::from_alpn(b"roomgate/1"), Some(Version::V1));
+        assert_eq!(Version::from_alpn(b"roomgate/2"), Some(Version::V2));
+        assert_eq!(Version::from_alpn(b"roomgate/3"), None);
     }
 
     #[test]

@@ -35,6 +35,13 @@ pub enum ClientFrame {
         /// The new ticket (same format as in `Hello`).
         ticket: String,
     },
+    /// The viewer withdraws a lead it sent in this room (`roomgate/2`):
+    /// it is not delivered to the merchant any more and its contact
+    /// details are erased. Acked (`AckKind::Withdraw`) once durable.
+    Withdraw {
+        /// The `client_lead_id` of the lead.
+        client_lead_id: u64,
+    },
 }
 
 /// The session opener.
@@ -61,6 +68,9 @@ pub struct Lead {
     pub fields: Vec<(String, String)>,
     /// The viewer ticked the consent box.
     pub consent: bool,
+    /// The version of the consent text the viewer was shown (`roomgate/2`;
+    /// `''` from `roomgate/1` clients).
+    pub consent_version: String,
     /// A field hidden from humans; bots fill it.
     pub honeypot: String,
     /// Milliseconds between the form being shown and submitted, measured on
@@ -136,6 +146,8 @@ pub enum AckKind {
     Chat = 1,
     /// A `Lead` frame.
     Lead = 2,
+    /// A `Withdraw` frame.
+    Withdraw = 3,
 }
 
 impl AckKind {
@@ -144,6 +156,7 @@ impl AckKind {
         match v {
             1 => Some(AckKind::Chat),
             2 => Some(AckKind::Lead),
+            3 => Some(AckKind::Withdraw),
             _ => None,
         }
     }

@@ -10,19 +10,56 @@ mod codec;
 mod frames;
 mod reason;
 pub mod ticket;
+mod v1;
 
 pub use codec::{
-    decode_client, decode_len, decode_server, encode, FrameDecoder, Limits, LEN_PREFIX,
-    MAX_FRAME_HARD,
+    decode_client, decode_client_version, decode_len, decode_server, encode, FrameDecoder, Limits,
+    LEN_PREFIX, MAX_FRAME_HARD,
 };
 pub use frames::{
     AckKind, ArchivedClientFrame, ArchivedServerFrame, ClientFrame, Hello, Lead, Notice,
     NoticeKind, RoomSettings, ServerFrame, Verdict, Welcome,
 };
 pub use reason::{CloseCode, Reason, ReasonSet};
+pub use v1::{ClientFrameV1, LeadV1};
 
-/// The ALPN protocol identifier both sides must negotiate.
-pub const ALPN: &[u8] = b"roomgate/1";
+/// The ALPN of the current protocol version, what clients offer.
+pub const ALPN: &[u8] = b"roomgate/2";
+/// The ALPN of the first version, still accepted ([`ClientFrameV1`]).
+pub const ALPN_V1: &[u8] = b"roomgate/1";
+/// What the server offers, preferred first.
+pub const SERVER_ALPNS: [&[u8]; 2] = [ALPN, ALPN_V1];
+
+/// A protocol version, as negotiated by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// `roomgate/1`: no consent version on leads, no `Withdraw`.
+    V1,
+    /// `roomgate/2`.
+    V2,
+}
+
+impl Version {
+    /// The version this build's clients speak.
+    pub const CURRENT: Version = Version::V2;
+
+    /// The version an ALPN names.
+    pub fn from_alpn(alpn: &[u8]) -> Option<Version> {
+        match alpn {
+            ALPN => Some(Version::V2),
+            ALPN_V1 => Some(Version::V1),
+            _ => None,
+        }
+    }
+
+    /// Its ALPN.
+    pub fn alpn(self) -> &'static [u8] {
+        match self {
+            Version::V1 => ALPN_V1,
+            Version::V2 => ALPN,
+        }
+    }
+}
 
 /// Everything that can be wrong with bytes received from a peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,6 +16,7 @@ fn lead(id: u64, phone: &str) -> ClientFrame {
         name: "张三".into(),
         fields: vec![("city".into(), "杭州".into())],
         consent: true,
+        consent_version: "2026-12".into(),
         honeypot: String::new(),
         fill_ms: 12_000,
     })
