@@ -216,7 +216,17 @@ pub const AUDIT_TABLE: &str = "lead_audit";
 pub const DELIVERY_READS: &[(&str, &[&str])] = &[
     ("leads", crate::delivery::query::LEAD_COLUMNS),
     ("room_merchants", &["room_id", "merchant_id", "updated_at"]),
+    (
+        WITHDRAWALS_TABLE,
+        &["room_id", "viewer_id", "client_lead_id"],
+    ),
 ];
+
+/// The withdrawal and erasure requests (the engine writes them all: its
+/// viewers' withdrawals, the merchant and admin APIs' erasure requests,
+/// its `erased` marks); the merchant API reads them to leave those leads
+/// out.
+pub const WITHDRAWALS_TABLE: &str = "lead_withdrawals";
 
 /// The room → merchant table the merchants' row policies read.
 pub const MERCHANTS_TABLE: &str = "room_merchants";
@@ -259,6 +269,10 @@ pub const ENGINE_READS: &[(&str, &[&str])] = &[
         &["minute", "kind", "key", "room_id", "lead_ids", "registered"],
     ),
     ("room_merchants", &["room_id", "merchant_id", "updated_at"]),
+    (
+        WITHDRAWALS_TABLE,
+        &["ts", "room_id", "viewer_id", "client_lead_id", "action"],
+    ),
     ("schema_migrations", &["version"]),
 ];
 
@@ -616,6 +630,16 @@ pub fn plan(spec: &Spec<'_>) -> Result<Plan, AccessError> {
     for on in targets(db, audit, cluster) {
         delivery.push(grant("INSERT".into(), on));
     }
+    // The eraser (crate::erase) blanks withdrawn leads' personal columns
+    // with a mutation: on the local tables of a cluster.
+    let leads = find("leads").ok_or_else(|| AccessError::Classes("leads not created".into()))?;
+    let erase = format!(
+        "ALTER UPDATE({})",
+        crate::erase::PERSONAL_COLUMNS.join(", ")
+    );
+    for on in targets(db, leads, cluster) {
+        writer.push(grant(erase.clone(), on));
+    }
 
     let mut migrator = vec![grant(
         "CREATE DATABASE, CREATE TABLE, CREATE VIEW, DROP VIEW, ALTER TABLE, SELECT, INSERT".into(),
@@ -930,7 +954,12 @@ mod tests {
         assert!(writer.contains("INSERT, SHOW COLUMNS ON rg.leads\n"));
         assert!(writer.contains("INSERT, SHOW COLUMNS ON rg.room_merchants\n"));
         assert!(writer.contains("SELECT(version) ON rg.schema_migrations"));
-        assert!(!writer.contains("phone_enc") && !writer.contains("CREATE"));
+        // The writer never reads ciphertexts; it may only blank them (the
+        // eraser's mutation).
+        let erase =
+            "ALTER UPDATE(phone_masked, phone_enc, wechat_enc, name_enc, fields_enc) ON rg.leads";
+        assert!(writer.contains(erase));
+        assert!(!writer.replace(erase, "").contains("phone_enc") && !writer.contains("CREATE"));
         assert!(!writer.contains("INSERT, SHOW COLUMNS ON rg.room_minute"));
         // What the views on the written tables need.
         assert!(writer.contains("INSERT ON rg.room_minute\n"));

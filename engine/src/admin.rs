@@ -53,6 +53,9 @@ pub struct AdminState {
     /// The room → merchant mapping (`/admin/rooms/{room}/merchant`);
     /// `None` with the null sink.
     pub merchants: Option<crate::merchants::MerchantStore>,
+    /// Erasure of leads' personal data (`POST /admin/leads/erase`);
+    /// `None` with the null sink.
+    pub eraser: Option<Arc<crate::erase::Eraser>>,
 }
 
 /// How long sessions of rooms that moved away get to finish their acks
@@ -586,6 +589,73 @@ async fn delete_merchant(State(s): State<AdminState>, Path(room): Path<u64>) -> 
     set_merchant(&s, room, None).await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EraseBody {
+    room_id: u64,
+    viewer_id: u64,
+    client_lead_id: u64,
+    /// Who asked (a support ticket, an operator).
+    actor: String,
+}
+
+/// Erase one lead's personal data on request: recorded in
+/// `lead_withdrawals` (`erase`, source `admin`), never delivered again,
+/// personal columns blanked now (200) or by the next pass (202).
+async fn erase_lead(State(s): State<AdminState>, Json(b): Json<EraseBody>) -> Response {
+    let Some(eraser) = &s.eraser else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no ClickHouse (clickhouse.null_sink): no leads are stored",
+        );
+    };
+    if let Err(e) = crate::erase::check_actor(&b.actor) {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    let key = crate::erase::LeadKey {
+        room_id: b.room_id,
+        viewer_id: b.viewer_id,
+        client_lead_id: b.client_lead_id,
+    };
+    erase_answer(
+        key,
+        eraser
+            .erase_now(key, "admin", &format!("admin:{}", b.actor))
+            .await,
+    )
+}
+
+/// The answer to an erasure call (admin and merchant API alike).
+pub fn erase_answer(
+    key: crate::erase::LeadKey,
+    r: Result<crate::erase::Erasure, crate::erase::EraseError>,
+) -> Response {
+    use crate::erase::Erasure;
+    let body = |erased: bool| {
+        serde_json::json!({
+            "room_id": key.room_id,
+            "viewer_id": key.viewer_id,
+            "client_lead_id": key.client_lead_id,
+            "recorded": true,
+            "erased": erased,
+        })
+    };
+    match r {
+        Ok(Erasure::Done) => {
+            tracing::info!(?key, "lead erased on request");
+            Json(body(true)).into_response()
+        }
+        Ok(Erasure::Pending) => (StatusCode::ACCEPTED, Json(body(false))).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, ?key, "erasure request not recorded");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lead storage unavailable; the request was not recorded: retry",
+            )
+        }
+    }
+}
+
 /// Send one request to `shard` and wait for its answer.
 async fn ask<T>(
     shards: &Shards,
@@ -628,6 +698,7 @@ pub async fn bind(
         .route("/terms", post(global_terms))
         .route("/rules/{rule}/dry-run", put(dry_run))
         .route("/routing", get(get_routing).put(put_routing))
+        .route("/leads/erase", post(erase_lead))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let app = Router::new()
         .route("/metrics", get(metrics))

@@ -92,8 +92,32 @@ pub struct Config {
     pub rooms: Vec<RoomConfig>,
     /// Several engine nodes: which rooms this node owns.
     pub routing: RoutingConfig,
+    /// Blanking withdrawn and erased leads' personal data.
+    pub erasure: ErasureConfig,
     /// The merchant API (lead delivery, pull); absent = off.
     pub merchant_api: Option<MerchantApiConfig>,
+}
+
+/// `[erasure]`: how often withdrawn and erased leads' personal columns
+/// are blanked in ClickHouse (docs/LEADS.md, [`crate::erase`]).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErasureConfig {
+    /// Seconds between passes; 0 = only on an erasure call (the viewers'
+    /// withdrawals then wait for one). Default 10.
+    pub interval_secs: u64,
+    /// How long one ClickHouse call of a pass (a mutation waits for its
+    /// parts to be rewritten) may take, ms. Default 60,000.
+    pub timeout_ms: u64,
+}
+
+impl Default for ErasureConfig {
+    fn default() -> Self {
+        ErasureConfig {
+            interval_secs: 10,
+            timeout_ms: 60_000,
+        }
+    }
 }
 
 /// `[merchant_api]`: merchants pull their leads (docs/LEADS.md). The

@@ -298,6 +298,29 @@ impl Engine {
                 shutdown_rx.clone(),
             ));
         }
+        // Withdrawn and erased leads lose their personal columns.
+        let eraser = (!null_sink).then(|| {
+            Arc::new(crate::erase::Eraser::new(
+                sink::client(&cfg.clickhouse),
+                crate::erase::Eraser::targets(&cfg.clickhouse),
+                if cfg.routing.node_id.is_empty() {
+                    "engine".to_owned()
+                } else {
+                    cfg.routing.node_id.clone()
+                },
+                Duration::from_millis(cfg.erasure.timeout_ms.max(1)),
+                metrics.clone(),
+            ))
+        });
+        if let Some(e) = &eraser {
+            if cfg.erasure.interval_secs > 0 {
+                tokio::spawn(e.clone().run(
+                    Duration::from_secs(cfg.erasure.interval_secs),
+                    schema_rx.clone(),
+                    shutdown_rx.clone(),
+                ));
+            }
+        }
         let (admin_addr, admin) = admin::bind(
             cfg.server.admin,
             AdminState {
@@ -306,6 +329,7 @@ impl Engine {
                 routing: routing.clone(),
                 takeover_window_secs: (!null_sink).then_some(cfg.guard.idempotency_window_secs),
                 merchants: merchants.clone(),
+                eraser: eraser.clone(),
                 token: cfg.server.admin_token.clone().map(Arc::new),
                 health: Arc::new(admin::Health {
                     schema: schema_rx.clone(),
@@ -318,7 +342,8 @@ impl Engine {
         )
         .await?;
         let admin = tokio::spawn(admin);
-        let merchant_api = crate::delivery::start(&cfg, pii, shutdown_rx.clone()).await?;
+        let merchant_api =
+            crate::delivery::start(&cfg, pii, eraser.clone(), shutdown_rx.clone()).await?;
         let endpoints = gate::endpoints(&cfg.server, cfg.server.endpoints)?;
         let quic_addr = endpoints
             .first()

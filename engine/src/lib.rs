@@ -48,6 +48,7 @@ pub mod batch;
 pub mod config;
 pub mod delivery;
 pub mod engine;
+pub mod erase;
 pub mod event;
 pub mod facts;
 pub mod gate;

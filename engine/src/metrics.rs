@@ -257,6 +257,10 @@ pub struct Metrics {
     pub withdrawals: AtomicU64,
     /// Withdrawals over the per-viewer hourly cap.
     pub withdrawals_limited: AtomicU64,
+    /// Leads whose personal columns the eraser blanked.
+    pub leads_erased: AtomicU64,
+    /// Erasure passes that failed (retried at the next one).
+    pub erase_failures: AtomicU64,
     /// Client ids forgotten early by the idempotency window, per shard.
     pub idempotency_evicted: Vec<AtomicU64>,
     /// Leads flagged only because of other nodes' facts, by rule
@@ -305,6 +309,8 @@ impl Metrics {
             leads_rejected_unstored: AtomicU64::new(0),
             withdrawals: AtomicU64::new(0),
             withdrawals_limited: AtomicU64::new(0),
+            leads_erased: AtomicU64::new(0),
+            erase_failures: AtomicU64::new(0),
             idempotency_evicted: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             cross_node: Default::default(),
             facts: FactStats::default(),
@@ -746,6 +752,16 @@ impl Metrics {
                 "roomgate_lead_withdrawals_limited_total",
                 "Withdraw frames over guard.abuse.max_withdrawals_per_hour: rejected (rate_limited), no row.",
                 self.withdrawals_limited.load(Relaxed),
+            ),
+            (
+                "roomgate_leads_erased_total",
+                "Leads whose personal columns the eraser blanked (withdrawn or erased on request).",
+                self.leads_erased.load(Relaxed),
+            ),
+            (
+                "roomgate_erase_failures_total",
+                "Erasure passes that failed (ClickHouse unreachable or refused); the requests stay pending and are retried.",
+                self.erase_failures.load(Relaxed),
             ),
         ] {
             head(&mut s, name, "counter", help);

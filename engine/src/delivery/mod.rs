@@ -28,7 +28,7 @@ use anyhow::{Context, Result};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -45,6 +45,8 @@ struct ApiState {
     client: clickhouse::Client,
     settle_ms: i64,
     timeout: Duration,
+    /// Erasure on request (`POST /v1/leads/erase`).
+    eraser: Option<Arc<crate::erase::Eraser>>,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -79,6 +81,86 @@ async fn within<T>(
     }
 }
 
+fn unauthorized() -> Response {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong API key (Authorization: Bearer <key_id>.<secret>)",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+/// `POST /v1/leads/erase` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EraseBody {
+    room_id: u64,
+    viewer_id: u64,
+    client_lead_id: u64,
+}
+
+/// A merchant erases one of its leads' personal data (a viewer asked it
+/// to): recorded, never delivered again, blanked now (200) or by the next
+/// pass (202); audited as `erase`. A lead of a room that is not the
+/// merchant's now gets 404 (nothing says whether it exists).
+async fn erase_lead(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Json<EraseBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(key) = s.keys.check(auth) else {
+        return unauthorized();
+    };
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{e}: send {{\"room_id\", \"viewer_id\", \"client_lead_id\"}}"),
+            )
+        }
+    };
+    let Some(eraser) = &s.eraser else {
+        return unavailable("no eraser (clickhouse.null_sink)".into());
+    };
+    let merchant = key.merchant.as_str();
+    let rooms: Vec<u64> = match within(
+        &s,
+        "merchant rooms",
+        s.client.query(query::ROOMS_SQL).bind(merchant).fetch_all(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if !rooms.contains(&b.room_id) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("room {} is not one of your rooms", b.room_id),
+        );
+    }
+    let lead = crate::erase::LeadKey {
+        room_id: b.room_id,
+        viewer_id: b.viewer_id,
+        client_lead_id: b.client_lead_id,
+    };
+    let sql = query::erase_audit_sql(crate::now_ms(), merchant, &key.key_id, &lead);
+    if let Err(r) = within(&s, "audit", s.client.query(&sql).execute()).await {
+        return r;
+    }
+    let r = eraser
+        .erase_now(lead, "merchant", &format!("key:{}", key.key_id))
+        .await;
+    crate::admin::erase_answer(lead, r)
+}
+
 async fn get_leads(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -88,15 +170,7 @@ async fn get_leads(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let Some(key) = s.keys.check(auth) else {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong API key (Authorization: Bearer <key_id>.<secret>)",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return r;
+        return unauthorized();
     };
     let merchant = key.merchant.as_str();
     if let Some(k) = q
@@ -292,6 +366,7 @@ pub struct MerchantApi {
 pub async fn start(
     cfg: &Config,
     pii: Arc<PiiKeys>,
+    eraser: Option<Arc<crate::erase::Eraser>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Option<MerchantApi>> {
     let Some(m) = &cfg.merchant_api else {
@@ -317,9 +392,11 @@ pub async fn start(
         client: crate::sink::client(&ch),
         settle_ms: i64::try_from(m.settle_ms).unwrap_or(i64::MAX),
         timeout: Duration::from_millis(m.query_timeout_ms),
+        eraser,
     };
     let app = Router::new()
         .route("/v1/leads", get(get_leads))
+        .route("/v1/leads/erase", post(erase_lead))
         .with_state(state);
     let tcp = TcpListener::bind(listen)
         .await
@@ -350,6 +427,6 @@ pub async fn start(
             }
         })
     };
-    tracing::info!(%addr, tls = !m.insecure_http, settle_ms = m.settle_ms, "merchant API listening (GET /v1/leads)");
+    tracing::info!(%addr, tls = !m.insecure_http, settle_ms = m.settle_ms, "merchant API listening (GET /v1/leads, POST /v1/leads/erase)");
     Ok(Some(MerchantApi { addr, task }))
 }

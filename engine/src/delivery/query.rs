@@ -12,7 +12,11 @@
 //!   client_lead_id)`, as `leads_unique` keeps it, but computed over the
 //!   merchant's rooms only (the room filter is part of the key, so it may
 //!   be applied before the dedup; a `ts` or verdict filter may not);
-//! - `verdict = 'accepted'` (and `'suspect'` when asked for).
+//! - `verdict = 'accepted'` (and `'suspect'` when asked for), with
+//!   consent;
+//! - not withdrawn or erased: no row for the lead's key in
+//!   `lead_withdrawals` (`GLOBAL NOT IN`: the set is read once, also
+//!   through a cluster's `Distributed` tables).
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -57,6 +61,7 @@ pub const LEAD_COLUMNS: &[&str] = &[
     "fields_enc",
     "pii_key_id",
     "consent",
+    "consent_version",
 ];
 
 /// The SQL of `p` (every value is a number or a fixed word: no
@@ -84,9 +89,11 @@ pub fn leads_sql(p: &Page) -> String {
     let cols = LEAD_COLUMNS.join(", ");
     format!(
         "SELECT room_id, toUnixTimestamp64Milli(ts) AS ts_ms, viewer_id, client_lead_id, verdict, \
-         phone_enc, wechat_enc, name_enc, fields_enc, pii_key_id, consent \
+         phone_enc, wechat_enc, name_enc, fields_enc, pii_key_id, consent, consent_version \
          FROM (SELECT {cols} FROM leads \
          WHERE room_id IN ({rooms}) AND ts <= fromUnixTimestamp64Milli(toInt64({upto})) \
+         AND (room_id, viewer_id, client_lead_id) GLOBAL NOT IN \
+         (SELECT room_id, viewer_id, client_lead_id FROM lead_withdrawals WHERE room_id IN ({rooms})) \
          ORDER BY room_id, viewer_id, client_lead_id, ts \
          LIMIT 1 BY room_id, viewer_id, client_lead_id) \
          WHERE verdict IN ({verdicts}) AND consent{after} \
@@ -122,6 +129,8 @@ pub struct LeadRow {
     pub pii_key_id: String,
     /// The viewer agreed to be contacted.
     pub consent: bool,
+    /// The consent text version the viewer saw.
+    pub consent_version: String,
 }
 
 impl LeadRow {
@@ -159,6 +168,9 @@ pub struct Delivered {
     pub fields: serde_json::Map<String, serde_json::Value>,
     /// The viewer agreed to be contacted.
     pub consent: bool,
+    /// The version of the consent text the viewer agreed to (`""` from
+    /// older apps).
+    pub consent_version: String,
     /// False when a ciphertext did not decrypt (a key this engine no
     /// longer derives): those fields are `null`.
     pub decrypted: bool,
@@ -208,6 +220,7 @@ pub fn decrypt(row: &LeadRow, keys: &PiiKeys) -> Delivered {
         name,
         fields,
         consent: row.consent,
+        consent_version: row.consent_version.clone(),
         decrypted: ok,
     }
 }
@@ -247,6 +260,26 @@ pub fn audit_sql(now_ms: i64, merchant: &str, actor: &str, leads: &[Delivered]) 
     )
 }
 
+/// The `lead_audit` row of an erasure request by `actor` (a key id) of
+/// `merchant`: `action = 'erase'`, written before the request.
+pub fn erase_audit_sql(
+    now_ms: i64,
+    merchant: &str,
+    actor: &str,
+    lead: &crate::erase::LeadKey,
+) -> String {
+    format!(
+        "INSERT INTO lead_audit (ts, merchant_id, actor, action, room_id, viewer_id, \
+         client_lead_id, detail) VALUES (fromUnixTimestamp64Milli(toInt64({now_ms})), {}, {}, \
+         'erase', {}, {}, {}, 'requested')",
+        literal(merchant),
+        literal(actor),
+        lead.room_id,
+        lead.viewer_id,
+        lead.client_lead_id
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +302,11 @@ mod tests {
             "WHERE room_id IN (101,102) AND ts <= fromUnixTimestamp64Milli(toInt64(1000))"
         ));
         assert!(sql.contains("LIMIT 1 BY room_id, viewer_id, client_lead_id)"));
+        // Withdrawn and erased leads are left out before the dedup (the
+        // key is the dedup key).
+        assert!(sql.contains(
+            "AND (room_id, viewer_id, client_lead_id) GLOBAL NOT IN (SELECT room_id, viewer_id, client_lead_id FROM lead_withdrawals WHERE room_id IN (101,102)) ORDER BY room_id, viewer_id, client_lead_id, ts"
+        ));
         assert!(sql.contains(
             "WHERE verdict IN ('accepted') AND consent ORDER BY ts, room_id, viewer_id, client_lead_id LIMIT 5"
         ));
@@ -314,6 +352,7 @@ mod tests {
             fields_enc: k.encrypt_hex(r#"[["course","piano"]]"#, at("fields_enc")),
             pii_key_id: "k1".into(),
             consent: true,
+            consent_version: "v3".into(),
         };
         let d = decrypt(&row, &k);
         assert_eq!(d.phone.as_deref(), Some("+8613800138000"));

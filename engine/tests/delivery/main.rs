@@ -52,6 +52,7 @@ async fn send_lead(addr: SocketAddr, certs: &Path, room: u64, viewer: u64, phone
         name: format!("客户{viewer}"),
         fields: vec![("course".into(), format!("piano-{viewer}"))],
         consent: true,
+        consent_version: "2026-12-v3".into(),
         fill_ms: 25_000,
         ..Lead::default()
     }))
@@ -97,6 +98,53 @@ async fn get(
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// `POST path` with a JSON body over HTTPS: (status, JSON body).
+async fn post(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let out = String::from_utf8(out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Rows of `leads` for `keys` (room, viewer; lead id 1) that still hold
+/// personal data.
+async fn personal_left(cfg: &roomgate::config::Config, keys: &[(u64, u64)]) -> u64 {
+    let list = keys
+        .iter()
+        .map(|(r, v)| format!("({r}, {v}, 1)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    harness::scalar(
+        cfg,
+        &format!(
+            "SELECT count() FROM {{db}}.leads WHERE (room_id, viewer_id, client_lead_id) IN ({list}) \
+             AND (phone_masked != '' OR phone_enc != '' OR wechat_enc != '' OR name_enc != '' OR fields_enc != '')"
+        ),
+    )
+    .await
 }
 
 /// Every page from `cursor` on with `limit`: the leads, the last cursor,
@@ -179,6 +227,8 @@ async fn merchants_pull_their_accepted_leads_once_each_audited() {
     // 170… numbers (virtual operators) become suspect.
     cfg.guard.leads.virtual_operator_penalty = 50;
     cfg.clickhouse.shutdown_flush_ms = 1_000;
+    cfg.erasure.interval_secs = 1;
+    cfg.server.admin_token = Some("admin-token-0123456789".into());
     cfg.merchant_api = Some(MerchantApiConfig {
         listen: "127.0.0.1:0".into(),
         cert: Some(dir.join("api-cert.pem")),
@@ -277,6 +327,7 @@ async fn merchants_pull_their_accepted_leads_once_each_audited() {
             (&l["consent"], &l["decrypted"]),
             (&Value::Bool(true), &Value::Bool(true))
         );
+        assert_eq!(l["consent_version"], "2026-12-v3");
         let text = l.to_string();
         assert!(!text.contains("hmac") && !text.contains("_enc") && !text.contains("****"));
     }
@@ -397,6 +448,106 @@ async fn merchants_pull_their_accepted_leads_once_each_audited() {
         0
     );
     let _ = db;
+
+    // Withdrawal and erasure. Viewer 1 of room 101 withdraws its lead over
+    // the protocol; m1 erases viewer 5's lead of room 102 through the API;
+    // the platform erases viewer 20's of m2's room 201 (admin API).
+    let mut v = Viewer::join(quic, &certs, 101, 1).await;
+    v.send(&ClientFrame::Withdraw { client_lead_id: 1 }).await;
+    match v.next_within(Duration::from_secs(10)).await {
+        Some(ServerFrame::Ack {
+            kind,
+            client_id,
+            verdict,
+            ..
+        }) => assert_eq!((kind, client_id, verdict), (3, 1, 1)),
+        other => panic!("withdraw: {other:?}"),
+    }
+    let erase = |room: u64, viewer: u64| {
+        format!(r#"{{"room_id": {room}, "viewer_id": {viewer}, "client_lead_id": 1}}"#)
+    };
+    let (status, body) = post(api, &tls, "/v1/leads/erase", &k1, &erase(102, 5)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["recorded"], &body["erased"]),
+        (&Value::Bool(true), &Value::Bool(true))
+    );
+    // Not m2's room: 404, nothing recorded.
+    let (status, _) = post(api, &tls, "/v1/leads/erase", &k2, &erase(101, 2)).await;
+    assert_eq!(status, 404);
+    let (status, _) = post(api, &tls, "/v1/leads/erase", &k1, "{\"room_id\": 1}").await;
+    assert_eq!(status, 400);
+    let (status, _) = post(api, &tls, "/v1/leads/erase", "k1.nope", &erase(102, 5)).await;
+    assert_eq!(status, 401);
+    let admin_body = format!(
+        r#"{{"room_id": 201, "viewer_id": 20, "client_lead_id": 1, "actor": "ticket-77"}}"#
+    );
+    let (status, body) = harness::admin(
+        engine.admin_addr(),
+        "POST",
+        "/admin/leads/erase",
+        Some("admin-token-0123456789"),
+        &admin_body,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The withdrawal reaches ClickHouse with its batch, the eraser's next
+    // pass blanks it: within a few seconds nothing personal is left of the
+    // three, and the other leads keep theirs.
+    let gone = async {
+        loop {
+            if personal_left(&cfg, &[(101, 1), (102, 5), (201, 20)]).await == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), gone)
+        .await
+        .expect("withdrawn and erased leads blanked");
+    assert_eq!(
+        personal_left(&cfg, &[(101, 2), (102, 6), (201, 21)]).await,
+        3
+    );
+    assert_eq!(
+        harness::scalar(
+            &cfg,
+            "SELECT count() FROM {db}.lead_withdrawals WHERE action = 'erased'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        harness::scalar(
+            &cfg,
+            "SELECT count() FROM {db}.lead_withdrawals WHERE action = 'withdraw' AND source = 'viewer' AND room_id = 101 AND viewer_id = 1"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        harness::scalar(&cfg, "SELECT count() FROM {db}.lead_audit WHERE action = 'erase' AND merchant_id = 'm1' AND actor = 'k1' AND room_id = 102 AND viewer_id = 5").await,
+        1
+    );
+    // Never delivered again: m1 from the start gets its other five, m2 one.
+    let (again, _, _) = pull_all(api, &tls, &k1, "", 100).await;
+    let who: Vec<_> = again
+        .iter()
+        .map(|l| {
+            (
+                l["room_id"].as_u64().unwrap(),
+                l["viewer_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(again.len(), accepted_m1 - 2, "{who:?}");
+    assert!(
+        !who.contains(&(101, 1)) && !who.contains(&(102, 5)),
+        "{who:?}"
+    );
+    let (m2_again, _, _) = pull_all(api, &tls, &k2, "", 100).await;
+    assert_eq!(m2_again.len(), 1);
+    assert_eq!(m2_again[0]["viewer_id"], 21);
 
     // ClickHouse down: 503, the consumer retries with the same cursor.
     harness::clickhouse_down(port());

@@ -463,6 +463,27 @@ async fn each_user_sees_what_its_role_allows() {
         497,
     )
     .await;
+    // The eraser (as writer) may blank the personal columns of leads, and
+    // nothing else; nobody else may.
+    let blank = roomgate::erase::mutation_sql(
+        &format!("{db}.leads"),
+        "",
+        &[roomgate::erase::LeadKey {
+            room_id: 999,
+            viewer_id: 1,
+            client_lead_id: 1,
+        }],
+    );
+    d.ok("writer", &format!("{blank} SETTINGS mutations_sync = 2"))
+        .await;
+    d.denied(
+        "writer",
+        "ALTER TABLE {db}.leads UPDATE verdict = 'accepted' WHERE room_id = 999",
+        497,
+    )
+    .await;
+    d.denied("analyst", &blank, 497).await;
+    d.denied("delivery", &blank, 497).await;
     let wrong = query_as(&url, "analyst", "not-the-password", "SELECT 1").await;
     assert!(wrong.unwrap_err().contains("Code: 516."));
 
