@@ -31,6 +31,12 @@ pub fn client_config(cert_dir: &Path) -> quinn::ClientConfig {
 }
 
 fn try_client_config(cert_dir: &Path) -> Option<quinn::ClientConfig> {
+    client_config_alpn(cert_dir, wire::ALPN)
+}
+
+/// A client offering only `alpn` (an older protocol version, or an
+/// unknown one).
+pub fn client_config_alpn(cert_dir: &Path, alpn: &[u8]) -> Option<quinn::ClientConfig> {
     let pem = std::fs::read(cert_dir.join("cert.pem")).ok()?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -46,7 +52,7 @@ fn try_client_config(cert_dir: &Path) -> Option<quinn::ClientConfig> {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     Some(quinn::ClientConfig::new(Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).ok()?,
     )))
@@ -64,6 +70,42 @@ impl Viewer {
             send,
             recv,
             _endpoint: ep,
+        }
+    }
+
+    /// Connect offering only `alpn`, open the stream and send `Hello` in
+    /// that version's frame type; `None` if the handshake fails.
+    pub async fn join_alpn(
+        addr: SocketAddr,
+        cert_dir: &Path,
+        alpn: &[u8],
+        room: u64,
+        viewer: u64,
+    ) -> Option<Viewer> {
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(client_config_alpn(cert_dir, alpn)?);
+        let conn = ep.connect(addr, "localhost").ok()?.await.ok()?;
+        let (send, recv) = conn.open_bi().await.ok()?;
+        let mut v = Viewer {
+            conn,
+            send,
+            recv,
+            _endpoint: ep,
+        };
+        let hello = wire::Hello {
+            ticket: ticket(room, viewer, 3600),
+            client: "it-old".into(),
+        };
+        // The layouts differ per version, `Hello` included.
+        let bytes = if alpn == wire::ALPN_V1 {
+            wire::encode(&wire::ClientFrameV1::Hello(hello))
+        } else {
+            wire::encode(&ClientFrame::Hello(hello))
+        };
+        v.send_raw(&bytes).await;
+        match v.next().await {
+            Some(ServerFrame::Welcome(_)) => Some(v),
+            _ => None,
         }
     }
 

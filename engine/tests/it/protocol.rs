@@ -117,3 +117,63 @@ async fn hostile_input_gets_documented_close_codes() {
     assert_eq!(good.close_code().await, Some(CloseCode::Normal));
     engine.shutdown().await.unwrap();
 }
+
+/// A `roomgate/1` app (no consent version, no `Withdraw`) is still served:
+/// its lead is stored with an empty consent version next to a
+/// `roomgate/2` lead with its version; an unknown ALPN gets no handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roomgate_1_clients_are_still_served() {
+    harness::init_tracing();
+    let url = harness::shared_clickhouse();
+    let cfg = harness::config(&url, "alpn_v1");
+    let certs = cfg.server.dev_cert_dir.clone().unwrap();
+    let engine = Engine::start(cfg.clone()).await.unwrap();
+    let addr = engine.quic_addr();
+
+    let mut old = Viewer::join_alpn(addr, &certs, wire::ALPN_V1, 40, 1)
+        .await
+        .expect("a roomgate/1 client is let in");
+    old.send_raw(&wire::encode(&wire::ClientFrameV1::Lead(wire::LeadV1 {
+        client_lead_id: 7,
+        phone: "13800138001".into(),
+        consent: true,
+        fill_ms: 9_000,
+        ..wire::LeadV1::default()
+    })))
+    .await;
+    let mut new = Viewer::join(addr, &certs, 40, 2).await;
+    new.send(&ClientFrame::Lead(wire::Lead {
+        client_lead_id: 8,
+        phone: "13800138002".into(),
+        consent: true,
+        consent_version: "2026-12".into(),
+        fill_ms: 9_000,
+        ..wire::Lead::default()
+    }))
+    .await;
+    for (v, id) in [(&mut old, 7), (&mut new, 8)] {
+        match v.next_within(std::time::Duration::from_secs(10)).await {
+            Some(ServerFrame::Ack {
+                kind,
+                client_id,
+                verdict,
+                ..
+            }) => assert_eq!((kind, client_id, verdict), (2, id, 1)),
+            other => panic!("lead {id}: {other:?}"),
+        }
+    }
+    assert!(
+        Viewer::join_alpn(addr, &certs, b"roomgate/9", 40, 3)
+            .await
+            .is_none(),
+        "an unknown protocol version is refused at the handshake"
+    );
+    engine.shutdown().await.unwrap();
+    let versions = harness::scalar(
+        &cfg,
+        "SELECT count() FROM {db}.leads WHERE (client_lead_id = 7 AND consent_version = '') \
+         OR (client_lead_id = 8 AND consent_version = '2026-12')",
+    )
+    .await;
+    assert_eq!(versions, 2);
+}
