@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Print a link to ClickHouse's built-in /dashboard page, preloaded with the
-roomgate charts of dashboards/room_funnel.sql (the "-- chart:" blocks).
+roomgate charts: the "-- chart:" blocks of every dashboards/*.sql file
+(room_funnel.sql, rooms_merchants.sql, lead_audit.sql, in that order).
 
 How the page loads state (checked against ClickHouse 26.9's /dashboard): it
 reads the URL fragment and decodes it with
@@ -11,7 +12,8 @@ into {host, user, queries: [{title, query}], params}. Writing the fragment
 with lz-string's compressToEncodedURIComponent (ported below) is what the
 page itself does when it saves its state. The page then POSTs each query to
 `host` with `param_<name>=<value>` for every parameter it finds in the queries
-({rounding:UInt32}, {seconds:UInt32}, {from:String}, {to:String}, {room:UInt64}).
+({rounding:UInt32}, {seconds:UInt32}, {from:String}, {to:String}, {room:UInt64},
+{merchant:String}).
 The password is never part of the link; type it into the page.
 
 Standard library only:
@@ -33,6 +35,9 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SQL_FILE = os.path.join(HERE, "room_funnel.sql")
+# The order the files' blocks come in (links, Grafana panels, tests); any
+# other dashboards/*.sql file follows, by name.
+FILE_ORDER = ("room_funnel.sql", "rooms_merchants.sql", "lead_audit.sql")
 
 _URI_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-$"
 
@@ -116,9 +121,18 @@ def lz_compress_to_encoded_uri_component(text):
     return "".join(out)
 
 
+def sql_files(directory=HERE):
+    """Every dashboards/*.sql file, FILE_ORDER first, then the rest by name."""
+    names = sorted(n for n in os.listdir(directory) if n.endswith(".sql"))
+    ordered = [n for n in FILE_ORDER if n in names] + [n for n in names if n not in FILE_ORDER]
+    return [os.path.join(directory, n) for n in ordered]
+
+
 def load_blocks(path=SQL_FILE):
-    """The "-- query:" and "-- chart:" blocks of room_funnel.sql, in order, as
-    (kind, title, sql). A block ends at the first line ending with ';'."""
+    """The "-- query:" and "-- chart:" blocks of one file, in order, as
+    (kind, title, sql). A block starts at a line `-- query: <title>` or
+    `-- chart: <title>`; comment lines right after it are its description;
+    it ends at the first line ending with ';' (dropped)."""
     blocks = []
     cur = None
     for line in open(path, encoding="utf-8"):
@@ -139,10 +153,18 @@ def load_blocks(path=SQL_FILE):
     return blocks
 
 
+def all_blocks(directory=HERE):
+    """The blocks of every dashboards/*.sql file (sql_files order) as
+    (file name, kind, title, sql)."""
+    return [(os.path.basename(path), kind, title, sql)
+            for path in sql_files(directory)
+            for kind, title, sql in load_blocks(path)]
+
+
 def charts(database="roomgate"):
     return [
         {"title": title, "query": sql.replace("roomgate.", database + ".")}
-        for kind, title, sql in load_blocks()
+        for _, kind, title, sql in all_blocks()
         if kind == "chart"
     ]
 
@@ -190,6 +212,9 @@ def main():
     ap.add_argument("--database", default="roomgate",
                     help="database holding the roomgate tables (default %(default)s)")
     ap.add_argument("--room", type=int, default=0, help="room id; 0 = all rooms (default 0)")
+    ap.add_argument("--merchant", default="",
+                    help="merchant id: only its rooms, in the charts that take one; "
+                         "'' = all (default)")
     ap.add_argument("--seconds", type=int, default=86400,
                     help="look-back window, s (default %(default)s)")
     ap.add_argument("--rounding", type=int, default=60,
@@ -202,7 +227,7 @@ def main():
         ap.error("--database must be [A-Za-z0-9_]+")
     queries = charts(a.database)
     params = {"rounding": str(a.rounding), "seconds": str(a.seconds), "from": "", "to": "",
-              "room": str(a.room)}
+              "room": str(a.room), "merchant": a.merchant}
     if a.check:
         failures = check(a.clickhouse, a.user, os.environ.get("CLICKHOUSE_PASSWORD", ""),
                          queries, params)

@@ -54,8 +54,10 @@ ORDER BY room_id, minute;
 
 -- query: Room summary (last 24 hours)
 -- viewers = distinct viewers who joined; interaction_rate = share of those
--- viewers who chatted or left a lead (likes carry no viewer id);
--- avg_watch_minutes over sessions that ended in the period.
+-- viewers who chatted, liked (like_viewers) or left a lead in the period;
+-- avg_watch_minutes over sessions that ended in the period. With views,
+-- merchants, delivery and abuse, per room and per merchant:
+-- rooms_merchants.sql.
 WITH now() - INTERVAL 1 DAY AS since
 SELECT
     s.room_id                                                  AS room_id,
@@ -84,8 +86,12 @@ LEFT JOIN
     (
         SELECT room_id, viewer_id FROM roomgate.chat_messages WHERE ts >= since
         UNION ALL
+        SELECT room_id, viewer_id FROM roomgate.like_viewers WHERE minute >= toStartOfMinute(since)
+        UNION ALL
         SELECT room_id, viewer_id FROM roomgate.leads_unique WHERE ts >= since
     )
+    WHERE (room_id, viewer_id) IN
+          (SELECT room_id, viewer_id FROM roomgate.sessions WHERE event = 'join' AND ts >= since)
     GROUP BY room_id
 ) AS i ON i.room_id = s.room_id
 LEFT JOIN
