@@ -281,6 +281,13 @@ pub struct ChArgs {
     /// …but at most this many seconds [default: 60].
     #[arg(long, default_value_t = 60.0)]
     pub wait_secs: f64,
+
+    /// Then wait up to this many seconds for the engine's eraser to blank
+    /// the personal columns of every withdrawn lead in `leads` (checked
+    /// once they are blank, or when the time is up); 0 skips that check
+    /// [default: 30].
+    #[arg(long, default_value_t = 30.0)]
+    pub erase_wait_secs: f64,
 }
 
 /// Tolerance overrides (the scenario's `[verify]`).
@@ -410,6 +417,7 @@ impl ChArgs {
             Settle {
                 quiet: secs("settle-secs", self.settle_secs)?,
                 max_wait: secs("wait-secs", self.wait_secs)?,
+                erase_wait: secs("erase-wait-secs", self.erase_wait_secs)?,
             },
         ))
     }
@@ -838,6 +846,7 @@ mod tests {
             ("http://127.0.0.1:8123", "db")
         );
         assert_eq!(settle.quiet, Duration::from_secs(3));
+        assert_eq!(settle.erase_wait, Duration::from_secs(30));
     }
 
     #[test]

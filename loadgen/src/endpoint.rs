@@ -26,7 +26,7 @@ pub fn roots(path: &Path) -> Result<rustls::RootCertStore> {
     Ok(roots)
 }
 
-/// Client configuration: TLS 1.3 with the ring provider, ALPN `roomgate/1`,
+/// Client configuration: TLS 1.3 with the ring provider, ALPN `roomgate/2`,
 /// only `cert` trusted; keep-alives so silent viewers are not idled out.
 /// `idle_timeout` is the QUIC idle timeout the client proposes (the smaller
 /// of both sides wins): how long a viewer takes to notice a server that

@@ -484,9 +484,13 @@ pub fn page(s: &Summary) -> String {
             series: vec![
                 spec("chat", &sp.chat),
                 spec("lead", &sp.lead),
+                spec("withdraw", &sp.withdraw),
                 spec("handshake", &sp.handshake),
                 spec("join (from intended time)", &sp.join),
-            ],
+            ]
+            .into_iter()
+            .filter(|x| x.name != "withdraw" || !x.points.is_empty())
+            .collect(),
         }
         .svg(),
     );
@@ -586,7 +590,23 @@ pub fn page(s: &Summary) -> String {
             format!("{:.1} / {:.1} ms", ms(l.lead.p50), ms(l.lead.p99)),
         ),
         ("handshake p99", format!("{:.1} ms", ms(l.handshake.p99))),
-    ] {
+    ]
+    .into_iter()
+    .chain((s.withdrawals.sent > 0).then(|| {
+        let w = &s.withdrawals;
+        (
+            "withdrawals",
+            format!(
+                "{} sent · {} accepted · {} rejected · {} unacked · p50 / p99 {:.1} / {:.1} ms",
+                w.sent,
+                w.acked.accepted,
+                w.acked.rejected,
+                w.unacked,
+                ms(l.withdraw.p50),
+                ms(l.withdraw.p99)
+            ),
+        )
+    })) {
         let _ = write!(
             kpis,
             r#"<div class="kpi"><div class="k">{}</div><div class="v">{}</div></div>"#,
@@ -743,5 +763,14 @@ mod tests {
         );
         assert!(h.matches("<svg").count() >= 7, "every chart is drawn");
         assert!(h.contains("<polyline"));
+        assert!(!h.contains("withdrawals"), "no withdrawal KPI without any");
+        s.withdrawals.sent = 4;
+        s.withdrawals.acked.accepted = 4;
+        s.latency_us.withdraw.p99 = 2500;
+        let h = page(&s);
+        assert!(
+            h.contains("4 sent · 4 accepted · 0 rejected · 0 unacked"),
+            "{h}"
+        );
     }
 }

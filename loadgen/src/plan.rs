@@ -68,6 +68,9 @@ pub struct Planned {
     pub action: Action,
     /// Send it again with the same client id this long after the first send.
     pub resend: Option<Duration>,
+    /// A lead only: withdraw it this long after it is acked `accepted`
+    /// (`[withdrawals]`).
+    pub withdraw: Option<Duration>,
 }
 
 /// The outcome of planning one event.
@@ -239,6 +242,9 @@ impl Ord for Timed {
 const CONTENT_STREAM: u64 = 100;
 const PICK_STREAM: u64 = 101;
 const SHARED_STREAM: u64 = 102;
+/// Withdrawal draws have their own stream: a scenario without
+/// `[withdrawals]` draws nothing from it, so its plan is unchanged.
+const WITHDRAW_STREAM: u64 = 103;
 const GEN_STREAM: u64 = 200;
 const CHURN_STREAM: u64 = 1 << 32;
 /// A tapping viewer rests this long before its next burst, so two bursts
@@ -258,6 +264,7 @@ pub struct RoomPlan {
     procs: Vec<(Gen, Poisson)>,
     rng: StdRng,
     pick: StdRng,
+    withdraw: StdRng,
     tag: u64,
     viewer_likes: LikePlan,
     tap_until: Vec<Duration>,
@@ -344,6 +351,7 @@ impl RoomPlan {
             procs,
             rng: StdRng::seed_from_u64(stream_seed(seed, room_id, CONTENT_STREAM)),
             pick: StdRng::seed_from_u64(stream_seed(seed, room_id, PICK_STREAM)),
+            withdraw: StdRng::seed_from_u64(stream_seed(seed, room_id, WITHDRAW_STREAM)),
             tag: 0,
             viewer_likes,
             tap_until: vec![Duration::ZERO; n],
@@ -408,12 +416,20 @@ impl RoomPlan {
             Action::Like(_) => None,
             _ => resend_after(&mut self.rng, self.sc.resend_share),
         };
+        let class = self.layout.class_of(slot);
+        let w = &self.sc.withdrawals;
+        let withdraw = (matches!(action, Action::Lead(_))
+            && !class.is_abusive()
+            && w.share > 0.0
+            && self.withdraw.gen_bool(w.share.min(1.0)))
+        .then(|| Duration::from_secs_f64(uniform(&mut self.withdraw, w.after)));
         out.push(Due::Send(Planned {
             at,
             slot,
-            class: self.layout.class_of(slot),
+            class,
             action,
             resend,
+            withdraw,
         }));
     }
 
@@ -984,6 +1000,50 @@ mod tests {
             .filter(|d| matches!(d, Due::NoViewer { .. }))
             .count();
         assert!(misses > 50, "the rest found no submitter: {misses}");
+    }
+
+    #[test]
+    fn withdrawals_are_seeded_legit_only_and_leave_other_plans_unchanged() {
+        const LEADS: &str = "viewers = 400\nduration = 60\n\
+            [classes.lead_submitter]\nshare = 0.5\nlead_rate = 3\n\
+            [classes.fake_lead_bot]\nshare = 0.05\nlead_rate = 1\n";
+        let with = format!("{LEADS}[withdrawals]\nshare = 0.4\nafter = [1, 2]\n");
+        let a = all(plan(&with, 3));
+        assert_eq!(a, all(plan(&with, 3)), "deterministic");
+        let base = all(plan(LEADS, 3));
+        // The same events; only the withdraw decisions are added.
+        let strip = |d: &[Due]| -> Vec<Due> {
+            d.iter()
+                .cloned()
+                .map(|d| match d {
+                    Due::Send(p) => Due::Send(Planned {
+                        withdraw: None,
+                        ..p
+                    }),
+                    d => d,
+                })
+                .collect()
+        };
+        assert_eq!(strip(&a), base);
+        assert!(sends(&base).iter().all(|p| p.withdraw.is_none()));
+        let legit_leads: Vec<&Planned> = sends(&a)
+            .into_iter()
+            .filter(|p| p.class == Class::LeadSubmitter)
+            .collect();
+        let withdrawn = legit_leads.iter().filter(|p| p.withdraw.is_some()).count();
+        assert!(legit_leads.len() > 150, "{}", legit_leads.len());
+        let expect = 0.4 * legit_leads.len() as f64;
+        assert!(
+            (withdrawn as f64 - expect).abs() < 5.0 * expect.sqrt(),
+            "{withdrawn} of {}",
+            legit_leads.len()
+        );
+        for p in sends(&a) {
+            if let Some(d) = p.withdraw {
+                assert_eq!(p.class, Class::LeadSubmitter);
+                assert!((Duration::from_secs(1)..=Duration::from_secs(2)).contains(&d));
+            }
+        }
     }
 
     #[test]

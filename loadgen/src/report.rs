@@ -140,13 +140,17 @@ impl From<&Histogram<u64>> for Latency {
 }
 
 /// Latencies: chat and lead from intended send to first ack, handshake from
-/// connect to `Welcome`, join from the intended join time to `Welcome`.
+/// connect to `Welcome`, join from the intended join time to `Welcome`,
+/// withdraw from the withdrawal's scheduled time to its first ack.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latencies {
     /// Chat.
     pub chat: Latency,
     /// Lead.
     pub lead: Latency,
+    /// Withdraw.
+    #[serde(default)]
+    pub withdraw: Latency,
     /// Handshake.
     pub handshake: Latency,
     /// Join: intended join time → `Welcome` (includes waiting for a
@@ -162,6 +166,9 @@ pub struct Spectra {
     pub chat: Vec<[f64; 2]>,
     /// Lead.
     pub lead: Vec<[f64; 2]>,
+    /// Withdraw.
+    #[serde(default)]
+    pub withdraw: Vec<[f64; 2]>,
     /// Handshake.
     pub handshake: Vec<[f64; 2]>,
     /// Join.
@@ -293,6 +300,10 @@ pub struct GroundTruth {
     pub leads_file: Option<String>,
     /// Leads in it.
     pub leads: usize,
+    /// The consent text version every lead carried (`roomgate/2`);
+    /// `None` in summaries of older loadgens (verify skips the check).
+    #[serde(default)]
+    pub consent_version: Option<String>,
     /// The scenario's `[verify]` tolerances.
     pub tolerances: Tolerances,
     /// The leads themselves (in memory only; written to `leads_file`).
@@ -345,6 +356,24 @@ pub struct Connections {
     pub close_codes: BTreeMap<String, u64>,
 }
 
+/// Lead withdrawals (`Withdraw` frames, `[withdrawals]`). Invariant:
+/// `acked` (all verdicts) + `unacked` = `sent`; `resent` (after a lost
+/// connection, same id) is not in `sent`, as for leads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WithdrawSummary {
+    /// Withdrawals written (first sends).
+    pub sent: u64,
+    /// Resent with the same id after a lost connection, unacked until then.
+    pub resent: u64,
+    /// First acks by verdict (`accepted`: logged in `lead_withdrawals`;
+    /// `rejected` with reason `rate_limited`: over the engine's hourly cap).
+    pub acked: AckSummary,
+    /// Withdrawals whose ack never came.
+    pub unacked: u64,
+    /// Scheduled but never written: the viewer's session ended first.
+    pub not_sent: u64,
+}
+
 /// Events generated but not sent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NotSent {
@@ -388,6 +417,9 @@ pub struct Summary {
     pub acked: Acked,
     /// Chat/lead frames (first sends and resends) whose ack never came.
     pub unacked: ChatLead,
+    /// Lead withdrawals.
+    #[serde(default)]
+    pub withdrawals: WithdrawSummary,
     /// Like traffic.
     pub likes: Likes,
     /// Events dropped because a viewer's queue was full: the loadgen did not
@@ -475,6 +507,13 @@ pub fn summarize(
             chat: stats.unacked.get(Kind::Chat),
             lead: stats.unacked.get(Kind::Lead),
         },
+        withdrawals: WithdrawSummary {
+            sent: stats.sent.get(Kind::Withdraw),
+            resent: stats.reconnect_resent.get(Kind::Withdraw),
+            acked: (&d.acks[Kind::Withdraw.index()].verdicts).into(),
+            unacked: stats.unacked.get(Kind::Withdraw),
+            not_sent: stats.disconnected.get(Kind::Withdraw),
+        },
         likes: Likes {
             taps_sent: stats.taps_sent.load(Relaxed),
             frames: stats.sent.get(Kind::Like),
@@ -488,6 +527,7 @@ pub fn summarize(
         latency_us: Latencies {
             chat: (&d.acks[Kind::Chat.index()].latency).into(),
             lead: (&d.acks[Kind::Lead.index()].latency).into(),
+            withdraw: (&d.acks[Kind::Withdraw.index()].latency).into(),
             handshake: (&d.handshake).into(),
             join: (&d.join).into(),
         },
@@ -577,6 +617,7 @@ pub fn add_details(s: &mut Summary, stats: &Stats, counts: &[(Class, u64)]) {
     s.latency_spectrum = Some(Spectra {
         chat: spectrum(&d.acks[Kind::Chat.index()].latency),
         lead: spectrum(&d.acks[Kind::Lead.index()].latency),
+        withdraw: spectrum(&d.acks[Kind::Withdraw.index()].latency),
         handshake: spectrum(&d.handshake),
         join: spectrum(&d.join),
     });
@@ -655,10 +696,10 @@ pub fn warnings(s: &Summary) -> Vec<String> {
             map_line(&s.connections.failures)
         ));
     }
-    if s.unacked.chat + s.unacked.lead > 0 {
+    if s.unacked.chat + s.unacked.lead + s.withdrawals.unacked > 0 {
         w.push(format!(
-            "unacked after the drain timeout: chat {} lead {}",
-            s.unacked.chat, s.unacked.lead
+            "unacked after the drain timeout: chat {} lead {} withdraw {}",
+            s.unacked.chat, s.unacked.lead, s.withdrawals.unacked
         ));
     }
     let a = &s.anomalies;
@@ -727,7 +768,7 @@ pub fn text(s: &Summary) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:<6} {:>9} {:>8} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}",
+        "{:<8} {:>9} {:>8} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}",
         "kind",
         "sent",
         "per_s",
@@ -760,7 +801,7 @@ pub fn text(s: &Summary) -> String {
     ] {
         let _ = writeln!(
             o,
-            "{name:<6} {sent:>9} {:>8.1} {resent:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {unacked:>7} {dropped:>7}",
+            "{name:<8} {sent:>9} {:>8.1} {resent:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {unacked:>7} {dropped:>7}",
             sent as f64 / secs,
             a.accepted,
             a.suspect,
@@ -769,9 +810,28 @@ pub fn text(s: &Summary) -> String {
             a.replay
         );
     }
+    let wd = &s.withdrawals;
+    if wd.sent + wd.not_sent > 0 {
+        let _ = writeln!(
+            o,
+            "{:<8} {:>9} {:>8.1} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}   (resent after a reconnect; {} not sent)",
+            "withdraw",
+            wd.sent,
+            wd.sent as f64 / secs,
+            wd.resent,
+            wd.acked.accepted,
+            "-",
+            wd.acked.rejected,
+            "-",
+            wd.acked.replay,
+            wd.unacked,
+            "-",
+            wd.not_sent
+        );
+    }
     let _ = writeln!(
         o,
-        "{:<6} {:>9} {:>8.1} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}   (taps; {} frames of {})",
+        "{:<8} {:>9} {:>8.1} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}   (taps; {} frames of {})",
         "like",
         s.likes.taps_sent,
         s.likes.taps_sent as f64 / secs,
@@ -795,10 +855,11 @@ pub fn text(s: &Summary) -> String {
     for (name, l) in [
         ("chat", &s.latency_us.chat),
         ("lead", &s.latency_us.lead),
+        ("withdraw", &s.latency_us.withdraw),
         ("handshake", &s.latency_us.handshake),
         ("join", &s.latency_us.join),
     ] {
-        if name == "join" && l.count == 0 {
+        if matches!(name, "join" | "withdraw") && l.count == 0 {
             continue;
         }
         let _ = writeln!(
@@ -819,6 +880,9 @@ pub fn text(s: &Summary) -> String {
     let _ = writeln!(o);
     let _ = writeln!(o, "reasons: chat {}", map_line(&s.acked.chat.reasons));
     let _ = writeln!(o, "         lead {}", map_line(&s.acked.lead.reasons));
+    if wd.sent > 0 {
+        let _ = writeln!(o, "     withdraw {}", map_line(&wd.acked.reasons));
+    }
     let _ = writeln!(o, "notices: {}", map_line(&s.notices));
     let ns = &s.not_sent;
     if ns.no_viewer.total() + ns.disconnected.total() > 0 {
@@ -967,6 +1031,11 @@ mod tests {
         s.record_ack(ack(Kind::Chat, 1, 2, true, None));
         s.record_ack(ack(Kind::Chat, 3, 1, false, Some(5)));
         s.record_ack(ack(Kind::Lead, 1, 0, false, Some(1500)));
+        s.sent.add(Kind::Withdraw, 3);
+        s.reconnect_resent.add(Kind::Withdraw, 1);
+        s.record_ack(ack(Kind::Withdraw, 1, 0, false, Some(4)));
+        s.record_ack(ack(Kind::Withdraw, 3, 10, false, Some(6)));
+        s.unacked.add(Kind::Withdraw, 1);
         s.unacked.add(Kind::Chat, 1);
         s.attempted.store(2, Relaxed);
         s.record_welcome(
@@ -1018,6 +1087,18 @@ mod tests {
         assert_eq!(n("/acked/lead/accepted"), 1);
         assert_eq!(n("/unacked/chat"), 1);
         assert_eq!(n("/likes/taps_sent"), 10);
+        assert_eq!(n("/withdrawals/sent"), 3);
+        assert_eq!(n("/withdrawals/resent"), 1);
+        assert_eq!(n("/withdrawals/acked/accepted"), 1);
+        assert_eq!(n("/withdrawals/acked/rejected"), 1);
+        assert_eq!(n("/withdrawals/acked/reasons/rate_limited"), 1);
+        assert_eq!(n("/withdrawals/unacked"), 1);
+        assert_eq!(n("/latency_us/withdraw/count"), 2);
+        assert_eq!(
+            n("/acked/lead/accepted"),
+            1,
+            "withdrawals are not counted as leads"
+        );
         for kind in ["chat", "lead", "handshake"] {
             for q in ["p50", "p90", "p99", "p999", "max", "count"] {
                 n(&format!("/latency_us/{kind}/{q}"));
@@ -1054,6 +1135,8 @@ mod tests {
             "chat",
             "lead",
             "like",
+            "withdraw",
+            "rate_limited=1",
             "handshake",
             "bad_ticket=1",
             "busy=1",

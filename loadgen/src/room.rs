@@ -34,6 +34,8 @@ pub struct Command {
     pub class: Class,
     /// Send it again with the same id this long after the first send.
     pub resend: Option<Duration>,
+    /// A lead: withdraw it this long after its `accepted` ack.
+    pub withdraw: Option<Duration>,
 }
 
 impl Command {
@@ -213,6 +215,7 @@ impl Registry {
                             intended: t0 + p.at,
                             class: p.class,
                             resend: p.resend,
+                            withdraw: p.withdraw,
                         }) {
                             Ok(()) => Dispatch::Queued,
                             Err(mpsc::error::TrySendError::Full(_)) => Dispatch::Full,

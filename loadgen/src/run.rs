@@ -211,7 +211,15 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         .map(|r| (r.class, cfg.class_viewers(r.class)))
         .collect();
     report::add_details(&mut summary, &stats, &counts);
-    let mut leads = std::mem::take(&mut stats.detail().leads);
+    let (mut leads, withdrawals) = {
+        let mut d = stats.detail();
+        (
+            std::mem::take(&mut d.leads),
+            std::mem::take(&mut d.withdrawals),
+        )
+    };
+    // Each lead record says whether (and how) its lead was withdrawn.
+    crate::stats::join_withdrawals(&mut leads, withdrawals);
     if let Some(w) = cfg.worker {
         // What `merge` needs to add this worker's share to the others' (the
         // lead records go to the leads file, as in every run).
@@ -234,6 +242,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         ended_unix_ms: unix_ms(),
         leads_file: None,
         leads: leads.len(),
+        consent_version: Some(crate::content::CONSENT_VERSION.to_owned()),
         tolerances: sc.verify.clone(),
         lead_records: leads,
     });

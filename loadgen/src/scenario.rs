@@ -52,6 +52,8 @@ pub struct Scenario {
     pub like_storms: Vec<LikeStorm>,
     /// The behaviour classes.
     pub classes: Classes,
+    /// Legitimate viewers withdrawing their accepted leads.
+    pub withdrawals: Withdrawals,
     /// What `verify` tolerates.
     pub verify: Tolerances,
 }
@@ -74,6 +76,7 @@ impl Default for Scenario {
             likes: LikeShape::default(),
             like_storms: Vec::new(),
             classes: Classes::default(),
+            withdrawals: Withdrawals::default(),
             verify: Tolerances::default(),
         }
     }
@@ -133,6 +136,31 @@ impl Default for Churn {
         Churn {
             share: 0.0,
             away: [5.0, 30.0],
+        }
+    }
+}
+
+/// `[withdrawals]`: a legitimate viewer (classes `viewer` and
+/// `lead_submitter`) whose lead was acked `accepted` withdraws it a little
+/// later with a `Withdraw` frame (`roomgate/2`), resent with the same id
+/// after a reconnect until acked. Which leads are withdrawn, and after how
+/// long, is drawn from the seed when the lead is planned, so the plan (and
+/// a split run's ground truth) does not depend on the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Withdrawals {
+    /// Share (0..=1) of legitimate leads withdrawn once accepted. Default 0.
+    pub share: f64,
+    /// Seconds from the lead's accepted ack to the withdrawal, uniform in
+    /// `[min, max]`. Default [1, 3].
+    pub after: [f64; 2],
+}
+
+impl Default for Withdrawals {
+    fn default() -> Self {
+        Withdrawals {
+            share: 0.0,
+            after: [1.0, 3.0],
         }
     }
 }
@@ -755,6 +783,8 @@ impl Scenario {
         }
         share("churn.share", self.churn.share)?;
         interval("churn.away", self.churn.away)?;
+        share("withdrawals.share", self.withdrawals.share)?;
+        interval("withdrawals.after", self.withdrawals.after)?;
         if self.likes.flush_ms == 0 {
             bail!("likes.flush_ms must be at least 1");
         }
@@ -853,6 +883,21 @@ impl Scenario {
                         .into(),
                 );
             }
+        }
+        if self.withdrawals.share > 0.0 && self.legit_lead_rate() <= 0.0 {
+            warn.push(
+                "withdrawals.share is set but no legitimate class sends leads \
+                 ([classes.viewer] or [classes.lead_submitter] lead_rate): nothing to withdraw"
+                    .into(),
+            );
+        }
+        let leads_each = c.lead_submitter.as_ref().map_or(1, |l| l.leads_per_viewer);
+        if self.withdrawals.share > 0.0 && leads_each > 20 {
+            warn.push(format!(
+                "withdrawals: a submitter with {leads_each} leads may withdraw more than the \
+                 engine's 20 per viewer and hour (guard.abuse.max_withdrawals_per_hour): \
+                 the rest are rejected rate_limited"
+            ));
         }
         if let Some(f) = &c.flooder {
             non_negative("classes.flooder.flood_rate", f.flood_rate)?;
@@ -1056,6 +1101,8 @@ mod tests {
             "[[join.phases]]\nshare = 0.5\n",
             "duration = 10\n[[join.phases]]\nat = 8\nramp = 5\n",
             "[churn]\naway = [10, 5]\n",
+            "[withdrawals]\nshare = 1.5\n",
+            "[withdrawals]\nafter = [3, 1]\n",
             "[classes.flooder]\nmessages = [0, 3]\n",
             "[verify]\nmax_busy = 1.5\n",
             "[classes.fake_lead_bot.tactics]\niot = 0\ndata_card = 0\nhoneypot = 0\n\

@@ -19,11 +19,15 @@ pub enum Kind {
     Like = 1,
     /// A lead form submission (acked once durable).
     Lead = 2,
+    /// A viewer withdrawing one of its accepted leads (acked once durable).
+    /// Never planned by the room driver: a viewer sends it itself, a
+    /// planned delay after its lead was acked `accepted`.
+    Withdraw = 3,
 }
 
 impl Kind {
     /// Every kind, in index order.
-    pub const ALL: [Kind; 3] = [Kind::Chat, Kind::Like, Kind::Lead];
+    pub const ALL: [Kind; 4] = [Kind::Chat, Kind::Like, Kind::Lead, Kind::Withdraw];
 
     /// Dense index for per-kind arrays.
     pub fn index(self) -> usize {

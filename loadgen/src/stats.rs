@@ -42,7 +42,7 @@ fn bucket_histogram() -> Histogram<u64> {
 
 /// A counter per [`Kind`].
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct PerKind([AtomicU64; 3]);
+pub struct PerKind([AtomicU64; 4]);
 
 impl PerKind {
     /// Add `n` for `kind`.
@@ -165,6 +165,42 @@ pub struct LeadRecord {
     pub reason: String,
     /// The viewer's class.
     pub class: Class,
+    /// The lead was withdrawn (`Withdraw` frame): the withdrawal's acked
+    /// verdict (`accepted`, `rejected`), or `unacked`; absent when the
+    /// viewer did not withdraw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawal: Option<String>,
+}
+
+/// A withdrawal's fate, joined into its lead's [`LeadRecord`] at the end
+/// of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalRecord {
+    /// Room.
+    pub room_id: u64,
+    /// Viewer.
+    pub viewer_id: u64,
+    /// The withdrawn lead's client id.
+    pub client_lead_id: u64,
+    /// The acked verdict, or `unacked`.
+    pub verdict: String,
+}
+
+/// Set each lead record's `withdrawal` from the withdrawals sent (the
+/// first record of a lead wins: it is its first ack).
+pub fn join_withdrawals(leads: &mut [LeadRecord], withdrawals: Vec<WithdrawalRecord>) {
+    let mut by_key: std::collections::HashMap<(u64, u64, u64), String> =
+        std::collections::HashMap::with_capacity(withdrawals.len());
+    for w in withdrawals {
+        by_key
+            .entry((w.room_id, w.viewer_id, w.client_lead_id))
+            .or_insert(w.verdict);
+    }
+    for l in leads {
+        if let Some(v) = by_key.remove(&(l.room_id, l.viewer_id, l.client_lead_id)) {
+            l.withdrawal = Some(v);
+        }
+    }
 }
 
 /// Cumulative counters at one instant, for throughput over time.
@@ -196,7 +232,7 @@ pub struct Sample {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Detail {
     /// Ack outcomes, indexed by [`Kind::index`] (the like slot stays empty).
-    pub acks: [AckCounts; 3],
+    pub acks: [AckCounts; 4],
     /// Ack outcomes per class: `[chat, lead]`.
     pub class_acks: [[Verdicts; 2]; Class::COUNT],
     /// Connect → `Welcome`, µs.
@@ -220,6 +256,9 @@ pub struct Detail {
     pub buckets: Vec<[Option<Histogram<u64>>; 2]>,
     /// Every lead's first ack (or `unacked`).
     pub leads: Vec<LeadRecord>,
+    /// Every withdrawal's first ack (or `unacked`).
+    #[serde(default)]
+    pub withdrawals: Vec<WithdrawalRecord>,
 }
 
 impl Default for Detail {
@@ -235,6 +274,7 @@ impl Default for Detail {
             settings: None,
             buckets: Vec::new(),
             leads: Vec::new(),
+            withdrawals: Vec::new(),
         }
     }
 }
@@ -245,7 +285,8 @@ impl Default for Detail {
 /// sum exactly as one process would.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Stats {
-    /// Frames written: chat and lead first sends, like frames.
+    /// Frames written: chat and lead first sends, like frames, withdrawals
+    /// (first sends).
     pub sent: PerKind,
     /// Like taps written (sum of `Like.count`).
     pub taps_sent: AtomicU64,
@@ -268,7 +309,7 @@ pub struct Stats {
     pub no_viewer: PerKind,
     /// Events lost because their viewer's connection had ended.
     pub disconnected: PerKind,
-    /// Chat/lead frames written whose ack never came.
+    /// Chat/lead/withdraw frames written whose ack never came.
     pub unacked: PerKind,
     /// Acks for an id or kind this viewer has nothing outstanding for.
     pub unexpected_acks: AtomicU64,
@@ -301,7 +342,8 @@ pub struct Stats {
     pub reconnect_attempts: AtomicU64,
     /// Sessions welcomed after a lost connection.
     pub reconnected: AtomicU64,
-    /// Unacked chat / leads resent (same ids) after reconnecting.
+    /// Unacked chat / leads / withdrawals resent (same ids) after
+    /// reconnecting.
     pub reconnect_resent: PerKind,
     /// `Refresh` frames sent in answer to `ticket_expiring`.
     pub tickets_refreshed: AtomicU64,
@@ -395,7 +437,7 @@ impl Stats {
         if let Some(j) = match a.kind {
             Kind::Chat => Some(0),
             Kind::Lead => Some(1),
-            Kind::Like => None,
+            Kind::Like | Kind::Withdraw => None,
         } {
             d.class_acks[a.class.index()][j].record(a.verdict, a.reason, a.replay);
             if let (Some((l, _)), Some(b)) = (a.latency, bucket) {
@@ -415,6 +457,11 @@ impl Stats {
     /// Remember a lead's fate for `verify`.
     pub fn record_lead(&self, r: LeadRecord) {
         self.detail().leads.push(r);
+    }
+
+    /// Remember a withdrawal's fate for `verify`.
+    pub fn record_withdrawal(&self, r: WithdrawalRecord) {
+        self.detail().withdrawals.push(r);
     }
 
     /// Record a successful handshake (connect → `Welcome`; `join` from the
@@ -661,6 +708,7 @@ impl Stats {
             settings,
             buckets,
             leads,
+            withdrawals,
         } = detail.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut d = self.detail();
         for (a, b) in d.acks.iter_mut().zip(acks) {
@@ -693,6 +741,7 @@ impl Stats {
             }
         }
         d.leads.extend(leads);
+        d.withdrawals.extend(withdrawals);
     }
 }
 
@@ -825,6 +874,42 @@ mod tests {
         assert!(d.buckets[0][0].is_none());
     }
 
+    #[test]
+    fn withdrawals_join_their_leads_first_record_first() {
+        let lead = |id| LeadRecord {
+            room_id: 1,
+            viewer_id: 2,
+            client_lead_id: id,
+            verdict: "accepted".into(),
+            reason: "none".into(),
+            class: Class::LeadSubmitter,
+            withdrawal: None,
+        };
+        let w = |id, v: &str| WithdrawalRecord {
+            room_id: 1,
+            viewer_id: 2,
+            client_lead_id: id,
+            verdict: v.into(),
+        };
+        let mut leads = vec![lead(1), lead(2), lead(3)];
+        join_withdrawals(
+            &mut leads,
+            vec![
+                w(2, "accepted"),
+                w(2, "unacked"),
+                w(3, "rejected"),
+                w(9, "accepted"),
+            ],
+        );
+        let got: Vec<_> = leads.iter().map(|l| l.withdrawal.as_deref()).collect();
+        assert_eq!(got, [None, Some("accepted"), Some("rejected")]);
+        // Absent from the JSON line when not withdrawn (older readers).
+        let line = serde_json::to_string(&leads[0]).unwrap();
+        assert!(!line.contains("withdrawal"), "{line}");
+        let back: LeadRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, leads[0]);
+    }
+
     /// Two workers' stats, written to JSON and read back, add up to the
     /// stats of one process that saw both workers' events.
     #[test]
@@ -868,7 +953,21 @@ mod tests {
                     verdict: "accepted".into(),
                     reason: "none".into(),
                     class: a.class,
+                    withdrawal: None,
                 });
+                if i % 5 == 0 {
+                    s.record_ack(AckEvent {
+                        kind: Kind::Withdraw,
+                        ..a
+                    });
+                    s.sent.add(Kind::Withdraw, 1);
+                    s.record_withdrawal(WithdrawalRecord {
+                        room_id: 1,
+                        viewer_id: i,
+                        client_lead_id: i,
+                        verdict: "accepted".into(),
+                    });
+                }
             }
             if i % 100 == 99 {
                 for s in [&one, &workers[0], &workers[1]] {
@@ -882,7 +981,11 @@ mod tests {
             merged.absorb(serde_json::from_str(&json).unwrap());
         }
         let (a, b) = (one.detail(), merged.detail());
-        for k in [Kind::Chat, Kind::Lead] {
+        assert_eq!(a.acks[Kind::Withdraw.index()].latency.len(), 100);
+        assert_eq!(a.withdrawals.len(), 100);
+        assert_eq!(b.withdrawals.len(), 100);
+        assert_eq!(merged.sent.get(Kind::Withdraw), 100);
+        for k in [Kind::Chat, Kind::Lead, Kind::Withdraw] {
             assert_eq!(a.acks[k.index()].verdicts, b.acks[k.index()].verdicts);
             assert_eq!(a.acks[k.index()].latency, b.acks[k.index()].latency);
         }

@@ -24,7 +24,12 @@
 //! - for an abusive class C judged on kind k: TP = C's blocked events,
 //!   FN = C's passed events, FP = legitimate events of kind k blocked for a
 //!   reason in C's rule family ([`Class::rule_family`]);
-//!   recall = TP / (TP + FN), precision = TP / (TP + FP).
+//!   recall = TP / (TP + FN), precision = TP / (TP + FP);
+//! - a lead is *withdrawn* when its `Withdraw` was acked `accepted`: it has
+//!   a `lead_withdrawals` row (`withdraw`, `viewer`), and the engine's
+//!   eraser blanks its personal columns in `leads` (verify waits for that,
+//!   up to `--erase-wait-secs`); no other lead of the run has a withdrawal
+//!   row or loses its personal columns.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -63,6 +68,9 @@ pub struct Settle {
     pub quiet: Duration,
     /// Give up waiting (and verify what is there) after this long.
     pub max_wait: Duration,
+    /// Then wait up to this long for the withdrawn leads' personal columns
+    /// to be erased; zero skips that check.
+    pub erase_wait: Duration,
 }
 
 impl Default for Settle {
@@ -70,9 +78,15 @@ impl Default for Settle {
         Settle {
             quiet: Duration::from_secs(3),
             max_wait: Duration::from_secs(60),
+            erase_wait: Duration::from_secs(30),
         }
     }
 }
+
+/// A `leads` row still holds personal data (any of the columns the eraser
+/// blanks).
+const PERSONAL: &str = "(phone_masked != '' OR phone_enc != '' OR wechat_enc != '' \
+                        OR name_enc != '' OR fields_enc != '')";
 
 /// One class's traffic of one kind, as ClickHouse recorded it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -161,6 +175,20 @@ pub struct VerifyReport {
     pub session_rows: [u64; 2],
     /// Seconds spent waiting for the rows to settle.
     pub waited_s: f64,
+    /// Withdrawals acked `accepted` (lead records).
+    #[serde(default)]
+    pub withdrawn: u64,
+    /// `lead_withdrawals` rows of the run with action `withdraw`.
+    #[serde(default)]
+    pub withdrawal_rows: u64,
+    /// `lead_withdrawals` rows of the run with action `erased` (the
+    /// engine's eraser recording what it blanked).
+    #[serde(default)]
+    pub erased_rows: u64,
+    /// Seconds spent waiting for the withdrawn leads to be erased (`None`:
+    /// not waited, `--erase-wait-secs 0`).
+    #[serde(default)]
+    pub erase_waited_s: Option<f64>,
 }
 
 /// A ClickHouse HTTP client for JSONEachRow queries.
@@ -261,7 +289,20 @@ impl Scope {
              (SELECT count() FROM {db}.leads WHERE {rooms} AND client_lead_id {ids}) AS leads, \
              (SELECT count() FROM {db}.moderation_events WHERE {rooms} AND {window}) AS moderation, \
              (SELECT sum(taps) FROM {db}.like_ticks WHERE {rooms} AND {ticks}) AS taps, \
-             (SELECT count() FROM {db}.sessions WHERE {rooms} AND {window}) AS sessions"
+             (SELECT count() FROM {db}.sessions WHERE {rooms} AND {window}) AS sessions, \
+             (SELECT count() FROM {db}.lead_withdrawals WHERE {rooms} AND client_lead_id {ids}) \
+             AS withdrawals"
+        )
+    }
+
+    /// Rows of leads with a withdrawal row that still hold personal data.
+    fn unerased_sql(&self) -> String {
+        let Scope { db, rooms, ids, .. } = self;
+        format!(
+            "SELECT count() AS n FROM {db}.leads WHERE {rooms} AND client_lead_id {ids} \
+             AND {PERSONAL} AND (room_id, viewer_id, client_lead_id) IN \
+             (SELECT room_id, viewer_id, client_lead_id FROM {db}.lead_withdrawals \
+              WHERE {rooms} AND client_lead_id {ids} AND action = 'withdraw')"
         )
     }
 }
@@ -273,6 +314,23 @@ struct Counts {
     moderation: u64,
     taps: u64,
     sessions: u64,
+    withdrawals: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct CountRow {
+    n: u64,
+}
+
+/// `lead_withdrawals` rows of one lead, per action and source.
+#[derive(Debug, Deserialize)]
+struct WithdrawRow {
+    room_id: u64,
+    viewer_id: u64,
+    client_lead_id: u64,
+    action: String,
+    source: String,
+    n: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +367,11 @@ struct LeadRow {
     verdict: String,
     reasons: Vec<String>,
     dry_run_reasons: Vec<String>,
+    consent_version: String,
+    /// Any personal column is non-empty.
+    personal: u8,
+    /// The phone columns (every loadgen lead has a phone) are non-empty.
+    has_phone: u8,
 }
 
 #[derive(Debug, Deserialize)]
@@ -427,6 +490,32 @@ pub async fn verify(
     }
     let waited = started.elapsed();
 
+    // Then, if the run withdrew leads, wait for the engine's eraser: until
+    // no lead with a withdrawal row holds personal data, or time is up.
+    let withdrawn_records = leads
+        .iter()
+        .filter(|l| l.withdrawal.as_deref() == Some("accepted"))
+        .count() as u64;
+    let erase_waited = if settle.erase_wait.is_zero() {
+        None
+    } else {
+        let started = tokio::time::Instant::now();
+        if withdrawn_records > 0 {
+            loop {
+                let left = ch
+                    .rows::<CountRow>(&sc.unerased_sql())
+                    .await?
+                    .pop()
+                    .map_or(0, |r| r.n);
+                if left == 0 || started.elapsed() >= settle.erase_wait {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Some(started.elapsed())
+    };
+
     let Scope {
         db,
         rooms,
@@ -454,8 +543,19 @@ pub async fn verify(
         .rows(&format!(
             "SELECT room_id, viewer_id, client_lead_id, toString(verdict) AS verdict, \
              arrayMap(x -> toString(x), reasons) AS reasons, \
-             arrayMap(x -> toString(x), dry_run_reasons) AS dry_run_reasons \
+             arrayMap(x -> toString(x), dry_run_reasons) AS dry_run_reasons, \
+             toString(consent_version) AS consent_version, \
+             toUInt8({PERSONAL}) AS personal, \
+             toUInt8(phone_masked != '' AND phone_enc != '') AS has_phone \
              FROM {db}.leads WHERE {rooms} AND client_lead_id {ids}"
+        ))
+        .await?;
+    let withdraw_rows: Vec<WithdrawRow> = ch
+        .rows(&format!(
+            "SELECT room_id, viewer_id, client_lead_id, toString(action) AS action, \
+             toString(source) AS source, count() AS n FROM {db}.lead_withdrawals \
+             WHERE {rooms} AND client_lead_id {ids} \
+             GROUP BY room_id, viewer_id, client_lead_id, action, source"
         ))
         .await?;
     let unstored_rows: Vec<UnstoredLeads> = ch
@@ -714,6 +814,211 @@ pub async fn verify(
         },
     );
 
+    // 1b. Withdrawals: every acked one logged, none for leads not
+    //     withdrawn, the withdrawn leads erased, the others kept; every
+    //     lead stored with the consent version it was sent with.
+    type Key = (u64, u64, u64);
+    let withdrawal_of: HashMap<Key, &str> = leads
+        .iter()
+        .filter_map(|l| {
+            l.withdrawal
+                .as_deref()
+                .map(|w| ((l.room_id, l.viewer_id, l.client_lead_id), w))
+        })
+        .collect();
+    let mut w_rows: HashMap<Key, Vec<&WithdrawRow>> = HashMap::new();
+    for r in &withdraw_rows {
+        w_rows
+            .entry((r.room_id, r.viewer_id, r.client_lead_id))
+            .or_default()
+            .push(r);
+    }
+    let rows_of = |action: &str| -> u64 {
+        withdraw_rows
+            .iter()
+            .filter(|r| r.action == action)
+            .map(|r| r.n)
+            .sum()
+    };
+    let (withdrawal_rows, erased_rows) = (rows_of("withdraw"), rows_of("erased"));
+    let mut w_missing = Vec::new();
+    let mut w_extra = 0u64;
+    for (key, _) in withdrawal_of.iter().filter(|(_, w)| **w == "accepted") {
+        let rows = w_rows.get(key).map_or(&[][..], Vec::as_slice);
+        let logged: u64 = rows
+            .iter()
+            .filter(|r| r.action == "withdraw" && r.source == "viewer")
+            .map(|r| r.n)
+            .sum();
+        if logged == 0 {
+            w_missing.push(format!(
+                "viewer {} lead {}: no (withdraw, viewer) row{}",
+                key.1,
+                key.2,
+                if rows.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (rows: {})",
+                        rows.iter()
+                            .map(|r| format!("{}/{}", r.action, r.source))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ));
+        }
+        w_extra += logged.saturating_sub(1);
+    }
+    let mut w_unexpected: Vec<String> = w_rows
+        .iter()
+        .filter(|(k, _)| !matches!(withdrawal_of.get(k), Some(&"accepted" | &"unacked")))
+        .map(|(k, rows)| {
+            format!(
+                "viewer {} lead {} ({}): {}",
+                k.1,
+                k.2,
+                match withdrawal_of.get(k) {
+                    Some(w) => format!("withdrawal {w}"),
+                    None if known.contains(k) => "not withdrawn".to_owned(),
+                    None => "not a lead of the run".to_owned(),
+                },
+                rows.iter()
+                    .map(|r| format!("{} {}/{}", r.n, r.action, r.source))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    w_unexpected.sort();
+    check(
+        "withdrawals: every acked one logged (withdraw, viewer)",
+        w_missing.is_empty(),
+        if w_missing.is_empty() {
+            format!(
+                "{withdrawn_records} acked withdrawals, {withdrawal_rows} withdraw rows{}",
+                if w_extra > 0 {
+                    format!(" ({w_extra} more than one per lead: resent after a lost ack)")
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            format!(
+                "{} of {withdrawn_records} acked withdrawals not logged: {}",
+                w_missing.len(),
+                examples(&w_missing)
+            )
+        },
+    );
+    check(
+        "withdrawals: no rows for leads not withdrawn",
+        w_unexpected.is_empty(),
+        if w_unexpected.is_empty() {
+            "none".into()
+        } else {
+            format!(
+                "{} leads with unexpected withdrawal rows: {}",
+                w_unexpected.len(),
+                examples(&w_unexpected)
+            )
+        },
+    );
+    if let Some(version) = &gt.consent_version {
+        let bad: Vec<String> = lead_rows
+            .iter()
+            .filter(|r| &r.consent_version != version)
+            .map(|r| {
+                format!(
+                    "viewer {} lead {}: {:?}",
+                    r.viewer_id, r.client_lead_id, r.consent_version
+                )
+            })
+            .collect();
+        check(
+            "leads: consent version stored",
+            bad.is_empty(),
+            if bad.is_empty() {
+                format!("{} rows with {version:?}", lead_rows.len())
+            } else {
+                format!(
+                    "{} of {} rows not {version:?}: {}",
+                    bad.len(),
+                    lead_rows.len(),
+                    examples(&bad)
+                )
+            },
+        );
+    }
+    let key_of = |r: &LeadRow| (r.room_id, r.viewer_id, r.client_lead_id);
+    match erase_waited {
+        None => check(
+            "withdrawn leads: personal columns erased",
+            true,
+            "skipped (--erase-wait-secs 0)".into(),
+        ),
+        Some(waited) => {
+            let withdrawn_rows: Vec<&LeadRow> = lead_rows
+                .iter()
+                .filter(|r| withdrawal_of.get(&key_of(r)) == Some(&"accepted"))
+                .collect();
+            let unerased: Vec<String> = withdrawn_rows
+                .iter()
+                .filter(|r| r.personal != 0)
+                .map(|r| format!("viewer {} lead {}", r.viewer_id, r.client_lead_id))
+                .collect();
+            check(
+                "withdrawn leads: personal columns erased",
+                unerased.is_empty(),
+                if unerased.is_empty() {
+                    format!(
+                        "{} rows of {withdrawn_records} withdrawn leads blank (waited {:.1} s; \
+                         {erased_rows} erased rows)",
+                        withdrawn_rows.len(),
+                        waited.as_secs_f64()
+                    )
+                } else {
+                    format!(
+                        "{} of {} rows of withdrawn leads still hold personal data after \
+                         {:.1} s: {}",
+                        unerased.len(),
+                        withdrawn_rows.len(),
+                        waited.as_secs_f64(),
+                        examples(&unerased)
+                    )
+                },
+            );
+        }
+    }
+    // Leads not withdrawn (no withdrawal, or one rejected) keep their
+    // personal data; an unacked withdrawal may or may not have happened.
+    let kept: Vec<&LeadRow> = lead_rows
+        .iter()
+        .filter(|r| {
+            known.contains(&key_of(r))
+                && matches!(withdrawal_of.get(&key_of(r)), None | Some(&"rejected"))
+        })
+        .collect();
+    let lost: Vec<String> = kept
+        .iter()
+        .filter(|r| r.has_phone == 0)
+        .map(|r| format!("viewer {} lead {}", r.viewer_id, r.client_lead_id))
+        .collect();
+    check(
+        "leads not withdrawn: personal columns kept",
+        lost.is_empty(),
+        if lost.is_empty() {
+            format!("{} rows keep their phone", kept.len())
+        } else {
+            format!(
+                "{} of {} rows lost their phone columns: {}",
+                lost.len(),
+                kept.len(),
+                examples(&lost)
+            )
+        },
+    );
+
     // 2. Chat: stored rows = accepted acks, per class; no duplicates.
     let mut mismatch = Vec::new();
     for r in &gt.classes {
@@ -910,13 +1215,13 @@ pub async fn verify(
 
     // 6. The run itself: acks came back, viewers connected, load offered.
     let s = summary;
-    let frames = s.sent.chat + s.sent.lead + s.resent.chat + s.resent.lead;
-    let unacked = s.unacked.chat + s.unacked.lead;
+    let frames = s.sent.chat + s.sent.lead + s.resent.chat + s.resent.lead + s.withdrawals.sent;
+    let unacked = s.unacked.chat + s.unacked.lead + s.withdrawals.unacked;
     check(
         &format!("acks: unacked ≤ {}", pct(tol.max_unacked)),
         share(unacked, frames) <= tol.max_unacked,
         format!(
-            "{unacked} of {frames} chat/lead frames unacked ({})",
+            "{unacked} of {frames} chat/lead/withdraw frames unacked ({})",
             pct(share(unacked, frames))
         ),
     );
@@ -976,6 +1281,10 @@ pub async fn verify(
         like_taps_stored,
         session_rows,
         waited_s: (waited.as_secs_f64() * 10.0).round() / 10.0,
+        withdrawn: withdrawn_records,
+        withdrawal_rows,
+        erased_rows,
+        erase_waited_s: erase_waited.map(|w| (w.as_secs_f64() * 10.0).round() / 10.0),
     })
 }
 
@@ -1036,6 +1345,19 @@ pub fn text(r: &VerifyReport) -> String {
          sessions: {} joins, {} leaves)",
         r.like_taps_stored, r.session_rows[0], r.session_rows[1]
     );
+    if r.withdrawn + r.withdrawal_rows > 0 {
+        let _ = writeln!(
+            o,
+            "withdrawals: {} leads withdrawn (acked accepted); lead_withdrawals: {} withdraw rows, \
+             {} erased rows{}",
+            r.withdrawn,
+            r.withdrawal_rows,
+            r.erased_rows,
+            r.erase_waited_s
+                .map(|s| format!("; waited {s:.1} s for their erasure"))
+                .unwrap_or_default()
+        );
+    }
     if !r.quality.is_empty() {
         let _ = writeln!(o);
         let _ = writeln!(o, "guard quality per abusive class (positive = abuse):");
@@ -1119,5 +1441,7 @@ mod tests {
         assert_eq!(s.ids, "BETWEEN 100 AND 200");
         assert_eq!((s.from_ms, s.to_ms), (1_699_999_995_000, 1_700_000_120_000));
         assert!(s.counts_sql().contains("`db_1`.leads"));
+        assert!(s.counts_sql().contains("`db_1`.lead_withdrawals"));
+        assert!(s.unerased_sql().contains("phone_enc != ''"));
     }
 }

@@ -22,6 +22,14 @@
 //! `(kind, client id)` it answers; the first ack of an id is a latency sample
 //! measured from the event's intended send time, and for a lead the record
 //! `verify` checks ClickHouse against.
+//!
+//! Withdrawals (`[withdrawals]`): a lead planned with a withdraw delay is,
+//! once its first ack says `accepted`, scheduled for withdrawal that long
+//! after the ack. When due the writer sends `Withdraw { client_lead_id }`,
+//! tracked like a lead (kind [`Kind::Withdraw`], id = the lead's id): it is
+//! resent with the same id after a reconnect until acked, and a withdrawal
+//! still scheduled when a connection is lost is carried to the next one.
+//! Its latency runs from the scheduled time to its first ack.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -31,7 +39,7 @@ use quinn::{
 };
 use roomgate::wire::{
     decode_len, decode_server, encode, ticket, AckKind, ClientFrame, CloseCode, Hello, NoticeKind,
-    ServerFrame, Welcome, WireError, LEN_PREFIX, MAX_FRAME_HARD,
+    ServerFrame, Verdict, Welcome, WireError, LEN_PREFIX, MAX_FRAME_HARD,
 };
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::{
@@ -44,7 +52,7 @@ use crate::{
     room::{Command, Registry},
     schedule::Kind,
     servers::{parse_wrong_node, Servers, Target},
-    stats::{verdict_name, AckEvent, LeadRecord, Stats},
+    stats::{verdict_name, AckEvent, LeadRecord, Stats, WithdrawalRecord},
     truth::Class,
 };
 
@@ -60,14 +68,20 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
-/// A chat message or lead without its ack when a connection was lost,
-/// resent with the same id after reconnecting.
+/// A chat message, lead or withdrawal without its ack when a connection
+/// was lost, resent with the same id after reconnecting; or a withdrawal
+/// scheduled but not sent yet (`sent: false`), scheduled again there.
 #[derive(Debug, Clone)]
 pub struct Carry {
     kind: Kind,
     id: u64,
     intended: Instant,
     bytes: Vec<u8>,
+    /// Written at least once (else: a withdrawal still to send at
+    /// `intended`).
+    sent: bool,
+    /// A lead: withdraw it this long after its `accepted` ack.
+    withdraw: Option<Duration>,
 }
 
 /// How a session (or an attempt at one) ended.
@@ -295,21 +309,43 @@ pub async fn run(ctx: Arc<Ctx>, spec: ViewerSpec, permit: OwnedSemaphorePermit) 
     }
 }
 
-/// The viewer stops retrying: what it carries is counted as unacked.
+/// The viewer stops retrying: what it carries is counted as unacked (a
+/// withdrawal never written: as not sent).
 fn give_up(ctx: &Ctx, spec: &ViewerSpec, carry: &[Carry]) {
     for c in carry {
+        if !c.sent {
+            ctx.stats.disconnected.add(c.kind, 1);
+            ctx.stats.class_not_sent.add(spec.class, c.kind, 1);
+            continue;
+        }
         ctx.stats.unacked.add(c.kind, 1);
         ctx.stats.class_unacked.add(spec.class, c.kind, 1);
-        if c.kind == Kind::Lead {
-            ctx.stats.record_lead(LeadRecord {
-                room_id: spec.room_id,
-                viewer_id: spec.viewer_id,
-                client_lead_id: c.id,
-                verdict: "unacked".into(),
-                reason: "none".into(),
-                class: spec.class,
-            });
+        match c.kind {
+            Kind::Lead => ctx.stats.record_lead(unacked_lead(spec, c.id)),
+            Kind::Withdraw => ctx.stats.record_withdrawal(unacked_withdrawal(spec, c.id)),
+            Kind::Chat | Kind::Like => {}
         }
+    }
+}
+
+fn unacked_lead(spec: &ViewerSpec, id: u64) -> LeadRecord {
+    LeadRecord {
+        room_id: spec.room_id,
+        viewer_id: spec.viewer_id,
+        client_lead_id: id,
+        verdict: "unacked".into(),
+        reason: "none".into(),
+        class: spec.class,
+        withdrawal: None,
+    }
+}
+
+fn unacked_withdrawal(spec: &ViewerSpec, lead_id: u64) -> WithdrawalRecord {
+    WithdrawalRecord {
+        room_id: spec.room_id,
+        viewer_id: spec.viewer_id,
+        client_lead_id: lead_id,
+        verdict: "unacked".into(),
     }
 }
 
@@ -606,6 +642,15 @@ struct Entry {
     carried: bool,
     /// The frame, to resend after a reconnect.
     bytes: Vec<u8>,
+    /// A lead: withdraw it this long after an `accepted` first ack.
+    withdraw: Option<Duration>,
+}
+
+/// A withdrawal to send at `at` (its intended time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scheduled {
+    at: Instant,
+    lead_id: u64,
 }
 
 /// What an ack meant to the frame it answered.
@@ -618,18 +663,24 @@ struct Acked {
     carried: bool,
 }
 
-/// Outstanding acks of one viewer, shared by its writer and reader. A viewer
-/// has a handful at most, so a vector beats a map.
+/// Outstanding acks of one viewer, shared by its writer and reader, and
+/// the withdrawals it has scheduled. A viewer has a handful at most, so
+/// vectors beat maps.
 #[derive(Debug, Default)]
 struct Outstanding {
     inner: std::sync::Mutex<OutInner>,
     /// Signalled when nothing is outstanding any more, or the reader ended.
     settled: Notify,
+    /// Signalled when the reader scheduled a withdrawal (the writer
+    /// recomputes when to wake).
+    wake: Notify,
 }
 
 #[derive(Debug, Default)]
 struct OutInner {
     entries: Vec<Entry>,
+    /// Withdrawals not sent yet, in no particular order.
+    scheduled: Vec<Scheduled>,
     reader_done: bool,
 }
 
@@ -639,17 +690,34 @@ impl Outstanding {
     }
 
     /// A frame with this id is about to be written. `first` = a first send
-    /// (its ack is a latency sample); a resend after the first ack came is not.
-    fn expect(&self, kind: Kind, id: u64, intended: Instant, first: bool, bytes: &[u8]) {
-        self.expect_as(kind, id, intended, first, false, bytes);
+    /// (its ack is a latency sample); a resend after the first ack came is
+    /// not. `withdraw`: a lead to withdraw this long after it is accepted.
+    fn expect(
+        &self,
+        kind: Kind,
+        id: u64,
+        intended: Instant,
+        first: bool,
+        bytes: &[u8],
+        withdraw: Option<Duration>,
+    ) {
+        self.expect_as(kind, id, intended, first, false, bytes, withdraw);
     }
 
     /// A frame carried over from a lost connection is about to be written
     /// again: its first ack is still to come and may be a replay.
-    fn expect_carried(&self, kind: Kind, id: u64, intended: Instant, bytes: &[u8]) {
-        self.expect_as(kind, id, intended, true, true, bytes);
+    fn expect_carried(
+        &self,
+        kind: Kind,
+        id: u64,
+        intended: Instant,
+        bytes: &[u8],
+        withdraw: Option<Duration>,
+    ) {
+        self.expect_as(kind, id, intended, true, true, bytes, withdraw);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn expect_as(
         &self,
         kind: Kind,
@@ -658,6 +726,7 @@ impl Outstanding {
         first: bool,
         carried: bool,
         bytes: &[u8],
+        withdraw: Option<Duration>,
     ) {
         let mut g = self.lock();
         if let Some(e) = g.entries.iter_mut().find(|e| e.kind == kind && e.id == id) {
@@ -671,23 +740,61 @@ impl Outstanding {
                 first_acked: !first,
                 carried,
                 bytes: bytes.to_vec(),
+                withdraw,
             });
         }
     }
 
-    /// Frames whose first ack never came: resent after a reconnect.
+    /// Frames whose first ack never came: resent after a reconnect; and
+    /// the withdrawals not sent yet, scheduled again after it.
     fn carry(&self) -> Vec<Carry> {
-        self.lock()
-            .entries
+        let g = self.lock();
+        let sent = g.entries.iter().filter(|e| !e.first_acked).map(|e| Carry {
+            kind: e.kind,
+            id: e.id,
+            intended: e.intended,
+            bytes: e.bytes.clone(),
+            sent: true,
+            withdraw: e.withdraw,
+        });
+        let scheduled = g.scheduled.iter().map(|s| Carry {
+            kind: Kind::Withdraw,
+            id: s.lead_id,
+            intended: s.at,
+            bytes: Vec::new(),
+            sent: false,
+            withdraw: None,
+        });
+        sent.chain(scheduled).collect()
+    }
+
+    /// Withdraw lead `lead_id` at `at`.
+    fn schedule(&self, at: Instant, lead_id: u64) {
+        self.lock().scheduled.push(Scheduled { at, lead_id });
+        self.wake.notify_one();
+    }
+
+    /// When the next scheduled withdrawal is due.
+    fn next_scheduled(&self) -> Option<Instant> {
+        self.lock().scheduled.iter().map(|s| s.at).min()
+    }
+
+    /// A scheduled withdrawal due by `now`, taken off the schedule.
+    fn pop_due(&self, now: Instant) -> Option<Scheduled> {
+        let mut g = self.lock();
+        let i = g
+            .scheduled
             .iter()
-            .filter(|e| !e.first_acked)
-            .map(|e| Carry {
-                kind: e.kind,
-                id: e.id,
-                intended: e.intended,
-                bytes: e.bytes.clone(),
-            })
-            .collect()
+            .enumerate()
+            .filter(|(_, s)| s.at <= now)
+            .min_by_key(|(_, s)| s.at)?
+            .0;
+        Some(g.scheduled.swap_remove(i))
+    }
+
+    /// The withdrawals still scheduled (at the end of the session).
+    fn take_scheduled(&self) -> Vec<Scheduled> {
+        std::mem::take(&mut self.lock().scheduled)
     }
 
     /// The frame announced by `expect` could not be written.
@@ -703,24 +810,35 @@ impl Outstanding {
 
     /// An ack arrived at `now`. `None` if nothing was outstanding for it;
     /// otherwise the latency to record and the event's intended send time,
-    /// if this is the id's first ack.
-    fn ack(&self, kind: Kind, id: u64, now: Instant) -> Option<Acked> {
+    /// if this is the id's first ack. The first ack of a lead planned for
+    /// withdrawal, when `accepted`, schedules its withdrawal.
+    fn ack(&self, kind: Kind, id: u64, now: Instant, accepted: bool) -> Option<Acked> {
         let mut g = self.lock();
         let i = g
             .entries
             .iter()
             .position(|e| e.kind == kind && e.id == id)?;
         let e = &mut g.entries[i];
-        let latency =
-            (!e.first_acked).then(|| (now.saturating_duration_since(e.intended), e.intended));
+        let first = !e.first_acked;
+        let latency = first.then(|| (now.saturating_duration_since(e.intended), e.intended));
         let carried = e.carried;
+        let withdraw = e
+            .withdraw
+            .filter(|_| first && accepted && kind == Kind::Lead);
         e.first_acked = true;
         e.expected -= 1;
         if e.expected == 0 {
             g.entries.swap_remove(i);
-            if g.entries.is_empty() {
-                self.settled.notify_one();
-            }
+        }
+        if let Some(after) = withdraw {
+            g.scheduled.push(Scheduled {
+                at: now + after,
+                lead_id: id,
+            });
+            self.wake.notify_one();
+        }
+        if g.entries.is_empty() {
+            self.settled.notify_one();
         }
         Some(Acked { latency, carried })
     }
@@ -730,24 +848,31 @@ impl Outstanding {
         self.settled.notify_one();
     }
 
-    /// Nothing more to wait for: all acked, or no reader to receive acks.
+    /// Nothing more to wait for: all acked and no withdrawal scheduled, or
+    /// no reader to receive acks.
     fn is_settled(&self) -> bool {
         let g = self.lock();
-        g.entries.is_empty() || g.reader_done
+        (g.entries.is_empty() && g.scheduled.is_empty()) || g.reader_done
     }
 
-    /// Leads whose first ack never came (at the end of the session).
-    fn unacked_leads(&self) -> Vec<u64> {
+    /// Ids of `kind` whose first ack never came (at the end of the session).
+    fn unacked_ids(&self, kind: Kind) -> Vec<u64> {
         self.lock()
             .entries
             .iter()
-            .filter(|e| e.kind == Kind::Lead && !e.first_acked)
+            .filter(|e| e.kind == kind && !e.first_acked)
             .map(|e| e.id)
             .collect()
     }
 
+    /// Leads whose first ack never came (at the end of the session).
+    #[cfg(test)]
+    fn unacked_leads(&self) -> Vec<u64> {
+        self.unacked_ids(Kind::Lead)
+    }
+
     /// Frames still unacked, per kind (at the end of the session).
-    fn unacked(&self) -> [(Kind, u64); 2] {
+    fn unacked(&self) -> [(Kind, u64); 3] {
         let g = self.lock();
         let count = |k: Kind| {
             g.entries
@@ -759,6 +884,7 @@ impl Outstanding {
         [
             (Kind::Chat, count(Kind::Chat)),
             (Kind::Lead, count(Kind::Lead)),
+            (Kind::Withdraw, count(Kind::Withdraw)),
         ]
     }
 }
@@ -796,6 +922,7 @@ impl Writer {
             intended,
             class,
             resend,
+            withdraw,
         } = cmd;
         debug_assert_eq!(class, self.class, "an event comes from its viewer's class");
         match action {
@@ -820,14 +947,14 @@ impl Writer {
                     client_msg_id: id,
                     text,
                 });
-                self.send_tracked(Kind::Chat, id, intended, bytes, resend)
+                self.send_tracked(Kind::Chat, id, intended, bytes, resend, None)
                     .await
             }
             Action::Lead(mut lead) => {
                 let id = self.take_id();
                 lead.client_lead_id = id;
                 let bytes = encode(&ClientFrame::Lead(*lead));
-                self.send_tracked(Kind::Lead, id, intended, bytes, resend)
+                self.send_tracked(Kind::Lead, id, intended, bytes, resend, withdraw)
                     .await
             }
         }
@@ -846,9 +973,10 @@ impl Writer {
         intended: Instant,
         bytes: Vec<u8>,
         resend: Option<Duration>,
+        withdraw: Option<Duration>,
     ) -> bool {
         // Registered before writing: the ack may arrive before write_all returns.
-        self.acks.expect(kind, id, intended, true, &bytes);
+        self.acks.expect(kind, id, intended, true, &bytes, withdraw);
         if self.send.write_all(&bytes).await.is_err() {
             self.acks.unexpect(kind, id);
             self.stats.disconnected.add(kind, 1);
@@ -877,13 +1005,33 @@ impl Writer {
             let Some(r) = self.pending.pop_front() else {
                 break;
             };
-            self.acks.expect(r.kind, r.id, r.intended, false, &r.bytes);
+            self.acks
+                .expect(r.kind, r.id, r.intended, false, &r.bytes, None);
             if self.send.write_all(&r.bytes).await.is_err() {
                 self.acks.unexpect(r.kind, r.id);
                 return false;
             }
             self.stats.resent.add(r.kind, 1);
             self.stats.class_resent.add(self.class, r.kind, 1);
+        }
+        true
+    }
+
+    /// Write every withdrawal due by `now`; `false` if the stream is dead.
+    /// Each is registered before it is written and stays outstanding if
+    /// the write fails: it is carried to the next connection and resent.
+    async fn send_withdrawals(&mut self, now: Instant) -> bool {
+        while let Some(s) = self.acks.pop_due(now) {
+            let bytes = encode(&ClientFrame::Withdraw {
+                client_lead_id: s.lead_id,
+            });
+            self.acks
+                .expect(Kind::Withdraw, s.lead_id, s.at, true, &bytes, None);
+            self.stats.sent.add(Kind::Withdraw, 1);
+            self.stats.class_sent.add(self.class, Kind::Withdraw, 1);
+            if self.send.write_all(&bytes).await.is_err() {
+                return false;
+            }
         }
         true
     }
@@ -980,10 +1128,16 @@ impl Session {
         // Each one's first ack is still to come: that ack is the latency
         // sample, measured from the original intended time. All are
         // registered first, so a failed write leaves them to carry again.
+        // Withdrawals not sent yet are scheduled again, at their time.
         for c in &carry {
-            w.acks.expect_carried(c.kind, c.id, c.intended, &c.bytes);
+            if c.sent {
+                w.acks
+                    .expect_carried(c.kind, c.id, c.intended, &c.bytes, c.withdraw);
+            } else {
+                w.acks.schedule(c.intended, c.id);
+            }
         }
-        for c in &carry {
+        for c in carry.iter().filter(|c| c.sent) {
             if w.send.write_all(&c.bytes).await.is_err() {
                 ok = false;
                 break;
@@ -1005,6 +1159,10 @@ impl Session {
                     break;
                 }
                 () = sleep_opt(w.next_resend()) => ok = w.send_due(Instant::now()).await,
+                () = sleep_opt(acks.next_scheduled()) => {
+                    ok = w.send_withdrawals(Instant::now()).await;
+                }
+                () = acks.wake.notified() => {}
                 Some(()) = refresh_rx.recv() => ok = w.refresh(ctx, &who).await,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => ok = w.send_cmd(cmd).await,
@@ -1037,6 +1195,13 @@ impl Session {
                             break;
                         }
                     }
+                    () = sleep_opt(acks.next_scheduled()) => {
+                        ok = w.send_withdrawals(Instant::now()).await;
+                        if !ok {
+                            break;
+                        }
+                    }
+                    () = acks.wake.notified() => {}
                     Some(()) = refresh_rx.recv() => {
                         ok = w.refresh(ctx, &who).await;
                         if !ok {
@@ -1108,16 +1273,18 @@ impl Session {
             ctx.stats.unacked.add(kind, n);
             ctx.stats.class_unacked.add(spec.class, kind, n);
         }
-        for id in acks.unacked_leads() {
-            ctx.stats.record_lead(LeadRecord {
-                room_id: spec.room_id,
-                viewer_id: spec.viewer_id,
-                client_lead_id: id,
-                verdict: "unacked".into(),
-                reason: "none".into(),
-                class: spec.class,
-            });
+        for id in acks.unacked_ids(Kind::Lead) {
+            ctx.stats.record_lead(unacked_lead(spec, id));
         }
+        for id in acks.unacked_ids(Kind::Withdraw) {
+            ctx.stats.record_withdrawal(unacked_withdrawal(spec, id));
+        }
+        // Withdrawals whose time had not come by the end of the drain.
+        let unsent = acks.take_scheduled().len() as u64;
+        ctx.stats.disconnected.add(Kind::Withdraw, unsent);
+        ctx.stats
+            .class_not_sent
+            .add(spec.class, Kind::Withdraw, unsent);
         (label, if left { End::Left } else { End::Done })
     }
 }
@@ -1154,12 +1321,14 @@ async fn read_loop(
                 let kind = match AckKind::from_u8(kind) {
                     Some(AckKind::Chat) => Kind::Chat,
                     Some(AckKind::Lead) => Kind::Lead,
-                    Some(AckKind::Withdraw) | None => {
+                    Some(AckKind::Withdraw) => Kind::Withdraw,
+                    None => {
                         stats.unexpected_acks.fetch_add(1, Relaxed);
                         continue;
                     }
                 };
-                match acks.ack(kind, client_id, now) {
+                let accepted = Verdict::from_u8(verdict) == Some(Verdict::Accepted);
+                match acks.ack(kind, client_id, now, accepted) {
                     Some(Acked { latency, carried }) => {
                         let first = latency.is_some();
                         // A first ack flagged as a replay is right for a
@@ -1170,7 +1339,7 @@ async fn read_loop(
                         if replay && first && !carried {
                             stats.replay_before_first.add(kind, 1);
                         }
-                        if kind == Kind::Lead && latency.is_some() {
+                        if kind == Kind::Lead && first {
                             stats.record_lead(LeadRecord {
                                 room_id: who.room_id,
                                 viewer_id: who.viewer_id,
@@ -1178,6 +1347,15 @@ async fn read_loop(
                                 verdict: verdict_name(verdict),
                                 reason: crate::stats::reason_name(reason),
                                 class: who.class,
+                                withdrawal: None,
+                            });
+                        }
+                        if kind == Kind::Withdraw && first {
+                            stats.record_withdrawal(WithdrawalRecord {
+                                room_id: who.room_id,
+                                viewer_id: who.viewer_id,
+                                client_lead_id: client_id,
+                                verdict: verdict_name(verdict),
                             });
                         }
                         // The first ack counts under its verdict even when
@@ -1226,8 +1404,8 @@ mod tests {
     fn first_ack_is_the_latency_sample_and_resends_are_expected_again() {
         let o = Outstanding::default();
         let t = Instant::now();
-        o.expect(Kind::Lead, 7, t, true, &[]);
-        o.expect(Kind::Lead, 7, t, false, &[]); // resend before the first ack
+        o.expect(Kind::Lead, 7, t, true, &[], None);
+        o.expect(Kind::Lead, 7, t, false, &[], None); // resend before the first ack
         assert!(!o.is_settled());
         let later = t + Duration::from_millis(1200);
         let sample = |latency| {
@@ -1237,32 +1415,39 @@ mod tests {
             })
         };
         assert_eq!(
-            o.ack(Kind::Lead, 7, later),
+            o.ack(Kind::Lead, 7, later, true),
             sample(Some((Duration::from_millis(1200), t)))
         );
         assert_eq!(
-            o.ack(Kind::Lead, 7, later),
+            o.ack(Kind::Lead, 7, later, true),
             sample(None),
             "replay ack: no sample"
         );
         assert!(o.is_settled());
-        assert_eq!(o.ack(Kind::Lead, 7, later), None, "nothing outstanding");
+        assert_eq!(
+            o.ack(Kind::Lead, 7, later, true),
+            None,
+            "nothing outstanding"
+        );
         // Resend after the first ack: expected again, still no latency sample.
-        o.expect(Kind::Chat, 1, t, true, &[]);
-        assert!(o.ack(Kind::Chat, 1, later).unwrap().latency.is_some());
-        o.expect(Kind::Chat, 1, t, false, &[]);
-        assert_eq!(o.unacked(), [(Kind::Chat, 1), (Kind::Lead, 0)]);
+        o.expect(Kind::Chat, 1, t, true, &[], None);
+        assert!(o.ack(Kind::Chat, 1, later, true).unwrap().latency.is_some());
+        o.expect(Kind::Chat, 1, t, false, &[], None);
+        assert_eq!(
+            o.unacked(),
+            [(Kind::Chat, 1), (Kind::Lead, 0), (Kind::Withdraw, 0)]
+        );
         assert!(o.unacked_leads().is_empty());
-        assert_eq!(o.ack(Kind::Chat, 1, later), sample(None));
+        assert_eq!(o.ack(Kind::Chat, 1, later, true), sample(None));
         // A kind mismatch is not a match.
-        o.expect(Kind::Chat, 2, t, true, &[]);
-        assert_eq!(o.ack(Kind::Lead, 2, later), None);
+        o.expect(Kind::Chat, 2, t, true, &[], None);
+        assert_eq!(o.ack(Kind::Lead, 2, later, true), None);
         o.unexpect(Kind::Chat, 2);
         // Carried over from a lost connection: the first ack is the sample
         // and says the frame was carried (its replay flag is then expected).
-        o.expect_carried(Kind::Chat, 3, t, &[]);
+        o.expect_carried(Kind::Chat, 3, t, &[], None);
         assert_eq!(
-            o.ack(Kind::Chat, 3, later),
+            o.ack(Kind::Chat, 3, later, true),
             Some(Acked {
                 latency: Some((Duration::from_millis(1200), t)),
                 carried: true
@@ -1270,8 +1455,58 @@ mod tests {
         );
         assert_eq!(o.carry().len(), 0);
         // A lead with no ack at all is reported for verify.
-        o.expect(Kind::Lead, 9, t, true, &[]);
+        o.expect(Kind::Lead, 9, t, true, &[], None);
         assert_eq!(o.unacked_leads(), [9]);
+    }
+
+    #[test]
+    fn an_accepted_lead_schedules_its_withdrawal_which_is_carried_until_acked() {
+        let o = Outstanding::default();
+        let t = Instant::now();
+        let after = Some(Duration::from_secs(2));
+        o.expect(Kind::Lead, 5, t, true, &[], after);
+        o.expect(Kind::Lead, 6, t, true, &[], after);
+        o.expect(Kind::Lead, 7, t, true, &[], None);
+        let acked = t + Duration::from_millis(10);
+        // Rejected: no withdrawal; not planned: none either.
+        assert!(o.ack(Kind::Lead, 6, acked, false).is_some());
+        assert!(o.ack(Kind::Lead, 7, acked, true).is_some());
+        assert_eq!(o.next_scheduled(), None);
+        assert!(o.ack(Kind::Lead, 5, acked, true).is_some());
+        let due = acked + Duration::from_secs(2);
+        assert_eq!(o.next_scheduled(), Some(due));
+        assert!(!o.is_settled(), "a withdrawal is still to send");
+        // Lost before it was due: carried as not sent, scheduled again.
+        let carry = o.carry();
+        assert_eq!(carry.len(), 1);
+        assert!(carry[0].kind == Kind::Withdraw && carry[0].id == 5 && !carry[0].sent);
+        assert_eq!(carry[0].intended, due);
+        assert_eq!(o.pop_due(due - Duration::from_millis(1)), None);
+        assert_eq!(
+            o.pop_due(due),
+            Some(Scheduled {
+                at: due,
+                lead_id: 5
+            })
+        );
+        // Sent, then lost before its ack: carried as sent, same id.
+        o.expect(Kind::Withdraw, 5, due, true, &[1, 2], None);
+        let carry = o.carry();
+        assert!(carry.len() == 1 && carry[0].sent && carry[0].bytes == [1, 2]);
+        assert_eq!(o.unacked_ids(Kind::Withdraw), [5]);
+        assert_eq!(o.unacked()[2], (Kind::Withdraw, 1));
+        let late = due + Duration::from_millis(3);
+        assert_eq!(
+            o.ack(Kind::Withdraw, 5, late, true).and_then(|a| a.latency),
+            Some((Duration::from_millis(3), due))
+        );
+        assert!(o.is_settled());
+        // A lead carried over keeps its withdrawal plan.
+        o.expect_carried(Kind::Lead, 8, t, &[], after);
+        assert_eq!(o.carry()[0].withdraw, after);
+        o.ack(Kind::Lead, 8, late, true);
+        assert_eq!(o.take_scheduled().len(), 1);
+        assert!(o.is_settled());
     }
 
     #[test]

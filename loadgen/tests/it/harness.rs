@@ -58,6 +58,8 @@ pub struct Run {
     pub database: String,
     /// Scratch directory (summary, lead records, cert).
     pub dir: PathBuf,
+    /// The engine, when the run left it running ([`Run::start_live`]).
+    engine: Option<roomgate::engine::Engine>,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -72,6 +74,21 @@ impl Run {
     /// As [`Run::start`], with `workers` loadgen processes at once (each
     /// `--worker K/N`, summary `worker-K.json`) when `workers` > 1.
     pub async fn start_split(scenario: &str, workers: u32) -> Run {
+        let mut run = Run::start_live(scenario, workers).await;
+        run.stop_engine().await;
+        run
+    }
+
+    /// Stop the engine (it flushes every batch), if still running.
+    pub async fn stop_engine(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown().await.expect("engine shuts down cleanly");
+        }
+    }
+
+    /// As [`Run::start_split`], leaving the engine running (its eraser
+    /// too): stop it with [`Run::stop_engine`].
+    pub async fn start_live(scenario: &str, workers: u32) -> Run {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("ROOMGATE_LOG")
@@ -106,6 +123,8 @@ impl Run {
         // Tickets of 10 s, warned 8 s ahead: every session outliving its
         // ticket refreshes it on the open stream.
         cfg.tickets.refresh_notice_secs = 8;
+        // Withdrawn leads are erased within a second.
+        cfg.erasure.interval_secs = 1;
         let cfg = cfg.validate().expect("engine config");
         let engine = roomgate::engine::Engine::start(cfg)
             .await
@@ -149,8 +168,16 @@ impl Run {
         for l in loadgens {
             outs.push(l.await.unwrap());
         }
-        engine.shutdown().await.expect("engine shuts down cleanly");
+        let mut run = Run {
+            url,
+            database,
+            dir,
+            engine: Some(engine),
+        };
         for out in outs {
+            if !out.status.success() {
+                run.stop_engine().await;
+            }
             assert!(
                 out.status.success(),
                 "loadgen failed: {}\n{}",
@@ -158,7 +185,7 @@ impl Run {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Run { url, database, dir }
+        run
     }
 
     /// `roomgate-loadgen ARGS…` with `--clickhouse-url`/`--database` of

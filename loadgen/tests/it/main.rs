@@ -5,7 +5,9 @@
 //! right message when ClickHouse is tampered with: a lead row deleted, a lead
 //! row duplicated, a chat row accepted for an abusive viewer. And the same
 //! scenario split over two loadgen processes (`--worker K/N`), merged and
-//! verified as one run.
+//! verified as one run. And `loadgen/scenarios/withdrawals.toml` (viewers
+//! withdrawing leads), split and verified while the engine's eraser runs,
+//! then each withdrawal check broken in ClickHouse.
 
 mod harness;
 
@@ -256,4 +258,153 @@ async fn a_run_split_over_two_workers_merges_into_one_verified_run() {
             .map(|k| w[k - 1]["ground_truth"]["leads"].as_u64().unwrap())
             .sum::<u64>()
     );
+}
+
+/// The shipped withdrawals scenario, split over two loadgen processes:
+/// viewers withdraw a share of their accepted leads; `merge --verify`,
+/// while the engine (and its eraser) still runs, must pass: every acked
+/// withdrawal logged, no other, the consent version stored, the withdrawn
+/// leads erased and the others kept. Then verify must catch each of these
+/// broken in ClickHouse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawals_are_logged_and_erased_and_verify_catches_what_is_not() {
+    let scenario = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/withdrawals.toml"),
+    )
+    .unwrap();
+    let mut run = Run::start_live(&scenario, 2).await;
+    let (code, out) = run.loadgen(&[
+        "merge",
+        "worker-1.json",
+        "worker-2.json",
+        "--summary-json",
+        "summary.json",
+        "--verify",
+        "--settle-secs",
+        "1",
+        "--erase-wait-secs",
+        "20",
+    ]);
+    run.stop_engine().await;
+    assert_eq!(code, Some(0), "the withdrawals run must verify:\n{out}");
+    for line in [
+        "ok   withdrawals: every acked one logged (withdraw, viewer)",
+        "ok   withdrawals: no rows for leads not withdrawn",
+        "ok   leads: consent version stored",
+        "ok   withdrawn leads: personal columns erased",
+        "ok   leads not withdrawn: personal columns kept",
+    ] {
+        assert!(out.contains(line), "{line}:\n{out}");
+    }
+    let s = run.summary();
+    let w = &s["withdrawals"];
+    let sent = w["sent"].as_u64().unwrap();
+    assert!(sent > 10, "{w}");
+    assert_eq!(w["acked"]["accepted"], sent, "{w}");
+    assert_eq!(w["unacked"], 0, "{w}");
+    assert_eq!(s["latency_us"]["withdraw"]["count"], sent);
+    assert!(s["latency_us"]["withdraw"]["p99"].as_u64().unwrap() > 0);
+    assert_eq!(s["anomalies"]["unexpected_acks"], 0);
+    let v = &s["verify"];
+    assert_eq!(v["withdrawn"], sent, "{v}");
+    assert_eq!(
+        v["erased_rows"], sent,
+        "each withdrawn lead erased once: {v}"
+    );
+
+    // The lead records say which leads were withdrawn.
+    let leads = run.leads();
+    let withdrawn: Vec<&serde_json::Value> = leads
+        .iter()
+        .filter(|l| l["withdrawal"] == "accepted")
+        .collect();
+    assert_eq!(withdrawn.len() as u64, sent);
+    assert!(withdrawn
+        .iter()
+        .all(|l| l["verdict"] == "accepted" && l["class"] == "lead_submitter"));
+    let kept = leads
+        .iter()
+        .find(|l| l["verdict"] == "accepted" && l.get("withdrawal").is_none())
+        .expect("an accepted lead not withdrawn");
+    let key = |l: &serde_json::Value| {
+        format!(
+            "room_id = {} AND viewer_id = {} AND client_lead_id = {}",
+            l["room_id"], l["viewer_id"], l["client_lead_id"]
+        )
+    };
+    let (gone, kept) = (key(withdrawn[0]), key(kept));
+    let ch = Ch::new(&run.url, &run.database);
+    let verify = |what: &str| {
+        let mut args = run.verify_args();
+        args.extend(["--erase-wait-secs".into(), "1".into()]);
+        let out = Command::new(harness::LOADGEN)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{what} must fail verify:\n{text}"
+        );
+        text
+    };
+
+    // 1. A withdrawn lead not erased.
+    ch.exec(&format!(
+        "ALTER TABLE {{db}}.leads UPDATE phone_masked = '138****0000' WHERE {gone} \
+         SETTINGS mutations_sync = 1"
+    ))
+    .await;
+    let out = verify("a withdrawn lead holding personal data");
+    assert!(
+        out.contains("FAIL withdrawn leads: personal columns erased")
+            && out.contains("still hold personal data after"),
+        "{out}"
+    );
+    ch.exec(&format!(
+        "ALTER TABLE {{db}}.leads UPDATE phone_masked = '' WHERE {gone} \
+         SETTINGS mutations_sync = 1"
+    ))
+    .await;
+
+    // 2. A lead not withdrawn, erased.
+    ch.exec(&format!(
+        "ALTER TABLE {{db}}.leads UPDATE phone_enc = '' WHERE {kept} SETTINGS mutations_sync = 1"
+    ))
+    .await;
+    let out = verify("an erased lead that was not withdrawn");
+    assert!(
+        out.contains("FAIL leads not withdrawn: personal columns kept"),
+        "{out}"
+    );
+
+    // 3. A withdrawal row for a lead not withdrawn; one missing for a
+    //    withdrawn lead; a lead stored with another consent version.
+    ch.exec(&format!(
+        "INSERT INTO {{db}}.lead_withdrawals \
+         SELECT now64(3), room_id, viewer_id, client_lead_id, 'withdraw', 'viewer', 'x' \
+         FROM {{db}}.leads WHERE {kept}"
+    ))
+    .await;
+    ch.exec(&format!(
+        "ALTER TABLE {{db}}.lead_withdrawals DELETE WHERE {gone} AND action = 'withdraw' \
+         SETTINGS mutations_sync = 1"
+    ))
+    .await;
+    ch.exec(&format!(
+        "ALTER TABLE {{db}}.leads UPDATE consent_version = 'v0' WHERE {kept} \
+         SETTINGS mutations_sync = 1"
+    ))
+    .await;
+    let out = verify("withdrawal rows and consent versions that do not match");
+    for line in [
+        "FAIL withdrawals: every acked one logged (withdraw, viewer)",
+        "FAIL withdrawals: no rows for leads not withdrawn",
+        "FAIL leads: consent version stored",
+    ] {
+        assert!(out.contains(line), "{line}:\n{out}");
+    }
+    assert!(out.contains("\"v0\""), "{out}");
 }
