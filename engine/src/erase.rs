@@ -44,6 +44,16 @@ pub const PERSONAL_COLUMNS: [&str; 5] = [
 /// Most leads erased by one mutation.
 pub const MAX_BATCH: usize = 500;
 
+/// Most pending requests looked at in one pass.
+pub const MAX_PENDING: usize = 5_000;
+
+/// A request whose lead is not in `leads` after this long is closed
+/// without a mutation (a withdrawal naming a lead that was never stored:
+/// a client's bug or a hostile one). A lead still on its way (the
+/// engine's log drains after a ClickHouse outage) normally arrives well
+/// within it.
+pub const ORPHAN_AFTER_MS: i64 = 24 * 3_600_000;
+
 /// A lead's natural key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Row, Deserialize, Serialize)]
 pub struct LeadKey {
@@ -55,16 +65,93 @@ pub struct LeadKey {
     pub client_lead_id: u64,
 }
 
-/// The requests not yet erased, oldest first (`limit` of them).
+/// A pending request: the lead and when it was first asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Deserialize)]
+pub struct Pending {
+    /// Room.
+    pub room_id: u64,
+    /// Viewer.
+    pub viewer_id: u64,
+    /// The viewer's lead id.
+    pub client_lead_id: u64,
+    /// The first request's time, Unix ms.
+    pub first_ms: i64,
+}
+
+impl Pending {
+    /// Its lead.
+    pub fn key(&self) -> LeadKey {
+        LeadKey {
+            room_id: self.room_id,
+            viewer_id: self.viewer_id,
+            client_lead_id: self.client_lead_id,
+        }
+    }
+}
+
+/// The requests not yet erased, oldest first (`limit` of them): leads
+/// with a `withdraw` or `erase` row later than their last `erased` row
+/// (none: the epoch), so a request repeated after an erasure (a copy of
+/// the lead stored later) erases again.
 pub fn pending_sql(limit: usize) -> String {
     format!(
-        "SELECT room_id, viewer_id, client_lead_id FROM lead_withdrawals \
+        "SELECT room_id, viewer_id, client_lead_id, toInt64(toUnixTimestamp64Milli(min(ts))) AS first_ms \
+         FROM lead_withdrawals \
          GROUP BY room_id, viewer_id, client_lead_id \
-         HAVING countIf(action = 'erased') = 0 \
-         ORDER BY min(ts), room_id, viewer_id, client_lead_id \
+         HAVING maxIf(ts, action != 'erased') > maxIf(ts, action = 'erased') \
+         ORDER BY first_ms, room_id, viewer_id, client_lead_id \
          LIMIT {}",
-        limit.clamp(1, MAX_BATCH)
+        limit.clamp(1, MAX_PENDING)
     )
+}
+
+/// Which of `keys` have a row in `leads` (open columns only: the
+/// engine's user may not read the personal ones).
+pub fn stored_sql(keys: &[LeadKey]) -> String {
+    format!(
+        "SELECT DISTINCT room_id, viewer_id, client_lead_id FROM leads \
+         WHERE (room_id, viewer_id, client_lead_id) IN ({})",
+        tuples(keys)
+    )
+}
+
+fn tuples(keys: &[LeadKey]) -> String {
+    keys.iter()
+        .map(|k| format!("({}, {}, {})", k.room_id, k.viewer_id, k.client_lead_id))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a pass does with `pending` requests, given which of their leads
+/// are `stored`: blank the stored ones (then mark them erased), mark the
+/// orphans older than [`ORPHAN_AFTER_MS`] closed, leave the rest pending
+/// (their lead is still on its way: marking them now would leave it
+/// unblanked when it lands).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Leads to blank and mark `erased`.
+    pub blank: Vec<LeadKey>,
+    /// Requests to close without a lead (`erased`, actor `…;no lead`).
+    pub orphans: Vec<LeadKey>,
+    /// Still waiting for their lead.
+    pub waiting: usize,
+}
+
+/// Decide a pass (pure).
+pub fn plan(pending: &[Pending], stored: &[LeadKey], now_ms: i64) -> Plan {
+    let stored: std::collections::HashSet<&LeadKey> = stored.iter().collect();
+    let mut p = Plan::default();
+    for r in pending {
+        let k = r.key();
+        if stored.contains(&k) {
+            p.blank.push(k);
+        } else if now_ms.saturating_sub(r.first_ms) >= ORPHAN_AFTER_MS {
+            p.orphans.push(k);
+        } else {
+            p.waiting += 1;
+        }
+    }
+    p
 }
 
 /// The mutation blanking `keys` in `table` (`leads`, or `leads_local` on
@@ -76,14 +163,10 @@ pub fn mutation_sql(table: &str, on_cluster: &str, keys: &[LeadKey]) -> String {
         .map(|c| format!("{c} = ''"))
         .collect::<Vec<_>>()
         .join(", ");
-    let list = keys
-        .iter()
-        .map(|k| format!("({}, {}, {})", k.room_id, k.viewer_id, k.client_lead_id))
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
         "ALTER TABLE {table}{on_cluster} UPDATE {set} \
-         WHERE (room_id, viewer_id, client_lead_id) IN ({list})"
+         WHERE (room_id, viewer_id, client_lead_id) IN ({})",
+        tuples(keys)
     )
 }
 
@@ -273,7 +356,10 @@ impl Eraser {
     ) -> Result<Erasure, EraseError> {
         self.request(key, source, actor).await?;
         match self.pass().await {
-            Ok(_) => Ok(Erasure::Done),
+            Ok(blanked) if blanked.contains(&key) => Ok(Erasure::Done),
+            // Its lead is not stored yet (or was erased by a concurrent
+            // pass of another node).
+            Ok(_) => Ok(Erasure::Pending),
             Err(e) => {
                 tracing::warn!(error = %e, "erasure recorded; the immediate pass failed (the background pass retries)");
                 Ok(Erasure::Pending)
@@ -281,25 +367,39 @@ impl Eraser {
         }
     }
 
-    /// Erase every pending request (in batches of [`MAX_BATCH`]); returns
-    /// how many leads were blanked.
-    pub async fn pass(&self) -> Result<usize, EraseError> {
+    /// Erase every pending request whose lead is stored (in mutations of
+    /// up to [`MAX_BATCH`] leads) and close old orphans; returns how many
+    /// leads were blanked, which.
+    pub async fn pass(&self) -> Result<Vec<LeadKey>, EraseError> {
         let _one = self.running.lock().await;
-        let mut done = 0;
-        loop {
-            let keys: Vec<LeadKey> = self
-                .within(
+        let pending: Vec<Pending> = self
+            .within(
+                self.client
+                    .0
+                    .query(&pending_sql(MAX_PENDING))
+                    .fetch_all::<Pending>(),
+            )
+            .await?;
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<LeadKey> = pending.iter().map(Pending::key).collect();
+        let mut stored = Vec::new();
+        for chunk in keys.chunks(MAX_BATCH) {
+            stored.extend(
+                self.within(
                     self.client
                         .0
-                        .query(&pending_sql(MAX_BATCH))
+                        .query(&stored_sql(chunk))
                         .fetch_all::<LeadKey>(),
                 )
-                .await?;
-            if keys.is_empty() {
-                return Ok(done);
-            }
+                .await?,
+            );
+        }
+        let plan = plan(&pending, &stored, crate::now_ms());
+        for chunk in plan.blank.chunks(MAX_BATCH) {
             for t in &self.targets {
-                let sql = mutation_sql(&t.table, &t.on_cluster, &keys);
+                let sql = mutation_sql(&t.table, &t.on_cluster, chunk);
                 self.within(
                     t.client
                         .query(&sql)
@@ -308,31 +408,44 @@ impl Eraser {
                 )
                 .await?;
             }
-            let rows = erased_rows(&keys, crate::now_ms(), &self.node);
-            self.within(async {
-                let mut insert = self
-                    .client
-                    .0
-                    .insert::<WithdrawalRow>("lead_withdrawals")
-                    .await?;
-                for r in &rows {
-                    insert.write(r).await?;
-                }
-                insert.end().await
-            })
-            .await?;
-            done += keys.len();
+            self.mark(&erased_rows(chunk, crate::now_ms(), &self.node))
+                .await?;
             self.metrics
                 .leads_erased
-                .fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(
-                leads = keys.len(),
-                "erased the personal data of withdrawn leads"
-            );
-            if keys.len() < MAX_BATCH {
-                return Ok(done);
-            }
+                .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(leads = chunk.len(), "erased the personal data of withdrawn leads");
         }
+        if !plan.orphans.is_empty() {
+            let actor = format!("{};no lead", self.node);
+            self.mark(&erased_rows(&plan.orphans, crate::now_ms(), &actor))
+                .await?;
+            tracing::warn!(
+                requests = plan.orphans.len(),
+                "withdrawal or erasure requests closed: no such lead stored after 24 h"
+            );
+        }
+        if plan.waiting > 0 {
+            tracing::debug!(
+                requests = plan.waiting,
+                "withdrawal requests wait for their lead to reach ClickHouse"
+            );
+        }
+        Ok(plan.blank)
+    }
+
+    async fn mark(&self, rows: &[WithdrawalRow]) -> Result<(), EraseError> {
+        self.within(async {
+            let mut insert = self
+                .client
+                .0
+                .insert::<WithdrawalRow>("lead_withdrawals")
+                .await?;
+            for r in rows {
+                insert.write(r).await?;
+            }
+            insert.end().await
+        })
+        .await
     }
 
     /// Run a pass every `interval` once the schema is current, until
@@ -408,11 +521,44 @@ mod tests {
     }
 
     #[test]
+    fn only_stored_leads_are_blanked_and_orphans_close_after_a_day() {
+        let p = |k: LeadKey, first_ms| Pending {
+            room_id: k.room_id,
+            viewer_id: k.viewer_id,
+            client_lead_id: k.client_lead_id,
+            first_ms,
+        };
+        let now = 100 * ORPHAN_AFTER_MS;
+        let pending = [
+            p(key(1, 1, 1), now - 5),
+            // Its lead is not in ClickHouse yet (the log is draining).
+            p(key(1, 1, 2), now - 5),
+            // Never stored, and asked for a day ago.
+            p(key(1, 1, 3), now - ORPHAN_AFTER_MS),
+            p(key(2, 1, 1), now - 2 * ORPHAN_AFTER_MS),
+        ];
+        let stored = [key(1, 1, 1), key(2, 1, 1), key(9, 9, 9)];
+        assert_eq!(
+            plan(&pending, &stored, now),
+            Plan {
+                blank: vec![key(1, 1, 1), key(2, 1, 1)],
+                orphans: vec![key(1, 1, 3)],
+                waiting: 1,
+            }
+        );
+        assert_eq!(
+            stored_sql(&[key(1, 2, 3)]),
+            "SELECT DISTINCT room_id, viewer_id, client_lead_id FROM leads \
+             WHERE (room_id, viewer_id, client_lead_id) IN ((1, 2, 3))"
+        );
+    }
+
+    #[test]
     fn pending_requests_are_those_without_an_erased_row_oldest_first() {
-        let sql = pending_sql(10_000);
-        assert!(sql.contains("HAVING countIf(action = 'erased') = 0"));
-        assert!(sql.contains("ORDER BY min(ts)"));
-        assert!(sql.ends_with(&format!("LIMIT {MAX_BATCH}")));
+        let sql = pending_sql(100_000);
+        assert!(sql.contains("HAVING maxIf(ts, action != 'erased') > maxIf(ts, action = 'erased')"));
+        assert!(sql.contains("ORDER BY first_ms"));
+        assert!(sql.ends_with(&format!("LIMIT {MAX_PENDING}")));
         let rows = erased_rows(&[key(1, 2, 3)], 7, "node-a");
         assert_eq!(rows[0].action, "erased");
         assert_eq!(rows[0].source, "engine");

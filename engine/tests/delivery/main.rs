@@ -479,15 +479,14 @@ async fn merchants_pull_their_accepted_leads_once_each_audited() {
     assert_eq!(status, 400);
     let (status, _) = post(api, &tls, "/v1/leads/erase", "k1.nope", &erase(102, 5)).await;
     assert_eq!(status, 401);
-    let admin_body = format!(
-        r#"{{"room_id": 201, "viewer_id": 20, "client_lead_id": 1, "actor": "ticket-77"}}"#
-    );
+    let admin_body =
+        r#"{"room_id": 201, "viewer_id": 20, "client_lead_id": 1, "actor": "ticket-77"}"#;
     let (status, body) = harness::admin(
         engine.admin_addr(),
         "POST",
         "/admin/leads/erase",
         Some("admin-token-0123456789"),
-        &admin_body,
+        admin_body,
     )
     .await;
     assert_eq!(status, 200, "{body}");
