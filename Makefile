@@ -19,7 +19,7 @@ export PROPTEST_RNG_SEED
 include scripts/clickhouse.mk
 
 .DEFAULT_GOAL := help
-.PHONY: help build build-release demo test fmt-check lint unit it cluster-test grants-test delivery-test dashboards-test cluster-bench e2e bench bench-check clean
+.PHONY: help build build-release demo test fmt-check lint unit it cluster-test grants-test delivery-test webhook-test dashboards-test cluster-bench e2e bench bench-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ build-release: ## release build of roomgate and roomgate-loadgen
 demo: build-release venv ## start ClickHouse + engine, run a 10,000-viewer room for ~60 s, print what happened (KEEP_RUNNING=1 keeps it up)
 	@python3 scripts/demo.py
 
-test: venv fmt-check lint unit it cluster-test grants-test delivery-test dashboards-test loadgen-it bench-check e2e chaos-quick failover-quick fuzz-quick ## everything CI checks
+test: venv fmt-check lint unit it cluster-test grants-test delivery-test webhook-test dashboards-test loadgen-it bench-check e2e chaos-quick failover-quick fuzz-quick ## everything CI checks
 	@echo "make test: all checks passed"
 
 fmt-check: ## rustfmt, check only
@@ -63,6 +63,11 @@ grants-test: venv ## who sees what: ClickHouse (port GRANTS_CLICKHOUSE_PORT) wit
 DELIVERY_CLICKHOUSE_PORT ?= 18162
 delivery-test: venv ## lead delivery, pull: engine + merchant API (HTTPS) + ClickHouse (port DELIVERY_CLICKHOUSE_PORT): pages, cursor, suspect flag, isolation, 400/401/503, audit rows; stops it after
 	ROOMGATE_DELIVERY_CLICKHOUSE_PORT=$(DELIVERY_CLICKHOUSE_PORT) $(CARGO) test -p roomgate --test delivery --locked; rc=$$?; CLICKHOUSE_HTTP_PORT=$(DELIVERY_CLICKHOUSE_PORT) python3 scripts/clickhouse.py down >/dev/null; exit $$rc
+
+# Its own ClickHouse too, stopped after.
+WEBHOOK_CLICKHOUSE_PORT ?= 18164
+webhook-test: venv ## lead delivery, push: engine + signed webhooks to a local receiver that fails, times out and recovers + ClickHouse (port WEBHOOK_CLICKHOUSE_PORT): retries, backlog, admin retry, audit, restart; stops it after
+	ROOMGATE_WEBHOOK_CLICKHOUSE_PORT=$(WEBHOOK_CLICKHOUSE_PORT) $(CARGO) test -p roomgate --test webhook --locked; rc=$$?; CLICKHOUSE_HTTP_PORT=$(WEBHOOK_CLICKHOUSE_PORT) python3 scripts/clickhouse.py down >/dev/null; exit $$rc
 
 # Its own ClickHouse too; the script stops it (and the engine) after.
 DASHBOARDS_CLICKHOUSE_PORT ?= 18166

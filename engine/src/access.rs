@@ -206,6 +206,32 @@ pub const CLASSES: &[TableClasses] = &[
         personal: &[],
         sealed: &[],
     },
+    // Lead keys, positions, states and status codes: no personal data.
+    TableClasses {
+        table: "webhook_cursors",
+        open: crate::delivery::webhook::store::CURSOR_COLUMNS,
+        personal: &[],
+        sealed: &[],
+    },
+    TableClasses {
+        table: "webhook_backlog",
+        open: crate::delivery::webhook::store::BACKLOG_COLUMNS,
+        personal: &[],
+        sealed: &[],
+    },
+];
+
+/// The webhook sender's own tables (it runs as `delivery`: it reads the
+/// ciphertexts it decrypts): read and written, every column.
+pub const WEBHOOK_TABLES: &[(&str, &[&str])] = &[
+    (
+        crate::delivery::webhook::store::CURSORS_TABLE,
+        crate::delivery::webhook::store::CURSOR_COLUMNS,
+    ),
+    (
+        crate::delivery::webhook::store::BACKLOG_TABLE,
+        crate::delivery::webhook::store::BACKLOG_COLUMNS,
+    ),
 ];
 
 /// The table every delivery is recorded in.
@@ -630,6 +656,12 @@ pub fn plan(spec: &Spec<'_>) -> Result<Plan, AccessError> {
     for on in targets(db, audit, cluster) {
         delivery.push(grant("INSERT".into(), on));
     }
+    for (name, cols) in WEBHOOK_TABLES {
+        let t = find(name).ok_or_else(|| AccessError::Classes(format!("{name} not created")))?;
+        for on in targets(db, t, cluster) {
+            delivery.push(grant(format!("{}, INSERT", select(cols)), on));
+        }
+    }
     // The eraser (crate::erase) blanks withdrawn leads' personal columns
     // with a mutation: on the local tables of a cluster.
     let leads = find("leads").ok_or_else(|| AccessError::Classes("leads not created".into()))?;
@@ -1012,9 +1044,13 @@ mod tests {
                 "rg.room_merchants",
                 "rg.lead_audit",
                 "rg.lead_withdrawals",
-                "rg.like_viewers"
+                "rg.like_viewers",
+                "rg.webhook_cursors",
+                "rg.webhook_backlog"
             ]
         );
+        // Webhook cursors and backlog: the merchant's own.
+        assert_eq!(m1.policies[12].filter, "merchant_id = 'm1'");
         assert_eq!(
             m1.policies[2].filter,
             "room_id IN (SELECT room_id FROM rg.room_merchants FINAL WHERE merchant_id = 'm1')"
@@ -1035,6 +1071,17 @@ mod tests {
         assert!(!delivery
             .iter()
             .any(|g| g.privileges.contains("INSERT") && g.on == "rg.leads"));
+        // The webhook sender (as `delivery`) keeps its cursor and backlog.
+        assert!(delivery.iter().any(|g| g.on == "rg.webhook_backlog"
+            && g.privileges
+                == "SELECT(merchant_id, room_id, viewer_id, client_lead_id, lead_ts, state, \
+                    attempts, last_error, created_at, updated_at), INSERT"));
+        assert!(delivery
+            .iter()
+            .any(|g| g.on == "rg.webhook_cursors" && g.privileges.ends_with(", INSERT")));
+        assert!(!role(&p, WRITER_ROLE)
+            .iter()
+            .any(|g| g.on.contains("webhook")));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct AdminState {
     /// Erasure of leads' personal data (`POST /admin/leads/erase`);
     /// `None` with the null sink.
     pub eraser: Option<Arc<crate::erase::Eraser>>,
+    /// Lead webhooks (`/admin/webhooks`); `None` when not configured.
+    pub webhooks: Option<Arc<crate::delivery::webhook::Webhooks>>,
 }
 
 /// How long sessions of rooms that moved away get to finish their acks
@@ -699,6 +701,10 @@ pub async fn bind(
         .route("/rules/{rule}/dry-run", put(dry_run))
         .route("/routing", get(get_routing).put(put_routing))
         .route("/leads/erase", post(erase_lead))
+        .nest(
+            "/webhooks",
+            crate::delivery::webhook::admin_router(state.webhooks.clone()),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let app = Router::new()
         .route("/metrics", get(metrics))

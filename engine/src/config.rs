@@ -96,7 +96,11 @@ pub struct Config {
     pub erasure: ErasureConfig,
     /// The merchant API (lead delivery, pull); absent = off.
     pub merchant_api: Option<MerchantApiConfig>,
+    /// Lead webhooks (lead delivery, push); absent or no merchants = off.
+    pub webhooks: Option<WebhooksConfig>,
 }
+
+pub use crate::delivery::webhook::{WebhookMerchantConfig, WebhooksConfig};
 
 /// `[erasure]`: how often withdrawn and erased leads' personal columns
 /// are blanked in ClickHouse (docs/LEADS.md, [`crate::erase`]).
@@ -902,6 +906,9 @@ impl Config {
         self.room_merchants()?;
         if let Some(m) = &self.merchant_api {
             m.check(self.clickhouse.null_sink)?;
+        }
+        if let Some(w) = &self.webhooks {
+            w.check(self.clickhouse.null_sink)?;
         }
         let ch = &self.clickhouse;
         if !ch

@@ -102,6 +102,7 @@ pub struct Engine {
     writers: Vec<tokio::task::JoinHandle<()>>,
     admin: tokio::task::JoinHandle<()>,
     merchant_api: Option<crate::delivery::MerchantApi>,
+    webhooks: Option<Arc<crate::delivery::webhook::Webhooks>>,
     gate: tokio::task::JoinHandle<()>,
     shutdown_tx: watch::Sender<bool>,
     drained_tx: watch::Sender<bool>,
@@ -321,6 +322,15 @@ impl Engine {
                 ));
             }
         }
+        // Lead webhooks: one sender per configured merchant.
+        let webhooks = crate::delivery::webhook::start(
+            &cfg,
+            pii.clone(),
+            metrics.clone(),
+            routing.clone(),
+            schema_rx.clone(),
+            shutdown_rx.clone(),
+        )?;
         let (admin_addr, admin) = admin::bind(
             cfg.server.admin,
             AdminState {
@@ -330,6 +340,7 @@ impl Engine {
                 takeover_window_secs: (!null_sink).then_some(cfg.guard.idempotency_window_secs),
                 merchants: merchants.clone(),
                 eraser: eraser.clone(),
+                webhooks: webhooks.clone(),
                 token: cfg.server.admin_token.clone().map(Arc::new),
                 health: Arc::new(admin::Health {
                     schema: schema_rx.clone(),
@@ -397,6 +408,7 @@ impl Engine {
             writers,
             admin,
             merchant_api,
+            webhooks,
             gate,
             shutdown_tx,
             drained_tx,
@@ -485,6 +497,11 @@ impl Engine {
         let _ = self.admin.await;
         if let Some(m) = self.merchant_api {
             let _ = m.task.await;
+        }
+        if let Some(w) = self.webhooks {
+            // Each sender finishes its request wave (at most
+            // `webhooks.timeout_ms`) and records a settled page.
+            w.stopped().await;
         }
         tracing::info!(
             summary = %summary(&self.metrics),

@@ -231,6 +231,11 @@ fn config(cli: &Cli) -> Result<Config> {
             m.clickhouse_password = Some(v);
         }
     }
+    if let Some(v) = secret("ROOMGATE_WEBHOOKS_CLICKHOUSE_PASSWORD") {
+        if let Some(w) = cfg.webhooks.as_mut() {
+            w.clickhouse_password = Some(v);
+        }
+    }
     Ok(cfg)
 }
 

@@ -39,6 +39,142 @@ pub struct FactStats {
     pub rows: AtomicU64,
 }
 
+/// The outcome of one webhook request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookResult {
+    /// A 2xx answer.
+    Delivered = 0,
+    /// Another status.
+    HttpError = 1,
+    /// No answer within `webhooks.timeout_ms`.
+    Timeout = 2,
+    /// Connection, TLS or protocol error.
+    Transport = 3,
+}
+
+impl WebhookResult {
+    /// Every result, in index order.
+    pub const ALL: [WebhookResult; 4] = [
+        WebhookResult::Delivered,
+        WebhookResult::HttpError,
+        WebhookResult::Timeout,
+        WebhookResult::Transport,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookResult::Delivered => "delivered",
+            WebhookResult::HttpError => "http_error",
+            WebhookResult::Timeout => "timeout",
+            WebhookResult::Transport => "transport_error",
+        }
+    }
+}
+
+/// Lead webhooks (`crate::delivery::webhook`), summed over merchants.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    /// Requests by [`WebhookResult`].
+    attempts: [AtomicU64; 4],
+    /// Leads delivered from a page.
+    pub leads_delivered: AtomicU64,
+    /// Leads that failed every attempt and went to the backlog.
+    pub leads_backlogged: AtomicU64,
+    /// Backlog entries delivered by a pass.
+    pub backlog_delivered: AtomicU64,
+    /// Backlog entries no longer deliverable.
+    pub backlog_cancelled: AtomicU64,
+    /// Waves not sent because their audit rows could not be written.
+    pub audit_failures: AtomicU64,
+    /// ClickHouse calls of the senders that failed (retried).
+    pub store_errors: AtomicU64,
+    /// Backlog entries waiting, of the merchants this node sends for (as of
+    /// each one's last pass).
+    pub backlog_waiting: AtomicI64,
+    /// Leads of current pages not yet delivered or in the backlog.
+    pub in_flight: AtomicI64,
+}
+
+impl WebhookStats {
+    /// Count one request.
+    pub fn attempt(&self, r: WebhookResult) {
+        self.attempts[r as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Requests with result `r` so far.
+    pub fn attempts(&self, r: WebhookResult) -> u64 {
+        self.attempts[r as usize].load(Relaxed)
+    }
+
+    fn render(&self, s: &mut String) {
+        let head = |s: &mut String, name: &str, ty: &str, help: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {ty}");
+        };
+        head(
+            s,
+            "roomgate_webhook_requests_total",
+            "counter",
+            "Lead webhook requests, by result (delivered = 2xx).",
+        );
+        for r in WebhookResult::ALL {
+            let _ = writeln!(
+                s,
+                "roomgate_webhook_requests_total{{result=\"{}\"}} {}",
+                r.as_str(),
+                self.attempts(r)
+            );
+        }
+        head(
+            s,
+            "roomgate_webhook_leads_total",
+            "counter",
+            "Leads by webhook outcome: delivered (from a page), backlogged (every attempt failed), backlog_delivered, backlog_cancelled (withdrawn, erased or moved before a retry).",
+        );
+        for (outcome, n) in [
+            ("delivered", &self.leads_delivered),
+            ("backlogged", &self.leads_backlogged),
+            ("backlog_delivered", &self.backlog_delivered),
+            ("backlog_cancelled", &self.backlog_cancelled),
+        ] {
+            let _ = writeln!(
+                s,
+                "roomgate_webhook_leads_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        for (name, kind, help, v) in [
+            (
+                "roomgate_webhook_backlog_waiting",
+                "gauge",
+                "Leads waiting in the webhook backlog, of the merchants this node sends for.",
+                self.backlog_waiting.load(Relaxed),
+            ),
+            (
+                "roomgate_webhook_in_flight",
+                "gauge",
+                "Leads of current webhook pages not yet delivered or in the backlog.",
+                self.in_flight.load(Relaxed),
+            ),
+            (
+                "roomgate_webhook_audit_failures_total",
+                "counter",
+                "Webhook waves not sent because their lead_audit rows could not be written.",
+                self.audit_failures.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_webhook_store_errors_total",
+                "counter",
+                "ClickHouse calls of the webhook senders that failed (cursor, backlog, leads, audit); retried.",
+                self.store_errors.load(Relaxed) as i64,
+            ),
+        ] {
+            head(s, name, kind, help);
+            let _ = writeln!(s, "{name} {v}");
+        }
+    }
+}
+
 /// Overflow outcomes at the shard queue, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
@@ -268,6 +404,8 @@ pub struct Metrics {
     cross_node: [AtomicU64; 3],
     /// Reads of other nodes' lead facts.
     pub facts: FactStats,
+    /// Lead webhooks.
+    pub webhooks: WebhookStats,
 }
 
 fn close_index(c: CloseCode) -> usize {
@@ -314,6 +452,7 @@ impl Metrics {
             idempotency_evicted: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             cross_node: Default::default(),
             facts: FactStats::default(),
+            webhooks: WebhookStats::default(),
         }
     }
 
@@ -904,6 +1043,7 @@ impl Metrics {
             "roomgate_cross_node_fact_rows_total {}",
             f.rows.load(Relaxed)
         );
+        self.webhooks.render(&mut s);
         s
     }
 }

@@ -14,10 +14,13 @@
 //!
 //! Pure parts: [`cursor`] (the opaque cursor), [`keys`] (API keys),
 //! [`query`] (SQL, decryption, audit rows).
+//!
+//! Push: [`webhook`] (signed per-lead webhooks, retried, with a backlog).
 
 pub mod cursor;
 pub mod keys;
 pub mod query;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

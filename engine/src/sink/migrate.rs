@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "consent_withdrawals",
         include_str!("../../../schemas/010_consent_withdrawals.sql"),
     ),
+    (
+        11,
+        "webhooks",
+        include_str!("../../../schemas/011_webhooks.sql"),
+    ),
 ];
 
 /// Split a migration file into statements (`;` at end of line; `--` comments
@@ -624,7 +629,9 @@ mod tests {
                 "room_merchants",
                 "lead_audit",
                 "lead_withdrawals",
-                "like_viewers"
+                "like_viewers",
+                "webhook_cursors",
+                "webhook_backlog"
             ]
         );
         let stmts = all(&ddl(false, false));

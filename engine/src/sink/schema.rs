@@ -341,7 +341,9 @@ mod tests {
                 "room_merchants",
                 "lead_audit",
                 "lead_withdrawals",
-                "like_viewers"
+                "like_viewers",
+                "webhook_cursors",
+                "webhook_backlog"
             ]
         );
         let leads = &tables[2];
