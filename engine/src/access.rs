@@ -99,6 +99,7 @@ pub const CLASSES: &[TableClasses] = &[
             "consent",
             "consent_version",
             "fill_ms",
+            "inserted_at",
         ],
         personal: &["phone_masked"],
         sealed: &[
@@ -980,7 +981,7 @@ mod tests {
             assert!(a.contains(personal) && !m.contains(personal), "{personal}");
         }
         assert!(a.contains("ON rg.leads_unique") && m.contains("ON rg.leads_unique"));
-        assert!(a.contains("SELECT(room_id, ts, viewer_id, session_id, client_lead_id, verdict, reason, score, reasons, dry_run_reasons, phone_masked, pii_key_id, consent, consent_version, fill_ms) ON rg.leads\n"));
+        assert!(a.contains("SELECT(room_id, ts, viewer_id, session_id, client_lead_id, verdict, reason, score, reasons, dry_run_reasons, phone_masked, pii_key_id, consent, consent_version, fill_ms, inserted_at) ON rg.leads\n"));
         assert!(!a.contains("_local") && !a.contains("INSERT"));
         let writer = all(role(&p, WRITER_ROLE));
         assert!(writer.contains("INSERT, SHOW COLUMNS ON rg.leads\n"));
@@ -1074,7 +1075,7 @@ mod tests {
         // The webhook sender (as `delivery`) keeps its cursor and backlog.
         assert!(delivery.iter().any(|g| g.on == "rg.webhook_backlog"
             && g.privileges
-                == "SELECT(merchant_id, room_id, viewer_id, client_lead_id, lead_ts, state, \
+                == "SELECT(merchant_id, room_id, viewer_id, client_lead_id, lead_inserted_at, state, \
                     attempts, last_error, created_at, updated_at), INSERT"));
         assert!(delivery
             .iter()

@@ -413,7 +413,10 @@ impl Eraser {
             self.metrics
                 .leads_erased
                 .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(leads = chunk.len(), "erased the personal data of withdrawn leads");
+            tracing::info!(
+                leads = chunk.len(),
+                "erased the personal data of withdrawn leads"
+            );
         }
         if !plan.orphans.is_empty() {
             let actor = format!("{};no lead", self.node);

@@ -1,8 +1,11 @@
 //! The delivery cursor (sans-IO): where a merchant's pull stopped.
 //!
-//! A position is the last delivered lead's sort key `(ts, room_id,
-//! viewer_id, client_lead_id)`. On the wire it is opaque: base64url (no
-//! padding) of `version(1) || ts_ms(8) || room(8) || viewer(8) ||
+//! A position is the last delivered lead's sort key `(inserted_at,
+//! room_id, viewer_id, client_lead_id)`: the order leads reached
+//! ClickHouse in (rows stored before migration 12 have `inserted_at =
+//! ts`, so cursors issued before it, when the order was `ts`, keep their
+//! place). On the wire it is opaque: base64url (no padding) of
+//! `version(1) || at_ms(8) || room(8) || viewer(8) ||
 //! client_lead_id(8) || tag(16)`, big-endian, where `tag` is the first 16
 //! bytes of an HMAC-SHA256 (key derived from `pii.hmac_key`) over the
 //! merchant id and the rest. An altered cursor, or another merchant's,
@@ -21,8 +24,8 @@ const TAG: usize = 16;
 /// A lead's place in the delivery order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
-    /// `leads.ts`, Unix ms.
-    pub ts_ms: i64,
+    /// `leads.inserted_at`, Unix ms.
+    pub at_ms: i64,
     /// Room.
     pub room_id: u64,
     /// Viewer.
@@ -62,7 +65,7 @@ fn tag(keys: &PiiKeys, merchant: &str, body: &[u8]) -> [u8; TAG] {
 pub fn encode(pos: &Position, merchant: &str, keys: &PiiKeys) -> String {
     let mut raw = Vec::with_capacity(BODY + TAG);
     raw.push(VERSION);
-    raw.extend_from_slice(&pos.ts_ms.to_be_bytes());
+    raw.extend_from_slice(&pos.at_ms.to_be_bytes());
     raw.extend_from_slice(&pos.room_id.to_be_bytes());
     raw.extend_from_slice(&pos.viewer_id.to_be_bytes());
     raw.extend_from_slice(&pos.client_lead_id.to_be_bytes());
@@ -97,7 +100,7 @@ pub fn decode(cursor: &str, merchant: &str, keys: &PiiKeys) -> Result<Position, 
         return Err(CursorError::Tampered);
     }
     Ok(Position {
-        ts_ms: u64_at(body, 1) as i64,
+        at_ms: u64_at(body, 1) as i64,
         room_id: u64_at(body, 9),
         viewer_id: u64_at(body, 17),
         client_lead_id: u64_at(body, 25),
@@ -113,7 +116,7 @@ mod tests {
     }
 
     const P: Position = Position {
-        ts_ms: 1_780_000_000_123,
+        at_ms: 1_780_000_000_123,
         room_id: 101,
         viewer_id: u64::MAX,
         client_lead_id: 7,
@@ -130,7 +133,7 @@ mod tests {
         // Stable: the same position gives the same cursor (a resumed
         // consumer may compare them).
         assert_eq!(c, encode(&P, "m1", &k));
-        let neg = Position { ts_ms: -5, ..P };
+        let neg = Position { at_ms: -5, ..P };
         assert_eq!(decode(&encode(&neg, "m1", &k), "m1", &k), Ok(neg));
     }
 

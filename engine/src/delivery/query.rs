@@ -2,8 +2,10 @@
 //! returns, their decryption into the JSON a merchant gets, and the audit
 //! rows.
 //!
-//! A page is the merchant's leads in the order `(ts, room_id, viewer_id,
-//! client_lead_id)` strictly after the cursor, up to `now - settle`:
+//! A page is the merchant's leads in the order `(inserted_at, room_id,
+//! viewer_id, client_lead_id)` (the order they reached ClickHouse: a lead
+//! stored late, after an outage or a failover, comes after the cursor, not
+//! behind it) strictly after the cursor, up to `now - settle`:
 //! - rooms: the merchant's rooms now (`room_merchants FINAL`), read first
 //!   and passed as a literal list (an `IN (subquery)` over a
 //!   `Distributed` table inside a query over another one is refused by
@@ -11,7 +13,10 @@
 //! - one row per lead: the first decision per `(room_id, viewer_id,
 //!   client_lead_id)`, as `leads_unique` keeps it, but computed over the
 //!   merchant's rooms only (the room filter is part of the key, so it may
-//!   be applied before the dedup; a `ts` or verdict filter may not);
+//!   be applied before the dedup; a verdict filter may not), and over the
+//!   rows stored since [`DEDUP_HORIZON_MS`] before the cursor (so a page
+//!   does not read the merchant's whole history: a copy of a lead stored
+//!   more than that after its first is delivered again, same identity);
 //! - `verdict = 'accepted'` (and `'suspect'` when asked for), with
 //!   consent;
 //! - not withdrawn or erased: no row for the lead's key in
@@ -36,7 +41,8 @@ pub struct Page {
     pub rooms: Vec<u64>,
     /// The last delivered lead (`None`: from the start).
     pub after: Option<Position>,
-    /// Only leads with `ts` at or before this (now − settle delay), Unix ms.
+    /// Only leads stored (`inserted_at`) at or before this (now − settle
+    /// delay), Unix ms.
     pub upto_ms: i64,
     /// Deliver `suspect` leads too.
     pub include_suspect: bool,
@@ -47,6 +53,10 @@ pub struct Page {
 /// The query of the merchant's current rooms (bind: the merchant id).
 pub const ROOMS_SQL: &str =
     "SELECT room_id FROM room_merchants FINAL WHERE merchant_id = ? ORDER BY room_id";
+
+/// How far before the cursor a page looks for earlier copies of a lead
+/// (the first decision wins): a day.
+pub const DEDUP_HORIZON_MS: i64 = 24 * 3_600_000;
 
 /// The columns a page reads from `leads` (the delivery role's grant).
 pub const LEAD_COLUMNS: &[&str] = &[
@@ -62,6 +72,7 @@ pub const LEAD_COLUMNS: &[&str] = &[
     "pii_key_id",
     "consent",
     "consent_version",
+    "inserted_at",
 ];
 
 /// The SQL of `p` (every value is a number or a fixed word: no
@@ -78,26 +89,33 @@ pub fn leads_sql(p: &Page) -> String {
     } else {
         "'accepted'"
     };
-    let after = match p.after {
-        Some(a) => format!(
-            " AND (ts, room_id, viewer_id, client_lead_id) > \
-             (fromUnixTimestamp64Milli(toInt64({})), {}, {}, {})",
-            a.ts_ms, a.room_id, a.viewer_id, a.client_lead_id
+    let (after, horizon) = match p.after {
+        Some(a) => (
+            format!(
+                " AND (inserted_at, room_id, viewer_id, client_lead_id) > \
+                 (fromUnixTimestamp64Milli(toInt64({})), {}, {}, {})",
+                a.at_ms, a.room_id, a.viewer_id, a.client_lead_id
+            ),
+            format!(
+                " AND inserted_at > fromUnixTimestamp64Milli(toInt64({}))",
+                a.at_ms.saturating_sub(DEDUP_HORIZON_MS)
+            ),
         ),
-        None => String::new(),
+        None => (String::new(), String::new()),
     };
     let cols = LEAD_COLUMNS.join(", ");
     format!(
         "SELECT room_id, toUnixTimestamp64Milli(ts) AS ts_ms, viewer_id, client_lead_id, verdict, \
-         phone_enc, wechat_enc, name_enc, fields_enc, pii_key_id, consent, consent_version \
+         phone_enc, wechat_enc, name_enc, fields_enc, pii_key_id, consent, consent_version, \
+         toUnixTimestamp64Milli(inserted_at) AS at_ms \
          FROM (SELECT {cols} FROM leads \
-         WHERE room_id IN ({rooms}) AND ts <= fromUnixTimestamp64Milli(toInt64({upto})) \
+         WHERE room_id IN ({rooms}) AND inserted_at <= fromUnixTimestamp64Milli(toInt64({upto})){horizon} \
          AND (room_id, viewer_id, client_lead_id) GLOBAL NOT IN \
          (SELECT room_id, viewer_id, client_lead_id FROM lead_withdrawals WHERE room_id IN ({rooms})) \
          ORDER BY room_id, viewer_id, client_lead_id, ts \
          LIMIT 1 BY room_id, viewer_id, client_lead_id) \
          WHERE verdict IN ({verdicts}) AND consent{after} \
-         ORDER BY ts, room_id, viewer_id, client_lead_id \
+         ORDER BY inserted_at, room_id, viewer_id, client_lead_id \
          LIMIT {limit}",
         upto = p.upto_ms,
         limit = p.limit.clamp(1, MAX_LIMIT),
@@ -131,13 +149,15 @@ pub struct LeadRow {
     pub consent: bool,
     /// The consent text version the viewer saw.
     pub consent_version: String,
+    /// `inserted_at`, Unix ms: its place in the delivery order.
+    pub at_ms: i64,
 }
 
 impl LeadRow {
     /// Its place in the delivery order.
     pub fn position(&self) -> Position {
         Position {
-            ts_ms: self.ts_ms,
+            at_ms: self.at_ms,
             room_id: self.room_id,
             viewer_id: self.viewer_id,
             client_lead_id: self.client_lead_id,
@@ -171,6 +191,10 @@ pub struct Delivered {
     /// The version of the consent text the viewer agreed to (`""` from
     /// older apps).
     pub consent_version: String,
+    /// When the lead reached ClickHouse (its place in the delivery
+    /// order), Unix ms; not sent to merchants.
+    #[serde(skip)]
+    pub at_ms: i64,
     /// False when a ciphertext did not decrypt (a key this engine no
     /// longer derives): those fields are `null`.
     pub decrypted: bool,
@@ -221,6 +245,7 @@ pub fn decrypt(row: &LeadRow, keys: &PiiKeys) -> Delivered {
         fields,
         consent: row.consent,
         consent_version: row.consent_version.clone(),
+        at_ms: row.at_ms,
         decrypted: ok,
     }
 }
@@ -299,7 +324,7 @@ mod tests {
         };
         let sql = leads_sql(&p);
         assert!(sql.contains(
-            "WHERE room_id IN (101,102) AND ts <= fromUnixTimestamp64Milli(toInt64(1000))"
+            "WHERE room_id IN (101,102) AND inserted_at <= fromUnixTimestamp64Milli(toInt64(1000)) AND (room_id"
         ));
         assert!(sql.contains("LIMIT 1 BY room_id, viewer_id, client_lead_id)"));
         // Withdrawn and erased leads are left out before the dedup (the
@@ -308,7 +333,7 @@ mod tests {
             "AND (room_id, viewer_id, client_lead_id) GLOBAL NOT IN (SELECT room_id, viewer_id, client_lead_id FROM lead_withdrawals WHERE room_id IN (101,102)) ORDER BY room_id, viewer_id, client_lead_id, ts"
         ));
         assert!(sql.contains(
-            "WHERE verdict IN ('accepted') AND consent ORDER BY ts, room_id, viewer_id, client_lead_id LIMIT 5"
+            "WHERE verdict IN ('accepted') AND consent ORDER BY inserted_at, room_id, viewer_id, client_lead_id LIMIT 5"
         ));
         assert!(!sql.contains("_hmac") && !sql.contains("phone_masked"));
         // The dedup runs before the verdict and cursor filters: a later
@@ -316,7 +341,7 @@ mod tests {
         let dedup = sql.find("LIMIT 1 BY").unwrap();
         assert!(sql.find("verdict IN").unwrap() > dedup);
         p.after = Some(Position {
-            ts_ms: 900,
+            at_ms: 90_000_000,
             room_id: 101,
             viewer_id: 3,
             client_lead_id: 4,
@@ -325,7 +350,11 @@ mod tests {
         p.limit = 50_000;
         let sql = leads_sql(&p);
         assert!(sql.contains(
-            "WHERE verdict IN ('accepted', 'suspect') AND consent AND (ts, room_id, viewer_id, client_lead_id) > (fromUnixTimestamp64Milli(toInt64(900)), 101, 3, 4)"
+            "WHERE verdict IN ('accepted', 'suspect') AND consent AND (inserted_at, room_id, viewer_id, client_lead_id) > (fromUnixTimestamp64Milli(toInt64(90000000)), 101, 3, 4)"
+        ));
+        // After a cursor, earlier copies are looked for a day back only.
+        assert!(sql.contains(
+            "AND inserted_at <= fromUnixTimestamp64Milli(toInt64(1000)) AND inserted_at > fromUnixTimestamp64Milli(toInt64(3600000)) AND (room_id"
         ));
         assert!(sql.ends_with("LIMIT 1000"));
     }
@@ -343,6 +372,7 @@ mod tests {
         let mut row = LeadRow {
             room_id: 7,
             ts_ms: 5,
+            at_ms: 6,
             viewer_id: 8,
             client_lead_id: 9,
             verdict: "accepted".into(),

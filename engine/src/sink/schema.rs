@@ -351,7 +351,7 @@ mod tests {
         assert!(leads.columns.contains(&"reason".to_owned()));
         assert!(leads.columns.contains(&"pii_key_id".to_owned()));
         assert_eq!(leads.columns.first().map(String::as_str), Some("room_id"));
-        assert_eq!(leads.columns.len(), 21);
+        assert_eq!(leads.columns.len(), 22);
         // The view has the table's columns, including the later ones.
         assert_eq!(leads.columns[5..7], ["verdict", "reason"]);
         assert_eq!(tables[6].columns, leads.columns);

@@ -303,7 +303,20 @@ async fn merchants_pull_their_accepted_leads_once_each_audited() {
     let (m1, last, calls) = pull_all(api, &tls, &k1, "", 3).await;
     assert_eq!(m1.len(), accepted_m1, "{m1:?}");
     assert_eq!(calls, 3, "7 leads in pages of 3: 3 + 3 + 1");
-    let keys: Vec<_> = m1.iter().map(key_of).collect();
+    // In the order they were stored: (inserted_at, room, viewer, id).
+    let mut keys = Vec::new();
+    for l in &m1 {
+        let (_, room, viewer, id) = key_of(l);
+        let at = harness::scalar(
+            &cfg,
+            &format!(
+                "SELECT toUInt64(toUnixTimestamp64Milli(min(inserted_at))) FROM {{db}}.leads \
+                 WHERE room_id = {room} AND viewer_id = {viewer} AND client_lead_id = {id}"
+            ),
+        )
+        .await;
+        keys.push((at, room, viewer, id));
+    }
     assert!(
         keys.windows(2).all(|w| w[0] < w[1]),
         "strictly ordered: {keys:?}"
@@ -449,6 +462,38 @@ async fn merchants_pull_their_accepted_leads_once_each_audited() {
     );
     let _ = db;
 
+    // A lead stored late (decided a minute before the leads already
+    // delivered, stored only now: a node's log draining after an outage)
+    // comes after the cursor, not behind it. A copy of viewer 2's lead
+    // under another id (its ciphertexts do not decrypt there: bound to
+    // the id).
+    clickhouse::Client::default()
+        .with_url(&cfg.clickhouse.url)
+        .query(&format!(
+            "INSERT INTO {db}.leads (room_id, ts, viewer_id, session_id, client_lead_id, verdict, \
+             reason, score, phone_hmac, phone_masked, phone_enc, pii_key_id, consent, consent_version) \
+             SELECT room_id, ts - INTERVAL 60 SECOND, viewer_id, session_id, 99, verdict, reason, score, \
+             phone_hmac, phone_masked, phone_enc, pii_key_id, consent, consent_version \
+             FROM {db}.leads WHERE room_id = 101 AND viewer_id = 2"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, body) = get(api, &tls, &format!("/v1/leads?cursor={last}"), Some(&k1)).await;
+    assert_eq!(status, 200, "{body}");
+    let late = body["leads"].as_array().unwrap();
+    assert_eq!(late.len(), 1, "{body}");
+    assert_eq!(
+        (&late[0]["viewer_id"], &late[0]["client_lead_id"]),
+        (&Value::from(2), &Value::from(99))
+    );
+    let first_ts = m1.iter().map(|l| l["ts"].as_i64().unwrap()).min().unwrap();
+    assert!(
+        late[0]["ts"].as_i64().unwrap() < first_ts,
+        "decided before every delivered lead"
+    );
+
     // Withdrawal and erasure. Viewer 1 of room 101 withdraws its lead over
     // the protocol; m1 erases viewer 5's lead of room 102 through the API;
     // the platform erases viewer 20's of m2's room 201 (admin API).
@@ -539,7 +584,8 @@ async fn merchants_pull_their_accepted_leads_once_each_audited() {
             )
         })
         .collect();
-    assert_eq!(again.len(), accepted_m1 - 2, "{who:?}");
+    // (Its seven, the late copy, minus the two withdrawn and erased.)
+    assert_eq!(again.len(), accepted_m1 + 1 - 2, "{who:?}");
     assert!(
         !who.contains(&(101, 1)) && !who.contains(&(102, 5)),
         "{who:?}"

@@ -204,7 +204,7 @@ async fn status(State(w): State<Option<Arc<Webhooks>>>) -> Response {
             .await;
         let cursor = match cursor {
             Ok(Some(r)) => serde_json::json!({
-                "ts": r.ts_ms, "room_id": r.room_id, "viewer_id": r.viewer_id,
+                "inserted_at_ms": r.at_ms, "room_id": r.room_id, "viewer_id": r.viewer_id,
                 "client_lead_id": r.client_lead_id, "updated_at_ms": r.updated_ms,
             }),
             Ok(None) => serde_json::Value::Null,

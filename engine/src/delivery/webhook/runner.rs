@@ -604,7 +604,7 @@ impl Runner {
             let page = Page {
                 rooms: vec![e.room_id],
                 after: Some(store::just_before(&e.position())),
-                upto_ms: e.lead_ts_ms,
+                upto_ms: e.lead_at_ms,
                 include_suspect: self.shared.target.include_suspect,
                 limit: 1,
             };

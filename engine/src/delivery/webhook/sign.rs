@@ -135,6 +135,7 @@ mod tests {
             viewer_id: 5,
             client_lead_id: 1,
             ts: 1_781_234_567_890,
+            at_ms: 1_781_234_567_890 + 900,
             verdict: "accepted".into(),
             phone: Some("+8613800131025".into()),
             wechat: None,

@@ -16,7 +16,7 @@ pub const BACKLOG_TABLE: &str = "webhook_backlog";
 /// The columns of `webhook_cursors`.
 pub const CURSOR_COLUMNS: &[&str] = &[
     "merchant_id",
-    "ts",
+    "inserted_at",
     "room_id",
     "viewer_id",
     "client_lead_id",
@@ -29,7 +29,7 @@ pub const BACKLOG_COLUMNS: &[&str] = &[
     "room_id",
     "viewer_id",
     "client_lead_id",
-    "lead_ts",
+    "lead_inserted_at",
     "state",
     "attempts",
     "last_error",
@@ -71,16 +71,16 @@ fn ms(v: i64) -> String {
 
 /// The merchant's cursor: the greatest position stored and the greatest
 /// `updated_at` (bind: the merchant id). No row before the first page.
-pub const CURSOR_SQL: &str = "SELECT toUnixTimestamp64Milli(p.1) AS ts_ms, p.2 AS room_id, \
+pub const CURSOR_SQL: &str = "SELECT toUnixTimestamp64Milli(p.1) AS at_ms, p.2 AS room_id, \
      p.3 AS viewer_id, p.4 AS client_lead_id, toUnixTimestamp64Milli(u) AS updated_ms \
-     FROM (SELECT max((ts, room_id, viewer_id, client_lead_id)) AS p, max(updated_at) AS u, \
+     FROM (SELECT max((inserted_at, room_id, viewer_id, client_lead_id)) AS p, max(updated_at) AS u, \
      count() AS n FROM webhook_cursors WHERE merchant_id = ?) WHERE n > 0";
 
 /// A row of [`CURSOR_SQL`].
 #[derive(Debug, Clone, Copy, Row, Deserialize, PartialEq, Eq)]
 pub struct CursorRow {
-    /// Position: `ts`, Unix ms.
-    pub ts_ms: i64,
+    /// Position: the lead's `inserted_at`, Unix ms.
+    pub at_ms: i64,
     /// Position: room.
     pub room_id: u64,
     /// Position: viewer.
@@ -95,7 +95,7 @@ impl CursorRow {
     /// The position.
     pub fn position(&self) -> Position {
         Position {
-            ts_ms: self.ts_ms,
+            at_ms: self.at_ms,
             room_id: self.room_id,
             viewer_id: self.viewer_id,
             client_lead_id: self.client_lead_id,
@@ -109,7 +109,7 @@ pub fn cursor_insert(merchant: &str, p: &Position, updated_ms: i64) -> String {
         "INSERT INTO webhook_cursors ({}) VALUES ({}, {}, {}, {}, {}, {})",
         CURSOR_COLUMNS.join(", "),
         literal(merchant),
-        ms(p.ts_ms),
+        ms(p.at_ms),
         p.room_id,
         p.viewer_id,
         p.client_lead_id,
@@ -128,8 +128,8 @@ pub struct BacklogRow {
     pub viewer_id: u64,
     /// The lead: the viewer's lead id.
     pub client_lead_id: u64,
-    /// The lead's `ts`, Unix ms.
-    pub lead_ts_ms: i64,
+    /// The lead's `inserted_at` (its place in the order), Unix ms.
+    pub lead_at_ms: i64,
     /// `waiting`, `delivered` or `cancelled`.
     pub state: String,
     /// Every attempt so far.
@@ -146,7 +146,7 @@ impl BacklogRow {
     /// The lead's place in the delivery order.
     pub fn position(&self) -> Position {
         Position {
-            ts_ms: self.lead_ts_ms,
+            at_ms: self.lead_at_ms,
             room_id: self.room_id,
             viewer_id: self.viewer_id,
             client_lead_id: self.client_lead_id,
@@ -166,7 +166,7 @@ impl BacklogRow {
             room_id: lead.room_id,
             viewer_id: lead.viewer_id,
             client_lead_id: lead.client_lead_id,
-            lead_ts_ms: lead.ts,
+            lead_at_ms: lead.at_ms,
             state: State::Waiting.as_str().to_owned(),
             attempts,
             last_error: error.to_owned(),
@@ -203,7 +203,7 @@ pub fn backlog_insert(rows: &[BacklogRow]) -> Option<String> {
                 r.room_id,
                 r.viewer_id,
                 r.client_lead_id,
-                ms(r.lead_ts_ms),
+                ms(r.lead_at_ms),
                 literal(&r.state),
                 r.attempts,
                 literal(&r.last_error),
@@ -236,11 +236,11 @@ pub fn backlog_sql(merchant: Option<&str>, state: Option<State>, limit: u32) -> 
     };
     format!(
         "SELECT merchant_id, room_id, viewer_id, client_lead_id, \
-         toUnixTimestamp64Milli(lead_ts) AS lead_ts_ms, state, attempts, last_error, \
+         toUnixTimestamp64Milli(lead_inserted_at) AS lead_at_ms, state, attempts, last_error, \
          toUnixTimestamp64Milli(created_at) AS created_ms, \
          toUnixTimestamp64Milli(updated_at) AS updated_ms \
          FROM webhook_backlog FINAL{filter} \
-         ORDER BY merchant_id, lead_ts, room_id, viewer_id, client_lead_id LIMIT {limit}"
+         ORDER BY merchant_id, lead_inserted_at, room_id, viewer_id, client_lead_id LIMIT {limit}"
     )
 }
 
@@ -321,7 +321,7 @@ pub fn just_before(p: &Position) -> Position {
         q.viewer_id = u64::MAX;
         q.client_lead_id = u64::MAX;
     } else {
-        q.ts_ms = q.ts_ms.saturating_sub(1);
+        q.at_ms = q.at_ms.saturating_sub(1);
         q.room_id = u64::MAX;
         q.viewer_id = u64::MAX;
         q.client_lead_id = u64::MAX;
@@ -340,6 +340,7 @@ mod tests {
             viewer_id: 8,
             client_lead_id: 9,
             ts: 1_000,
+            at_ms: 1_000,
             verdict: "accepted".into(),
             phone: Some("+8613800138000".into()),
             wechat: None,
@@ -354,14 +355,14 @@ mod tests {
     #[test]
     fn the_sql_names_leads_by_key_and_carries_no_contact() {
         let p = Position {
-            ts_ms: 1_000,
+            at_ms: 1_000,
             room_id: 7,
             viewer_id: 8,
             client_lead_id: 9,
         };
         assert_eq!(
             cursor_insert("m1", &p, 2_000),
-            "INSERT INTO webhook_cursors (merchant_id, ts, room_id, viewer_id, client_lead_id, updated_at) \
+            "INSERT INTO webhook_cursors (merchant_id, inserted_at, room_id, viewer_id, client_lead_id, updated_at) \
              VALUES ('m1', fromUnixTimestamp64Milli(toInt64(1000)), 7, 8, 9, fromUnixTimestamp64Milli(toInt64(2000)))"
         );
         let w = BacklogRow::waiting("m1", &lead(), 8, "http 500", 5_000);
@@ -409,14 +410,14 @@ mod tests {
     #[test]
     fn the_position_before_the_smallest_steps_back_a_millisecond() {
         let p = Position {
-            ts_ms: 5,
+            at_ms: 5,
             room_id: 0,
             viewer_id: 0,
             client_lead_id: 0,
         };
         let q = just_before(&p);
         assert_eq!(
-            (q.ts_ms, q.room_id, q.viewer_id, q.client_lead_id),
+            (q.at_ms, q.room_id, q.viewer_id, q.client_lead_id),
             (4, u64::MAX, u64::MAX, u64::MAX)
         );
     }
@@ -427,8 +428,8 @@ mod tests {
             ts in -5i64..5, room in 0u64..3, viewer in 0u64..3, id in 0u64..3,
             ts2 in -5i64..5, room2 in 0u64..3, viewer2 in 0u64..3, id2 in 0u64..3,
         ) {
-            let p = Position { ts_ms: ts, room_id: room, viewer_id: viewer, client_lead_id: id };
-            let r = Position { ts_ms: ts2, room_id: room2, viewer_id: viewer2, client_lead_id: id2 };
+            let p = Position { at_ms: ts, room_id: room, viewer_id: viewer, client_lead_id: id };
+            let r = Position { at_ms: ts2, room_id: room2, viewer_id: viewer2, client_lead_id: id2 };
             let q = just_before(&p);
             prop_assert!(q < p);
             // Nothing lies strictly between: "after q" starts at p.
