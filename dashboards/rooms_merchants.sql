@@ -531,7 +531,7 @@ FROM
     UNION ALL
     SELECT toDateTime(ts), room_id, viewer_id, client_lead_id, 'withdrawn'
     FROM roomgate.lead_withdrawals
-    WHERE ts BETWEEN from AND to
+    WHERE action != 'erased' AND ts BETWEEN from AND to
       AND ({room:UInt64} = 0 OR room_id = {room:UInt64})
       AND ({merchant:String} = '' OR room_id IN picked)
 )

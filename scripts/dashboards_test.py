@@ -11,9 +11,9 @@ checked against the SQL.
    fake-lead bot per room, churn so views > unique viewers).
 2. Delivers leads for real: m1 pulls all its accepted leads, m2 one page of
    2 (GET /v1/leads: lead_audit rows). Stops the engine (SIGTERM: flushes).
-3. Withdrawals: the loadgen has no withdrawal scenario yet, so the test
-   writes lead_withdrawals rows itself, for 3 delivered leads (one with
-   both a 'withdraw' and an 'erase' row), and says so.
+3. Withdrawals: the scenario's viewers withdraw a share of their accepted
+   leads over the protocol (`[withdrawals]`, `Withdraw` frames); the
+   leads the loadgen saw acked as withdrawn are the expected ones.
 4. Runs EVERY "-- query:" / "-- chart:" block of every dashboards/*.sql with
    its parameters filled (all rooms; one room; one merchant; an absolute
    period), and checks: no error; columns named *rate within [0, 1]; chart
@@ -98,6 +98,10 @@ chat_rate = 0.5
 [classes.fake_lead_bot]
 share = 0.025
 lead_rate = 0.4
+
+[withdrawals]
+share = 0.3
+after = [1, 2]
 """
 
 
@@ -270,19 +274,11 @@ def read_leads(summary_path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def write_withdrawals(ch, delivered):
-    """The loadgen has no withdrawal scenario yet: withdraw 3 delivered leads
-    (2 of m1, 1 of m2; the first m1 one also erased). Returns {lead: rows}."""
-    picks = sorted(delivered["m1"])[:2] + sorted(delivered["m2"])[:1]
-    rows = []
-    for i, (room, viewer, lead) in enumerate(picks):
-        rows.append((room, viewer, lead, "withdraw", "viewer", f"session-{viewer}"))
-        if i == 0:
-            rows.append((room, viewer, lead, "erase", "admin", "dashboards-test"))
-    values = ",".join(f"(now64(3), {r}, {v}, {l}, '{a}', '{s}', '{who}')" for r, v, l, a, s, who in rows)
-    ch.run(f"INSERT INTO {ch.db}.lead_withdrawals (ts, room_id, viewer_id, client_lead_id, action, source, actor) "
-           f"VALUES {values}", fmt="TabSeparated")
-    return picks, rows
+def loadgen_withdrawals(summary_path):
+    """The leads the loadgen's viewers withdrew and saw the withdrawal
+    acked (`Withdraw` frames, `[withdrawals]` in the scenario)."""
+    return sorted((r["room_id"], r["viewer_id"], r["client_lead_id"])
+                  for r in read_leads(summary_path) if r.get("withdrawal") == "accepted")
 
 
 # ---------------------------------------------------------------- checks
@@ -576,7 +572,8 @@ def main():
         else:
             started = int(time.time()) - 5
             summary, summary_path, delivered = run_load(args, ch, fails)
-            withdrawn_leads, _ = write_withdrawals(ch, delivered)
+            withdrawn_leads = loadgen_withdrawals(summary_path)
+            fails.check(len(withdrawn_leads) > 0, "the loadgen withdrew leads")
             with open(state_path, "w") as f:
                 json.dump({"database": ch.db, "started": started, "delivered": delivered,
                            "withdrawn": withdrawn_leads}, f)

@@ -353,8 +353,14 @@ impl Engine {
         )
         .await?;
         let admin = tokio::spawn(admin);
-        let merchant_api =
-            crate::delivery::start(&cfg, pii, eraser.clone(), shutdown_rx.clone()).await?;
+        let merchant_api = crate::delivery::start(
+            &cfg,
+            pii,
+            eraser.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
         let endpoints = gate::endpoints(&cfg.server, cfg.server.endpoints)?;
         let quic_addr = endpoints
             .first()

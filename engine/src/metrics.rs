@@ -175,6 +175,85 @@ impl WebhookStats {
     }
 }
 
+/// The merchant API's endpoints, for its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiEndpoint {
+    /// `GET /v1/leads`.
+    Leads = 0,
+    /// `POST /v1/leads/erase`.
+    Erase = 1,
+}
+
+/// The statuses the merchant API answers with; anything else is `other`.
+const API_STATUSES: [u16; 6] = [200, 202, 400, 401, 404, 503];
+
+/// The merchant API (`crate::delivery`).
+#[derive(Debug, Default)]
+pub struct MerchantApiStats {
+    /// Requests by endpoint and status ([`API_STATUSES`], then other).
+    requests: [[AtomicU64; 7]; 2],
+    /// Leads delivered by pulls (each delivery, so a re-pull counts again).
+    pub leads_delivered: AtomicU64,
+    /// Delivered leads with a field that did not decrypt.
+    pub undecryptable: AtomicU64,
+}
+
+impl MerchantApiStats {
+    /// Count one answer.
+    pub fn request(&self, endpoint: ApiEndpoint, status: u16) {
+        let i = API_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(API_STATUSES.len());
+        self.requests[endpoint as usize][i].fetch_add(1, Relaxed);
+    }
+
+    /// Answers so far of `endpoint` with `status` (tests).
+    pub fn requests(&self, endpoint: ApiEndpoint, status: u16) -> u64 {
+        API_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .map_or(0, |i| self.requests[endpoint as usize][i].load(Relaxed))
+    }
+
+    fn render(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "# HELP roomgate_merchant_api_requests_total Merchant API answers, by endpoint and HTTP status.\n# TYPE roomgate_merchant_api_requests_total counter"
+        );
+        for (e, name) in [(ApiEndpoint::Leads, "leads"), (ApiEndpoint::Erase, "erase")] {
+            for (i, n) in self.requests[e as usize].iter().enumerate() {
+                let status = API_STATUSES
+                    .get(i)
+                    .map_or_else(|| "other".to_owned(), u16::to_string);
+                let _ = writeln!(
+                    s,
+                    "roomgate_merchant_api_requests_total{{endpoint=\"{name}\",status=\"{status}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
+        }
+        for (name, help, v) in [
+            (
+                "roomgate_merchant_api_leads_delivered_total",
+                "Leads the merchant API delivered (decrypted, audited); a lead pulled again counts again.",
+                &self.leads_delivered,
+            ),
+            (
+                "roomgate_merchant_api_undecryptable_total",
+                "Delivered leads with a field that did not decrypt (a key the engine no longer derives).",
+                &self.undecryptable,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+    }
+}
+
 /// Overflow outcomes at the shard queue, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
@@ -406,6 +485,8 @@ pub struct Metrics {
     pub facts: FactStats,
     /// Lead webhooks.
     pub webhooks: WebhookStats,
+    /// The merchant API.
+    pub merchant_api: MerchantApiStats,
 }
 
 fn close_index(c: CloseCode) -> usize {
@@ -453,6 +534,7 @@ impl Metrics {
             cross_node: Default::default(),
             facts: FactStats::default(),
             webhooks: WebhookStats::default(),
+            merchant_api: MerchantApiStats::default(),
         }
     }
 
@@ -1044,6 +1126,7 @@ impl Metrics {
             f.rows.load(Relaxed)
         );
         self.webhooks.render(&mut s);
+        self.merchant_api.render(&mut s);
         s
     }
 }

@@ -50,6 +50,16 @@ struct ApiState {
     timeout: Duration,
     /// Erasure on request (`POST /v1/leads/erase`).
     eraser: Option<Arc<crate::erase::Eraser>>,
+    /// Counters.
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Count the answer of `endpoint`.
+fn counted(s: &ApiState, endpoint: crate::metrics::ApiEndpoint, r: Response) -> Response {
+    s.metrics
+        .merchant_api
+        .request(endpoint, r.status().as_u16());
+    r
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -114,6 +124,15 @@ async fn erase_lead(
     headers: HeaderMap,
     body: Result<Json<EraseBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    let r = erase_lead_inner(&s, headers, body).await;
+    counted(&s, crate::metrics::ApiEndpoint::Erase, r)
+}
+
+async fn erase_lead_inner(
+    s: &ApiState,
+    headers: HeaderMap,
+    body: Result<Json<EraseBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -134,7 +153,7 @@ async fn erase_lead(
     };
     let merchant = key.merchant.as_str();
     let rooms: Vec<u64> = match within(
-        &s,
+        s,
         "merchant rooms",
         s.client.query(query::ROOMS_SQL).bind(merchant).fetch_all(),
     )
@@ -155,7 +174,7 @@ async fn erase_lead(
         client_lead_id: b.client_lead_id,
     };
     let sql = query::erase_audit_sql(crate::now_ms(), merchant, &key.key_id, &lead);
-    if let Err(r) = within(&s, "audit", s.client.query(&sql).execute()).await {
+    if let Err(r) = within(s, "audit", s.client.query(&sql).execute()).await {
         return r;
     }
     let r = eraser
@@ -169,6 +188,11 @@ async fn get_leads(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    let r = get_leads_inner(&s, headers, q).await;
+    counted(&s, crate::metrics::ApiEndpoint::Leads, r)
+}
+
+async fn get_leads_inner(s: &ApiState, headers: HeaderMap, q: HashMap<String, String>) -> Response {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -213,7 +237,7 @@ async fn get_leads(
         },
     };
     let rooms: Vec<u64> = match within(
-        &s,
+        s,
         "merchant rooms",
         s.client.query(query::ROOMS_SQL).bind(merchant).fetch_all(),
     )
@@ -234,7 +258,7 @@ async fn get_leads(
         };
         let sql = query::leads_sql(&page);
         rows = match within(
-            &s,
+            s,
             "leads",
             s.client.query(&sql).fetch_all::<query::LeadRow>(),
         )
@@ -249,11 +273,16 @@ async fn get_leads(
     // Audit first: a lead whose delivery is not recorded is not delivered.
     if !leads.is_empty() {
         let sql = query::audit_sql(now, merchant, &key.key_id, &leads);
-        if let Err(r) = within(&s, "audit", s.client.query(&sql).execute()).await {
+        if let Err(r) = within(s, "audit", s.client.query(&sql).execute()).await {
             return r;
         }
     }
     let undecryptable = leads.iter().filter(|l| !l.decrypted).count();
+    let m = &s.metrics.merchant_api;
+    m.leads_delivered
+        .fetch_add(leads.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    m.undecryptable
+        .fetch_add(undecryptable as u64, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         merchant,
         key_id = %key.key_id,
@@ -370,6 +399,7 @@ pub async fn start(
     cfg: &Config,
     pii: Arc<PiiKeys>,
     eraser: Option<Arc<crate::erase::Eraser>>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Option<MerchantApi>> {
     let Some(m) = &cfg.merchant_api else {
@@ -396,6 +426,7 @@ pub async fn start(
         settle_ms: i64::try_from(m.settle_ms).unwrap_or(i64::MAX),
         timeout: Duration::from_millis(m.query_timeout_ms),
         eraser,
+        metrics,
     };
     let app = Router::new()
         .route("/v1/leads", get(get_leads))

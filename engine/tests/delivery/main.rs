@@ -594,6 +594,31 @@ async fn merchants_pull_their_accepted_leads_once_each_audited() {
     assert_eq!(m2_again.len(), 1);
     assert_eq!(m2_again[0]["viewer_id"], 21);
 
+    // The API's own counters.
+    let (status, metrics) = harness::admin(engine.admin_addr(), "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200);
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{line} missing"))
+    };
+    assert!(
+        value("roomgate_merchant_api_requests_total{endpoint=\"leads\",status=\"200\"} ") >= 10
+    );
+    assert_eq!(
+        value("roomgate_merchant_api_requests_total{endpoint=\"leads\",status=\"401\"} "),
+        3
+    );
+    assert_eq!(
+        value("roomgate_merchant_api_requests_total{endpoint=\"erase\",status=\"404\"} "),
+        1
+    );
+    assert!(value("roomgate_merchant_api_leads_delivered_total ") >= delivered_m1 as u64);
+    // The late copy (its ciphertexts are bound to another id), pulled
+    // twice: after the cursor, and again from the start.
+    assert_eq!(value("roomgate_merchant_api_undecryptable_total "), 2);
+
     // ClickHouse down: 503, the consumer retries with the same cursor.
     harness::clickhouse_down(port());
     let (status, body) = get(api, &tls, "/v1/leads", Some(&k1)).await;
