@@ -54,6 +54,9 @@ pub const MAX_PENDING: usize = 5_000;
 /// within it.
 pub const ORPHAN_AFTER_MS: i64 = 24 * 3_600_000;
 
+/// How long an erasure call waits for its pass before answering 202.
+const ERASE_NOW_WAIT: Duration = Duration::from_secs(10);
+
 /// A lead's natural key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Row, Deserialize, Serialize)]
 pub struct LeadKey {
@@ -65,7 +68,7 @@ pub struct LeadKey {
     pub client_lead_id: u64,
 }
 
-/// A pending request: the lead and when it was first asked for.
+/// A pending request: the lead, when it was first and last asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Deserialize)]
 pub struct Pending {
     /// Room.
@@ -76,6 +79,8 @@ pub struct Pending {
     pub client_lead_id: u64,
     /// The first request's time, Unix ms.
     pub first_ms: i64,
+    /// The last request's time, Unix ms.
+    pub last_ms: i64,
 }
 
 impl Pending {
@@ -89,29 +94,53 @@ impl Pending {
     }
 }
 
-/// The requests not yet erased, oldest first (`limit` of them): leads
-/// with a `withdraw` or `erase` row later than their last `erased` row
-/// (none: the epoch), so a request repeated after an erasure (a copy of
-/// the lead stored later) erases again.
-pub fn pending_sql(limit: usize) -> String {
+/// The requests not yet erased: leads with a `withdraw` or `erase` row
+/// later than their last `erased` row (none: the epoch), so a request
+/// repeated after an erasure (a copy of the lead stored later) erases
+/// again.
+const PENDING: &str = "SELECT room_id, viewer_id, client_lead_id, \
+     toInt64(toUnixTimestamp64Milli(minIf(ts, action != 'erased'))) AS first_ms, \
+     toInt64(toUnixTimestamp64Milli(maxIf(ts, action != 'erased'))) AS last_ms \
+     FROM lead_withdrawals \
+     GROUP BY room_id, viewer_id, client_lead_id \
+     HAVING maxIf(ts, action != 'erased') > maxIf(ts, action = 'erased')";
+
+/// The stored leads of the pending requests' rooms (open columns only:
+/// the engine's user may not read the personal ones). `GLOBAL`: read once
+/// on the node that runs the query, also through a cluster's
+/// `Distributed` tables.
+fn stored_keys() -> String {
     format!(
-        "SELECT room_id, viewer_id, client_lead_id, toInt64(toUnixTimestamp64Milli(min(ts))) AS first_ms \
-         FROM lead_withdrawals \
-         GROUP BY room_id, viewer_id, client_lead_id \
-         HAVING maxIf(ts, action != 'erased') > maxIf(ts, action = 'erased') \
+        "(SELECT room_id, viewer_id, client_lead_id FROM leads \
+         WHERE room_id GLOBAL IN (SELECT room_id FROM ({PENDING})))"
+    )
+}
+
+/// The pending requests whose lead is stored, oldest first (`limit` of
+/// them): a request whose lead is not in ClickHouse yet (still in an
+/// engine's log) waits without taking a place.
+pub fn pending_stored_sql(limit: usize) -> String {
+    format!(
+        "SELECT * FROM ({PENDING}) \
+         WHERE (room_id, viewer_id, client_lead_id) GLOBAL IN {} \
          ORDER BY first_ms, room_id, viewer_id, client_lead_id \
          LIMIT {}",
+        stored_keys(),
         limit.clamp(1, MAX_PENDING)
     )
 }
 
-/// Which of `keys` have a row in `leads` (open columns only: the
-/// engine's user may not read the personal ones).
-pub fn stored_sql(keys: &[LeadKey]) -> String {
+/// The pending requests first made before `cutoff_ms` whose lead is not
+/// stored: closed without a mutation ([`ORPHAN_AFTER_MS`]).
+pub fn orphans_sql(cutoff_ms: i64, limit: usize) -> String {
     format!(
-        "SELECT DISTINCT room_id, viewer_id, client_lead_id FROM leads \
-         WHERE (room_id, viewer_id, client_lead_id) IN ({})",
-        tuples(keys)
+        "SELECT * FROM ({PENDING}) \
+         WHERE first_ms < {cutoff_ms} \
+         AND (room_id, viewer_id, client_lead_id) GLOBAL NOT IN {} \
+         ORDER BY first_ms, room_id, viewer_id, client_lead_id \
+         LIMIT {}",
+        stored_keys(),
+        limit.clamp(1, MAX_PENDING)
     )
 }
 
@@ -120,38 +149,6 @@ fn tuples(keys: &[LeadKey]) -> String {
         .map(|k| format!("({}, {}, {})", k.room_id, k.viewer_id, k.client_lead_id))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// What a pass does with `pending` requests, given which of their leads
-/// are `stored`: blank the stored ones (then mark them erased), mark the
-/// orphans older than [`ORPHAN_AFTER_MS`] closed, leave the rest pending
-/// (their lead is still on its way: marking them now would leave it
-/// unblanked when it lands).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Plan {
-    /// Leads to blank and mark `erased`.
-    pub blank: Vec<LeadKey>,
-    /// Requests to close without a lead (`erased`, actor `…;no lead`).
-    pub orphans: Vec<LeadKey>,
-    /// Still waiting for their lead.
-    pub waiting: usize,
-}
-
-/// Decide a pass (pure).
-pub fn plan(pending: &[Pending], stored: &[LeadKey], now_ms: i64) -> Plan {
-    let stored: std::collections::HashSet<&LeadKey> = stored.iter().collect();
-    let mut p = Plan::default();
-    for r in pending {
-        let k = r.key();
-        if stored.contains(&k) {
-            p.blank.push(k);
-        } else if now_ms.saturating_sub(r.first_ms) >= ORPHAN_AFTER_MS {
-            p.orphans.push(k);
-        } else {
-            p.waiting += 1;
-        }
-    }
-    p
 }
 
 /// The mutation blanking `keys` in `table` (`leads`, or `leads_local` on
@@ -170,14 +167,17 @@ pub fn mutation_sql(table: &str, on_cluster: &str, keys: &[LeadKey]) -> String {
     )
 }
 
-/// The `erased` rows recording that `keys` were blanked.
-pub fn erased_rows(keys: &[LeadKey], now_ms: i64, actor: &str) -> Vec<WithdrawalRow> {
-    keys.iter()
-        .map(|k| WithdrawalRow {
-            ts: now_ms,
-            room_id: k.room_id,
-            viewer_id: k.viewer_id,
-            client_lead_id: k.client_lead_id,
+/// The `erased` rows closing `requests`, each stamped after the
+/// request's last row (`max(now, last + 1 ms)`: with a clock behind the
+/// gate's, an `erased` row older than its request would leave it pending).
+pub fn erased_rows(requests: &[Pending], now_ms: i64, actor: &str) -> Vec<WithdrawalRow> {
+    requests
+        .iter()
+        .map(|r| WithdrawalRow {
+            ts: now_ms.max(r.last_ms.saturating_add(1)),
+            room_id: r.room_id,
+            viewer_id: r.viewer_id,
+            client_lead_id: r.client_lead_id,
             action: "erased",
             source: "engine",
             actor: actor.to_owned(),
@@ -355,7 +355,13 @@ impl Eraser {
         actor: &str,
     ) -> Result<Erasure, EraseError> {
         self.request(key, source, actor).await?;
-        match self.pass().await {
+        // The caller waits at most this long; a pass cut short leaves the
+        // request pending for the next one (a mutation already sent runs
+        // on, and running it again is harmless).
+        let pass = tokio::time::timeout(ERASE_NOW_WAIT, self.pass())
+            .await
+            .unwrap_or(Err(EraseError::Timeout(ERASE_NOW_WAIT.as_secs())));
+        match pass {
             Ok(blanked) if blanked.contains(&key) => Ok(Erasure::Done),
             // Its lead is not stored yet (or was erased by a concurrent
             // pass of another node).
@@ -372,34 +378,19 @@ impl Eraser {
     /// leads were blanked, which.
     pub async fn pass(&self) -> Result<Vec<LeadKey>, EraseError> {
         let _one = self.running.lock().await;
-        let pending: Vec<Pending> = self
+        let stored: Vec<Pending> = self
             .within(
                 self.client
                     .0
-                    .query(&pending_sql(MAX_PENDING))
+                    .query(&pending_stored_sql(MAX_PENDING))
                     .fetch_all::<Pending>(),
             )
             .await?;
-        if pending.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<LeadKey> = pending.iter().map(Pending::key).collect();
-        let mut stored = Vec::new();
-        for chunk in keys.chunks(MAX_BATCH) {
-            stored.extend(
-                self.within(
-                    self.client
-                        .0
-                        .query(&stored_sql(chunk))
-                        .fetch_all::<LeadKey>(),
-                )
-                .await?,
-            );
-        }
-        let plan = plan(&pending, &stored, crate::now_ms());
-        for chunk in plan.blank.chunks(MAX_BATCH) {
+        let mut blanked = Vec::with_capacity(stored.len());
+        for chunk in stored.chunks(MAX_BATCH) {
+            let keys: Vec<LeadKey> = chunk.iter().map(Pending::key).collect();
             for t in &self.targets {
-                let sql = mutation_sql(&t.table, &t.on_cluster, chunk);
+                let sql = mutation_sql(&t.table, &t.on_cluster, &keys);
                 self.within(
                     t.client
                         .query(&sql)
@@ -417,23 +408,29 @@ impl Eraser {
                 leads = chunk.len(),
                 "erased the personal data of withdrawn leads"
             );
+            blanked.extend(keys);
         }
-        if !plan.orphans.is_empty() {
+        let orphans: Vec<Pending> = self
+            .within(
+                self.client
+                    .0
+                    .query(&orphans_sql(
+                        crate::now_ms().saturating_sub(ORPHAN_AFTER_MS),
+                        MAX_PENDING,
+                    ))
+                    .fetch_all::<Pending>(),
+            )
+            .await?;
+        if !orphans.is_empty() {
             let actor = format!("{};no lead", self.node);
-            self.mark(&erased_rows(&plan.orphans, crate::now_ms(), &actor))
+            self.mark(&erased_rows(&orphans, crate::now_ms(), &actor))
                 .await?;
             tracing::warn!(
-                requests = plan.orphans.len(),
+                requests = orphans.len(),
                 "withdrawal or erasure requests closed: no such lead stored after 24 h"
             );
         }
-        if plan.waiting > 0 {
-            tracing::debug!(
-                requests = plan.waiting,
-                "withdrawal requests wait for their lead to reach ClickHouse"
-            );
-        }
-        Ok(plan.blank)
+        Ok(blanked)
     }
 
     async fn mark(&self, rows: &[WithdrawalRow]) -> Result<(), EraseError> {
@@ -524,47 +521,37 @@ mod tests {
     }
 
     #[test]
-    fn only_stored_leads_are_blanked_and_orphans_close_after_a_day() {
-        let p = |k: LeadKey, first_ms| Pending {
-            room_id: k.room_id,
-            viewer_id: k.viewer_id,
-            client_lead_id: k.client_lead_id,
-            first_ms,
-        };
-        let now = 100 * ORPHAN_AFTER_MS;
-        let pending = [
-            p(key(1, 1, 1), now - 5),
-            // Its lead is not in ClickHouse yet (the log is draining).
-            p(key(1, 1, 2), now - 5),
-            // Never stored, and asked for a day ago.
-            p(key(1, 1, 3), now - ORPHAN_AFTER_MS),
-            p(key(2, 1, 1), now - 2 * ORPHAN_AFTER_MS),
-        ];
-        let stored = [key(1, 1, 1), key(2, 1, 1), key(9, 9, 9)];
-        assert_eq!(
-            plan(&pending, &stored, now),
-            Plan {
-                blank: vec![key(1, 1, 1), key(2, 1, 1)],
-                orphans: vec![key(1, 1, 3)],
-                waiting: 1,
-            }
-        );
-        assert_eq!(
-            stored_sql(&[key(1, 2, 3)]),
-            "SELECT DISTINCT room_id, viewer_id, client_lead_id FROM leads \
-             WHERE (room_id, viewer_id, client_lead_id) IN ((1, 2, 3))"
-        );
+    fn only_requests_of_stored_leads_are_blanked_orphans_close_after_a_day() {
+        let sql = pending_stored_sql(100_000);
+        // Pending: a withdraw or erase later than the last erasure.
+        assert!(sql.contains("HAVING maxIf(ts, action != 'erased') > maxIf(ts, action = 'erased')"));
+        // Only those whose lead is stored take a place (of the pending
+        // rooms' leads, read once), oldest first.
+        assert!(sql.contains(
+            "WHERE (room_id, viewer_id, client_lead_id) GLOBAL IN (SELECT room_id, viewer_id, client_lead_id FROM leads WHERE room_id GLOBAL IN (SELECT room_id FROM (SELECT"
+        ));
+        assert!(sql.contains("ORDER BY first_ms"));
+        assert!(sql.ends_with(&format!("LIMIT {MAX_PENDING}")));
+        let o = orphans_sql(86_400_000, 10);
+        assert!(o.contains("WHERE first_ms < 86400000 AND (room_id, viewer_id, client_lead_id) GLOBAL NOT IN (SELECT"));
+        assert!(o.ends_with("LIMIT 10"));
     }
 
     #[test]
-    fn pending_requests_are_those_without_an_erased_row_oldest_first() {
-        let sql = pending_sql(100_000);
-        assert!(sql.contains("HAVING maxIf(ts, action != 'erased') > maxIf(ts, action = 'erased')"));
-        assert!(sql.contains("ORDER BY first_ms"));
-        assert!(sql.ends_with(&format!("LIMIT {MAX_PENDING}")));
-        let rows = erased_rows(&[key(1, 2, 3)], 7, "node-a");
+    fn an_erased_mark_comes_after_its_request_whatever_the_clock() {
+        let p = Pending {
+            room_id: 1,
+            viewer_id: 2,
+            client_lead_id: 3,
+            first_ms: 50,
+            last_ms: 900,
+        };
+        let rows = erased_rows(&[p], 7, "node-a");
         assert_eq!(rows[0].action, "erased");
         assert_eq!(rows[0].source, "engine");
         assert_eq!((rows[0].room_id, rows[0].client_lead_id), (1, 3));
+        // This node's clock (7) is behind the request's (900).
+        assert_eq!(rows[0].ts, 901);
+        assert_eq!(erased_rows(&[p], 5_000, "n")[0].ts, 5_000);
     }
 }

@@ -250,9 +250,15 @@ pub fn decrypt(row: &LeadRow, keys: &PiiKeys) -> Delivered {
     }
 }
 
-/// A SQL string literal.
+/// A SQL string literal. `?` is written as `\x3F`: the `clickhouse`
+/// crate takes a bare `?` anywhere in a query for a bind placeholder.
 fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    format!(
+        "'{}'",
+        s.replace('\\', "\\\\")
+            .replace('\'', "\\'")
+            .replace('?', "\\x3F")
+    )
 }
 
 /// The `lead_audit` insert for leads delivered by `actor` (a key id) of
@@ -402,5 +408,6 @@ mod tests {
              VALUES (fromUnixTimestamp64Milli(toInt64(1000)), 'm1', 'k1', 'pull', 7, 8, 10, 'verdict=accepted;undecryptable')"
         );
         assert_eq!(literal(r"a'b\"), r"'a\'b\\'");
+        assert_eq!(literal("a?b"), r"'a\x3Fb'");
     }
 }

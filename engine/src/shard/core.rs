@@ -60,6 +60,9 @@ pub struct ShardCore {
     likes: FxHashMap<(u64, u32), u64>,
     /// Like taps per (room, unix minute, viewer) not yet logged.
     likers: FxHashMap<(u64, u32, u64), u64>,
+    /// The earliest minute in `likers` (Unix s): the map is only looked
+    /// through once that minute is over, not every round.
+    likers_from: Option<u32>,
     /// Open sessions per room.
     sessions: FxHashMap<u64, RoomSessions>,
     /// Open sessions per (room, viewer), oldest first, each with whether it
@@ -147,6 +150,7 @@ impl ShardCore {
             guard,
             likes: FxHashMap::default(),
             likers: FxHashMap::default(),
+            likers_from: None,
             sessions: FxHashMap::default(),
             by_viewer: FxHashMap::default(),
             in_flight: FxHashMap::default(),
@@ -266,11 +270,18 @@ impl ShardCore {
     }
 
     fn flush_likes(&mut self, now: Option<i64>) {
-        if !self.likers.is_empty() {
-            let minute = now.map(|n| (n / 60_000 * 60) as u32);
+        let minute = now.map(|n| (n / 60_000 * 60) as u32);
+        let due = match (self.likers_from, minute) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(from), Some(current)) => from < current,
+        };
+        if due {
             let out = &mut self.out.round.rows;
+            let mut left: Option<u32> = None;
             self.likers.retain(|&(room_id, m, viewer_id), taps| {
                 if minute.is_some_and(|c| m >= c) {
+                    left = Some(left.map_or(m, |l| l.min(m)));
                     return true;
                 }
                 out.push(Row::LikeViewer(LikeViewerRow {
@@ -281,6 +292,7 @@ impl ShardCore {
                 }));
                 false
             });
+            self.likers_from = left;
         }
         if self.likes.is_empty() {
             return;
@@ -691,6 +703,7 @@ impl ShardCore {
                         .likers
                         .entry((ev.room_id, minute, ev.viewer_id))
                         .or_default() += u64::from(d.admitted);
+                    self.likers_from = Some(self.likers_from.map_or(minute, |f| f.min(minute)));
                 }
                 let over = count - d.admitted.min(count);
                 self.out.stats.likes(u64::from(d.admitted), u64::from(over));
@@ -897,8 +910,6 @@ impl ShardCore {
         e.1 >= limit
     }
 
-    /// Whether a rejected lead of this viewer is still stored as a `leads`
-    /// row this hour (`guard.abuse.max_rejected_leads_per_hour`).
     /// A viewer withdraws one of its leads: a `lead_withdrawals` row, acked
     /// once durable; over the hourly cap, rejected (`rate_limited`) and
     /// counted in a moderation row. The lead need not be known here (it
@@ -967,6 +978,8 @@ impl ShardCore {
         }
     }
 
+    /// Whether a rejected lead of this viewer is still stored as a `leads`
+    /// row this hour (`guard.abuse.max_rejected_leads_per_hour`).
     fn store_rejected_lead(&mut self, now: i64, room_id: u64, viewer_id: u64) -> bool {
         let e = self
             .lead_rejects

@@ -420,9 +420,9 @@ pub fn decode(payload: &[u8]) -> Result<Entry, DecodeError> {
 /// The `&'static str` a row field held: rows carry names of verdicts,
 /// reasons, close codes and a few fixed words, never free text.
 pub fn intern(s: &str) -> Option<&'static str> {
-    const WORDS: [&str; 12] = [
-        "", "join", "leave", "chat", "like", "lead", "session", "withdraw", "erase", "viewer",
-        "merchant", "admin",
+    const WORDS: [&str; 14] = [
+        "", "join", "leave", "chat", "like", "lead", "session", "withdraw", "erase", "erased",
+        "viewer", "merchant", "admin", "engine",
     ];
     const VERDICTS: [Verdict; 4] = [
         Verdict::Accepted,
