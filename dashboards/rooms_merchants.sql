@@ -34,8 +34,9 @@
 -- (like_viewers) or left a lead (any verdict) in the period;
 -- interaction_rate = interacting / unique_viewers. leads = distinct leads
 -- (every verdict), valid_leads = accepted, delivered / withdrawn = of these
--- leads, those with a delivery (lead_audit, pull or webhook) / a withdrawal
--- or erasure (lead_withdrawals) at any time since. abuse_events = rejected
+-- leads, those with a delivery (lead_audit `pull`, or `webhook_delivered`:
+-- a webhook answered 2xx, not an attempt) / a withdrawal or erasure
+-- (lead_withdrawals) at any time since. abuse_events = rejected
 -- chat, like pushes over the cap and rejected leads, `busy` excluded.
 WITH toDateTimeOrDefault({from:String}, '', now() - {seconds:UInt32}) AS from,
      toDateTimeOrDefault({to:String}, '', now()) AS to,
@@ -107,7 +108,7 @@ WITH toDateTimeOrDefault({from:String}, '', now() - {seconds:UInt32}) AS from,
                 countIf(verdict = 'accepted') AS valid_leads,
                 countIf((room_id, viewer_id, client_lead_id) IN
                         (SELECT room_id, viewer_id, client_lead_id FROM roomgate.lead_audit
-                         WHERE action IN ('pull', 'webhook') AND ts >= from)) AS delivered,
+                         WHERE action IN ('pull', 'webhook_delivered') AND ts >= from)) AS delivered,
                 countIf((room_id, viewer_id, client_lead_id) IN
                         (SELECT room_id, viewer_id, client_lead_id FROM roomgate.lead_withdrawals
                          WHERE ts >= from)) AS withdrawn,
@@ -227,7 +228,7 @@ WITH toDateTimeOrDefault({from:String}, '', now() - {seconds:UInt32}) AS from,
              SELECT room_id, 0, 0, 0, count(), countIf(verdict = 'accepted'),
                     countIf((room_id, viewer_id, client_lead_id) IN
                             (SELECT room_id, viewer_id, client_lead_id FROM roomgate.lead_audit
-                             WHERE action IN ('pull', 'webhook') AND ts >= from)),
+                             WHERE action IN ('pull', 'webhook_delivered') AND ts >= from)),
                     countIf((room_id, viewer_id, client_lead_id) IN
                             (SELECT room_id, viewer_id, client_lead_id FROM roomgate.lead_withdrawals
                              WHERE ts >= from)),
@@ -525,7 +526,7 @@ FROM
 (
     SELECT toDateTime(ts) AS at, room_id, viewer_id, client_lead_id, 'delivered' AS series
     FROM roomgate.lead_audit
-    WHERE action IN ('pull', 'webhook') AND ts BETWEEN from AND to
+    WHERE action IN ('pull', 'webhook_delivered') AND ts BETWEEN from AND to
       AND ({room:UInt64} = 0 OR room_id = {room:UInt64})
       AND ({merchant:String} = '' OR room_id IN picked)
     UNION ALL

@@ -1,9 +1,11 @@
 -- roomgate 009: who got which lead's contact, when (docs/LEADS.md, "Audit").
 -- One row per lead per delivery, written by the merchant API before its
 -- answer leaves (a pull whose audit insert fails delivers nothing):
--- actor = the API key id, action = 'pull' (webhooks will add 'webhook'),
--- detail = the verdict, and 'undecryptable' when a ciphertext did not
--- decrypt. No personal data: the lead is named by its natural key
+-- actor = the API key id (webhooks: webhook:<host[:port]>), action =
+-- 'pull', 'webhook' (a webhook attempt, written before it leaves: not a
+-- delivery), 'webhook_delivered' (a webhook answered 2xx: the delivery)
+-- or 'erase' (an erasure request), detail = the verdict, and
+-- 'undecryptable' when a ciphertext did not decrypt. No personal data: the lead is named by its natural key
 -- (room_id, viewer_id, client_lead_id). Kept without a TTL (the audit
 -- outlives the contacts' 180 days). Sharded by room_id like every table.
 -- Merchants see their own rows (merchant_id), analysts all.

@@ -81,6 +81,8 @@ pub struct WebhookStats {
     pub leads_delivered: AtomicU64,
     /// Leads that failed every attempt and went to the backlog.
     pub leads_backlogged: AtomicU64,
+    /// Leads of a page withdrawn or erased before a (re)try: not sent.
+    pub leads_cancelled: AtomicU64,
     /// Backlog entries delivered by a pass.
     pub backlog_delivered: AtomicU64,
     /// Backlog entries no longer deliverable.
@@ -129,11 +131,12 @@ impl WebhookStats {
             s,
             "roomgate_webhook_leads_total",
             "counter",
-            "Leads by webhook outcome: delivered (from a page), backlogged (every attempt failed), backlog_delivered, backlog_cancelled (withdrawn, erased or moved before a retry).",
+            "Leads by webhook outcome: delivered (from a page), backlogged (every attempt failed), cancelled (from a page: withdrawn or erased before an attempt), backlog_delivered, backlog_cancelled (withdrawn, erased or moved before a retry).",
         );
         for (outcome, n) in [
             ("delivered", &self.leads_delivered),
             ("backlogged", &self.leads_backlogged),
+            ("cancelled", &self.leads_cancelled),
             ("backlog_delivered", &self.backlog_delivered),
             ("backlog_cancelled", &self.backlog_cancelled),
         ] {

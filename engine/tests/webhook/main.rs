@@ -7,8 +7,12 @@
 //! every accepted lead arrives, signatures verify (computed here from the
 //! documented spec), idempotency keys are exactly the accepted leads'
 //! and repeat only with the same body, nothing else is sent, every
-//! request is audited, and a restart re-sends nothing. `make
-//! webhook-test`.
+//! request is audited, every delivered lead has exactly one
+//! `webhook_delivered` audit row (the backlogged ones none until the
+//! backlog delivers them), and a restart re-sends nothing. Last, a lead
+//! whose receiver keeps refusing it is withdrawn by its viewer while it is
+//! being retried: never POSTed again once the withdrawal is stored, and
+//! cancelled (not backlogged, not delivered). `make webhook-test`.
 //!
 //! Its own ClickHouse on `ROOMGATE_WEBHOOK_CLICKHOUSE_PORT` (default
 //! 18164), through the project's launcher; stopped at the end.
@@ -83,6 +87,8 @@ struct Seen {
 #[derive(Default)]
 struct Receiver {
     mode: Mutex<Option<Mode>>,
+    /// Idempotency keys always answered 500, whatever the mode.
+    refuse: Mutex<BTreeSet<String>>,
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -105,7 +111,13 @@ async fn receive(
     } else {
         Mode::Up
     };
+    let refused = r
+        .refuse
+        .lock()
+        .unwrap()
+        .contains(&header(&headers, "roomgate-idempotency-key"));
     let (status, sleep) = match (mode, attempt) {
+        _ if refused => (StatusCode::INTERNAL_SERVER_ERROR, false),
         (Mode::Down, 2) => (StatusCode::OK, true),
         (Mode::Down, _) => (StatusCode::INTERNAL_SERVER_ERROR, false),
         (Mode::Flaky, 1) => (StatusCode::SERVICE_UNAVAILABLE, false),
@@ -305,6 +317,35 @@ async fn webhooks_deliver_every_accepted_lead_signed_retried_and_backlogged() {
         backlog_of("m1", "waiting").await == 4
     })
     .await;
+    // Deliveries in the audit: a `webhook_delivered` row per 2xx only.
+    let delivered_rows = |m: &'static str| {
+        let cfg = cfg.clone();
+        async move {
+            harness::scalar(
+                &cfg,
+                &format!("SELECT count() FROM {{db}}.lead_audit WHERE action = 'webhook_delivered' AND merchant_id = '{m}'"),
+            )
+            .await
+        }
+    };
+    wait_for("m2's two deliveries audited", 10, async || {
+        delivered_rows("m2").await == 2
+    })
+    .await;
+    assert_eq!(
+        delivered_rows("m1").await,
+        0,
+        "m1's leads failed every attempt: no delivery"
+    );
+    assert_eq!(
+        harness::scalar(
+            &cfg,
+            "SELECT count() FROM {db}.lead_audit WHERE action = 'webhook' AND merchant_id = 'm1'",
+        )
+        .await,
+        12,
+        "m1: four leads, three attempts each, each audited before it left"
+    );
     let m2_ok = recv
         .seen
         .lock()
@@ -397,6 +438,11 @@ async fn webhooks_deliver_every_accepted_lead_signed_retried_and_backlogged() {
     assert_eq!(rep["delivered"], 4, "{r}");
     assert_eq!(rep["waiting"], 0, "{r}");
     assert_eq!(backlog_of("m1", "delivered").await, 4);
+    assert_eq!(
+        delivered_rows("m1").await,
+        4,
+        "the backlog delivered them: one delivery row each"
+    );
 
     // Later leads: the first attempt fails (503, Retry-After: 0), the
     // second gets through; nothing waits.
@@ -426,10 +472,16 @@ async fn webhooks_deliver_every_accepted_lead_signed_retried_and_backlogged() {
     assert_eq!(backlog_of("m1", "waiting").await, 0);
 
     // A restart re-sends nothing: the cursor and the backlog are in
-    // ClickHouse.
+    // ClickHouse. (Restarted with many attempts per lead: the withdrawal
+    // below happens while a lead is still being retried from its page.)
     let before = recv.seen.lock().unwrap().len();
     engine.shutdown().await.unwrap();
-    let engine = Engine::start(cfg.clone()).await.unwrap();
+    let mut cfg2 = cfg.clone();
+    if let Some(w) = cfg2.webhooks.as_mut() {
+        w.max_attempts = 100;
+    }
+    let engine = Engine::start(cfg2).await.unwrap();
+    let (quic, adm) = (engine.quic_addr(), engine.admin_addr());
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(
         recv.seen.lock().unwrap().len(),
@@ -495,6 +547,131 @@ async fn webhooks_deliver_every_accepted_lead_signed_retried_and_backlogged() {
     .await;
     assert!(audited as usize >= seen.len(), "{audited} < {}", seen.len());
 
+    // Deliveries: exactly one `webhook_delivered` row per delivered lead
+    // (each got exactly one 2xx), naming the webhook, after the 2xx.
+    for s in seen.iter().filter(|s| s.status == 200) {
+        let (room, rest) = s.key.split_once('-').unwrap();
+        let (viewer, id) = rest.split_once('-').unwrap();
+        let n = harness::scalar(
+            &cfg,
+            &format!(
+                "SELECT count() FROM {{db}}.lead_audit WHERE action = 'webhook_delivered' \
+                 AND merchant_id = '{}' AND actor = 'webhook:{hook}' AND room_id = {room} \
+                 AND viewer_id = {viewer} AND client_lead_id = {id} \
+                 AND detail LIKE 'verdict=accepted;attempt={}%'",
+                s.merchant, s.attempt
+            ),
+        )
+        .await;
+        assert_eq!(n, 1, "{}: one delivery row", s.key);
+    }
+    assert_eq!(
+        seen.iter().filter(|s| s.status == 200).count(),
+        want.len(),
+        "one 2xx per lead"
+    );
+    assert_eq!(
+        harness::scalar(
+            &cfg,
+            "SELECT count() FROM {db}.lead_audit WHERE action = 'webhook_delivered'",
+        )
+        .await as usize,
+        want.len(),
+        "a delivery row per delivered lead, none for a failed attempt"
+    );
+
+    // A lead withdrawn while its webhook is being retried: m1's receiver
+    // refuses it (500) every time; its viewer withdraws it; once the
+    // withdrawal is stored it is never POSTed again, and it is cancelled,
+    // not backlogged.
+    const GONE: &str = "101-40-1";
+    recv.refuse.lock().unwrap().insert(GONE.into());
+    let tries = |recv: &Receiver| {
+        let seen = recv.seen.lock().unwrap();
+        let mine: Vec<u16> = seen
+            .iter()
+            .filter(|s| s.key == GONE)
+            .map(|s| s.status)
+            .collect();
+        mine
+    };
+    assert_eq!(
+        send_lead(quic, &certs, 101, 40, "13800131040", true).await,
+        1
+    );
+    wait_for("the lead being retried", 20, async || {
+        tries(&recv).len() >= 2
+    })
+    .await;
+    let mut v = Viewer::join(quic, &certs, 101, 40).await;
+    v.send(&ClientFrame::Withdraw { client_lead_id: 1 }).await;
+    match v.next_within(Duration::from_secs(10)).await {
+        Some(ServerFrame::Ack {
+            kind,
+            client_id,
+            verdict,
+            ..
+        }) => assert_eq!((kind, client_id, verdict), (3, 1, 1), "withdrawal acked"),
+        other => panic!("withdraw: {other:?}"),
+    }
+    wait_for("the withdrawal stored", 20, async || {
+        harness::scalar(
+            &cfg,
+            "SELECT count() FROM {db}.lead_withdrawals WHERE room_id = 101 AND viewer_id = 40 AND client_lead_id = 1",
+        )
+        .await
+            >= 1
+    })
+    .await;
+    // A wave checked just before the row landed may still go out (it is
+    // answered at once); nothing after.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = tries(&recv);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let end = tries(&recv);
+    assert_eq!(
+        end.len(),
+        after.len(),
+        "{GONE} POSTed after its withdrawal was stored"
+    );
+    assert!(
+        end.len() < 100,
+        "{GONE}: still being retried when withdrawn ({} attempts)",
+        end.len()
+    );
+    assert!(end.iter().all(|&st| st == 500), "{end:?}");
+    let (status, s) = admin(adm, "GET", "/admin/webhooks", "").await;
+    assert_eq!(status, 200, "{s}");
+    let here = &s["merchants"][0]["here"];
+    assert_eq!(here["cancelled"], 1, "{s}");
+    assert_eq!(here["in_flight"], 0, "the page settled: {s}");
+    assert_eq!(
+        harness::scalar(
+            &cfg,
+            "SELECT count() FROM {db}.webhook_backlog WHERE room_id = 101 AND viewer_id = 40",
+        )
+        .await,
+        0,
+        "cancelled, not backlogged"
+    );
+    assert_eq!(
+        harness::scalar(
+            &cfg,
+            "SELECT count() FROM {db}.lead_audit WHERE action = 'webhook_delivered' AND room_id = 101 AND viewer_id = 40",
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        harness::scalar(
+            &cfg,
+            "SELECT count() FROM {db}.lead_audit WHERE action = 'webhook' AND room_id = 101 AND viewer_id = 40",
+        )
+        .await as usize,
+        end.len(),
+        "every attempt audited, nothing more"
+    );
+
     // Metrics.
     let (status, m) = harness::admin(engine.admin_addr(), "GET", "/metrics", None, "").await;
     assert_eq!(status, 200);
@@ -503,6 +680,10 @@ async fn webhooks_deliver_every_accepted_lead_signed_retried_and_backlogged() {
         "{m}"
     );
     assert!(m.contains("roomgate_webhook_backlog_waiting 0"), "{m}");
+    assert!(
+        m.contains("roomgate_webhook_leads_total{outcome=\"cancelled\"} 1"),
+        "{m}"
+    );
 
     engine.shutdown().await.unwrap();
     let secs = t0.elapsed().as_secs_f64();

@@ -25,7 +25,7 @@ use super::sign;
 const MAX_ANSWER: usize = 64 << 10;
 
 /// A POST to send.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Request {
     /// Where.
     pub url: hyper::Uri,
@@ -39,6 +39,19 @@ pub struct Request {
     pub idempotency_key: String,
     /// `Roomgate-Attempt`.
     pub attempt: u32,
+}
+
+impl std::fmt::Debug for Request {
+    /// No path or query (a token), no body (contacts).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("url", &super::settings::redacted_url(&self.url.to_string()))
+            .field("body_bytes", &self.body.len())
+            .field("timestamp", &self.timestamp)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
 }
 
 /// The client (cheap to clone: one pool).

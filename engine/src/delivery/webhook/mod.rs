@@ -10,8 +10,11 @@
 //! `backlog_retry_secs` and on `POST /admin/webhooks/backlog/retry`),
 //! never dropped. A server-side cursor per merchant (`webhook_cursors`)
 //! passes a page once each of its leads was delivered or stored in the
-//! backlog. Every request is written to `lead_audit` (`action =
-//! 'webhook'`) before it leaves.
+//! backlog. Before every wave (every retry round) the leads are checked
+//! against `lead_withdrawals`: a lead withdrawn or erased meanwhile is
+//! cancelled, never sent again. Every request is written to `lead_audit`
+//! (`action = 'webhook'`) before it leaves (and before its lead is
+//! decrypted); each 2xx adds a `webhook_delivered` row, the delivery.
 //!
 //! With `routing.nodes`, one node sends a merchant's webhooks: the
 //! rendezvous owner of `fnv1a64(merchant id)`; without, this node sends
@@ -290,7 +293,7 @@ async fn backlog(
         Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be 1 to 1000"),
     };
     let c = &w.ctx;
-    let sql = store::backlog_sql(merchant, state, limit);
+    let sql = store::backlog_sql(merchant, state, store::Order::Lead, limit);
     match c
         .within(
             "backlog",

@@ -9,7 +9,9 @@
 //! this outbox, gives the job up to the backlog. The page is settled when
 //! every job is delivered or given up: only then may the cursor pass it.
 //! A wave whose audit could not be written is handed back with
-//! [`Outbox::release`] (no attempt counted: nothing was sent).
+//! [`Outbox::release`] (no attempt counted: nothing was sent). A lead
+//! found withdrawn or erased just before a wave is [`Outbox::cancel`]led:
+//! never sent again, not given up to the backlog.
 
 use std::time::Duration;
 
@@ -46,6 +48,7 @@ enum State {
     InFlight,
     Delivered,
     GivenUp,
+    Cancelled,
 }
 
 /// One lead's delivery.
@@ -85,6 +88,11 @@ impl<T> Job<T> {
     /// Given up by this outbox (for the backlog).
     pub fn given_up(&self) -> bool {
         self.state == State::GivenUp
+    }
+
+    /// Cancelled: withdrawn or erased, not to be sent.
+    pub fn cancelled(&self) -> bool {
+        self.state == State::Cancelled
     }
 }
 
@@ -161,6 +169,19 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// Cancel in-flight job `i` unsent (its lead was withdrawn or erased):
+    /// settled, no attempt counted, not for the backlog. False when it
+    /// was not in flight.
+    pub fn cancel(&mut self, i: usize) -> bool {
+        match self.jobs.get_mut(i) {
+            Some(j) if j.state == State::InFlight => {
+                j.state = State::Cancelled;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Record the outcome of in-flight job `i` at `now_ms`; `jitter` is any
     /// random number. `None` when `i` was not in flight.
     pub fn record(&mut self, i: usize, outcome: Attempt, now_ms: i64, jitter: u64) -> Option<Next> {
@@ -211,11 +232,14 @@ impl<T> Outbox<T> {
             .min()
     }
 
-    /// Every job delivered or given up.
+    /// Every job delivered, given up or cancelled.
     pub fn settled(&self) -> bool {
-        self.jobs
-            .iter()
-            .all(|j| matches!(j.state, State::Delivered | State::GivenUp))
+        self.jobs.iter().all(|j| {
+            matches!(
+                j.state,
+                State::Delivered | State::GivenUp | State::Cancelled
+            )
+        })
     }
 
     /// Jobs waiting or in flight.
@@ -316,6 +340,28 @@ mod tests {
         assert_eq!(o.record(0, ra, 1_000, 0), Some(Next::RetryAt(1_700)));
         assert_eq!(o.abandon_waiting(), 1);
         assert!(o.settled());
+    }
+
+    #[test]
+    fn a_cancelled_job_is_settled_unsent_and_not_given_up() {
+        let mut o = Outbox::new([("a", 0), ("b", 2)], 0, 3, B);
+        assert!(!o.cancel(0), "not in flight");
+        assert_eq!(o.due(0, 8), [0, 1]);
+        assert_eq!(o.record(0, fail(), 0, 0), Some(Next::RetryAt(50)));
+        // A retry round: b is found withdrawn before it is sent.
+        assert!(o.cancel(1));
+        assert!(!o.cancel(1), "once");
+        assert_eq!(o.record(1, Attempt::Delivered, 0, 0), None, "not sent");
+        let b = o.job(1).unwrap();
+        assert!(b.cancelled() && !b.given_up() && !b.delivered());
+        assert_eq!(b.attempts(), 2, "no attempt counted");
+        assert_eq!(o.pending(), 1);
+        assert_eq!(o.due(50, 8), [0]);
+        assert!(o.cancel(0));
+        assert!(o.settled());
+        assert_eq!(o.next_wake(), None);
+        assert_eq!(o.abandon_waiting(), 0);
+        assert!(o.jobs().iter().all(|j| j.cancelled()));
     }
 
     #[test]

@@ -5,14 +5,20 @@
 //! loop:
 //!   not the merchant's sender node → drop the page, idle
 //!   cursor not loaded → read it (max position in webhook_cursors)
-//!   backlog due → sweep it (one attempt per waiting lead)
-//!   no page → read the next one (leads_sql after the cursor), decrypt
-//!   page → the due leads: audit them (lead_audit), then POST them
+//!   backlog due → sweep it (one attempt per waiting lead, least
+//!                 recently tried first)
+//!   no page → read the next one (leads_sql after the cursor; ciphertexts)
+//!   page → the due leads (a wave; every retry round is one):
+//!          withdrawn or erased since? (lead_withdrawals) → cancelled;
+//!          the others: audit them (lead_audit 'webhook'), decrypt, POST;
+//!          the 2xx ones: lead_audit 'webhook_delivered'
 //!   page settled → backlog rows for the given-up leads, then the cursor
 //! ```
 //!
-//! Nothing leaves unaudited: a wave whose audit insert fails is not sent.
-//! The cursor passes a page only once each of its leads was delivered or
+//! Nothing leaves unaudited: a wave whose withdrawal check or audit insert
+//! fails is not sent, and a lead is decrypted only after its audit row is
+//! written (for each attempt, from the ciphertexts read). The cursor
+//! passes a page only once each of its leads was delivered, cancelled or
 //! stored in the backlog; a crash before that re-sends the page (same
 //! idempotency keys).
 
@@ -30,7 +36,7 @@ use super::outbox::{sweep_wave, Attempt, Next, Outbox};
 use super::settings::Target;
 use super::{sign, store};
 use crate::delivery::cursor::Position;
-use crate::delivery::query::{self, Delivered, LeadRow, Page};
+use crate::delivery::query::{self, LeadRow, Page};
 use crate::metrics::{Metrics, WebhookResult};
 use crate::pii::PiiKeys;
 use crate::route::Routing;
@@ -102,7 +108,8 @@ pub struct SweepReport {
     pub delivered: usize,
     /// Leads that failed again (still `waiting`).
     pub failed: usize,
-    /// Entries no longer deliverable (now `cancelled`).
+    /// Entries no longer deliverable: withdrawn, erased (found so when read
+    /// or just before their wave) or their room moved (now `cancelled`).
     pub cancelled: usize,
     /// Entries not tried: the sweep stopped at a wave without success.
     pub not_attempted: usize,
@@ -133,6 +140,9 @@ pub struct Status {
     pub delivered: u64,
     /// Leads this node put in the backlog since it started.
     pub backlogged: u64,
+    /// Leads of pages not sent (again) because they were withdrawn or
+    /// erased meanwhile, since this node started.
+    pub cancelled: u64,
     /// The last ClickHouse error of the sender (audit, cursor, backlog).
     pub last_store_error: Option<String>,
     /// The last backlog pass on this node.
@@ -162,11 +172,22 @@ impl Shared {
     }
 }
 
-/// A lead to send: from a page, or a backlog entry's.
+/// A lead to send, as read (ciphertexts: decrypted for each attempt,
+/// after its audit row): from a page, or a backlog entry's.
 #[derive(Debug, Clone)]
 struct Pending {
-    lead: Delivered,
+    row: LeadRow,
     entry: Option<store::BacklogRow>,
+}
+
+impl Pending {
+    fn key(&self) -> store::Key {
+        (
+            self.row.room_id,
+            self.row.viewer_id,
+            self.row.client_lead_id,
+        )
+    }
 }
 
 struct PageState {
@@ -196,7 +217,14 @@ fn since(ms: i64, now_ms: i64) -> Instant {
 
 #[derive(Debug, Default)]
 struct WaveResult {
+    /// Leads answered 2xx.
     delivered: usize,
+    /// Leads sent (audited, then POSTed).
+    sent: usize,
+    /// Leads found withdrawn or erased: cancelled, not sent.
+    cancelled: usize,
+    /// False when the wave was handed back unsent (its withdrawal check
+    /// or audit insert failed).
     audited: bool,
 }
 
@@ -421,21 +449,12 @@ impl Runner {
             return;
         };
         let full = rows.len() >= self.ctx.batch as usize;
-        let items = rows.iter().map(|r| {
-            (
-                Pending {
-                    lead: query::decrypt(r, &self.ctx.pii),
-                    entry: None,
-                },
-                0,
-            )
-        });
+        let n = rows.len();
+        let items = rows
+            .into_iter()
+            .map(|row| (Pending { row, entry: None }, 0));
         let outbox = Outbox::new(items, now, self.ctx.max_attempts, self.ctx.backoff);
-        tracing::debug!(
-            merchant = self.merchant(),
-            leads = rows.len(),
-            "webhooks: page read"
-        );
+        tracing::debug!(merchant = self.merchant(), leads = n, "webhooks: page read");
         self.page = Some(PageState {
             outbox,
             last,
@@ -477,7 +496,7 @@ impl Runner {
             .map(|j| {
                 store::BacklogRow::waiting(
                     merchant,
-                    &j.item.lead,
+                    &j.item.row.position(),
                     j.attempts(),
                     j.last_error.as_deref().unwrap_or(""),
                     now,
@@ -522,10 +541,12 @@ impl Runner {
         }
     }
 
-    /// One pass over the waiting backlog: each entry's lead read again
-    /// (through `leads_sql`, so a withdrawn or erased lead is not sent),
-    /// one attempt each, a probe first, stopping at a wave without
-    /// success.
+    /// One pass over the waiting backlog, least recently tried first:
+    /// each entry's lead read again (through `leads_sql`, so a withdrawn
+    /// or erased lead is not sent; and checked again before its wave), one
+    /// attempt each, a probe first, stopping at a wave without success.
+    /// Each attempt writes the entry again (a later `updated_at`), so a
+    /// lead the receiver always refuses does not stay the probe.
     async fn sweep(&mut self) -> SweepReport {
         let now = crate::now_ms();
         let mut report = SweepReport {
@@ -574,14 +595,16 @@ impl Runner {
         let sql = store::backlog_sql(
             Some(&merchant),
             Some(store::State::Waiting),
+            store::Order::LeastRecentlyTried,
             c.backlog_batch,
         );
-        let entries = c
+        let mut entries = c
             .within(
                 "backlog",
                 c.client.query(&sql).fetch_all::<store::BacklogRow>(),
             )
             .await?;
+        store::sort_least_recently_tried(&mut entries);
         report.entries = entries.len();
         if entries.is_empty() {
             return Ok(());
@@ -615,11 +638,10 @@ impl Runner {
             {
                 Ok(found) => match found.first() {
                     Some(r) if r.position() == e.position() => {
-                        let lead = query::decrypt(r, &c.pii);
                         let attempts = e.attempts;
                         items.push((
                             Pending {
-                                lead,
+                                row: r.clone(),
                                 entry: Some(e),
                             },
                             attempts,
@@ -650,6 +672,11 @@ impl Runner {
             if !r.audited {
                 break;
             }
+            if r.sent == 0 {
+                // Every lead of the wave was withdrawn or erased: the
+                // receiver was not tried; the next wave is the same size.
+                continue;
+            }
             waves += 1;
             last_delivered = r.delivered;
         }
@@ -660,6 +687,14 @@ impl Runner {
             if j.delivered() {
                 report.delivered += 1;
                 rows.push(entry.next(store::State::Delivered, j.attempts(), None, now));
+            } else if j.cancelled() {
+                report.cancelled += 1;
+                rows.push(entry.next(
+                    store::State::Cancelled,
+                    j.attempts(),
+                    Some("withdrawn or erased"),
+                    now,
+                ));
             } else if j.tries > 0 {
                 report.failed += 1;
                 rows.push(entry.next(
@@ -692,8 +727,10 @@ impl Runner {
     }
 }
 
-/// Audit the jobs of `wave`, then POST them concurrently and record each
-/// outcome. A wave whose audit fails is handed back unsent.
+/// One wave: the jobs of `wave` checked against `lead_withdrawals` (the
+/// withdrawn and erased ones cancelled), the others audited, decrypted
+/// and POSTed concurrently, each outcome recorded, the 2xx ones audited
+/// as delivered. A wave whose check or audit fails is handed back unsent.
 async fn send_wave(
     ctx: &Ctx,
     shared: &Shared,
@@ -705,52 +742,117 @@ async fn send_wave(
     let t = &shared.target;
     let merchant = t.merchant.as_str();
     let now = crate::now_ms();
-    let sends: Vec<(&Delivered, String)> = wave
+    let retry = now.saturating_add(STORE_RETRY.as_millis() as i64);
+
+    // Withdrawn or erased since the page (or the backlog entry) was read:
+    // checked before every wave, so before every retry round.
+    let keys: Vec<store::Key> = wave
+        .iter()
+        .filter_map(|&i| outbox.job(i))
+        .map(|j| j.item.key())
+        .collect();
+    let withdrawn: std::collections::HashSet<store::Key> = match store::withdrawn_sql(&keys) {
+        None => return WaveResult::default(),
+        Some(sql) => match ctx
+            .within(
+                "withdrawals",
+                ctx.client.query(&sql).fetch_all::<store::KeyRow>(),
+            )
+            .await
+        {
+            Ok(rows) => rows.iter().map(store::KeyRow::key).collect(),
+            Err(e) => {
+                ctx.metrics.webhooks.store_errors.fetch_add(1, Relaxed);
+                tracing::warn!(merchant, error = %e, leads = wave.len(), "webhooks: withdrawals not checked; nothing sent");
+                shared.update(|s| s.last_store_error = Some(e));
+                outbox.release(wave, retry);
+                return WaveResult::default();
+            }
+        },
+    };
+    let mut out = WaveResult {
+        audited: true,
+        ..WaveResult::default()
+    };
+    let mut send = Vec::with_capacity(wave.len());
+    for &i in wave {
+        let cancelled = outbox
+            .job(i)
+            .is_some_and(|j| withdrawn.contains(&j.item.key()))
+            && outbox.cancel(i);
+        if cancelled {
+            out.cancelled += 1;
+        } else {
+            send.push(i);
+        }
+    }
+    if out.cancelled > 0 {
+        let n = out.cancelled as u64;
+        if !backlog {
+            ctx.metrics.webhooks.leads_cancelled.fetch_add(n, Relaxed);
+            shared.update(|s| s.cancelled += n);
+        }
+        tracing::info!(
+            merchant,
+            leads = n,
+            backlog,
+            "webhooks: withdrawn or erased leads cancelled, not sent"
+        );
+    }
+    if send.is_empty() {
+        return out;
+    }
+
+    let sends: Vec<(store::Key, String)> = send
         .iter()
         .filter_map(|&i| outbox.job(i))
         .map(|j| {
-            (
-                &j.item.lead,
-                store::audit_detail(&j.item.lead, j.attempt(), backlog),
-            )
+            let detail = store::audit_detail(&j.item.row.verdict, j.attempt(), backlog, false);
+            (j.item.key(), detail)
         })
         .collect();
-    let sql = store::audit_sql(now, merchant, &t.actor(), &sends);
+    let actor = t.actor();
+    let sql = store::audit_sql(now, merchant, &actor, store::AUDIT_SENT, &sends);
     if let Err(e) = ctx.within("audit", ctx.client.query(&sql).execute()).await {
         ctx.metrics.webhooks.audit_failures.fetch_add(1, Relaxed);
-        tracing::warn!(merchant, error = %e, leads = wave.len(), "webhooks: audit not written; nothing sent");
+        tracing::warn!(merchant, error = %e, leads = send.len(), "webhooks: audit not written; nothing sent");
         shared.update(|s| s.last_store_error = Some(e));
-        let retry = now.saturating_add(STORE_RETRY.as_millis() as i64);
-        outbox.release(wave, retry);
-        return WaveResult::default();
+        outbox.release(&send, retry);
+        out.audited = false;
+        return out;
     }
+
+    // Audited: decrypt (each attempt, from the ciphertexts) and send.
     let secrets: Vec<&[u8]> = t.secrets.iter().map(|s| s.expose().as_bytes()).collect();
     let ts = now.div_euclid(1_000);
     let mut set = tokio::task::JoinSet::new();
     let mut ids = std::collections::HashMap::new();
-    for &i in wave {
+    let mut undecryptable = std::collections::HashSet::new();
+    for &i in &send {
         let Some(j) = outbox.job(i) else { continue };
-        let body = Bytes::from(sign::body(merchant, &j.item.lead));
+        let lead = query::decrypt(&j.item.row, &ctx.pii);
+        if !lead.decrypted {
+            undecryptable.insert(i);
+        }
+        let body = Bytes::from(sign::body(merchant, &lead));
         let req = Request {
             url: t.url.clone(),
             signature: sign::signature(&secrets, ts, &body),
             body,
             timestamp: ts,
             idempotency_key: sign::idempotency_key(
-                j.item.lead.room_id,
-                j.item.lead.viewer_id,
-                j.item.lead.client_lead_id,
+                j.item.row.room_id,
+                j.item.row.viewer_id,
+                j.item.row.client_lead_id,
             ),
             attempt: j.attempt(),
         };
         let sender = ctx.sender.clone();
         let h = set.spawn(async move { sender.post(req).await });
         ids.insert(h.id(), i);
+        out.sent += 1;
     }
-    let mut out = WaveResult {
-        delivered: 0,
-        audited: true,
-    };
+    let mut delivered_rows = Vec::new();
     while let Some(r) = set.join_next_with_id().await {
         let (i, attempt) = match r {
             Ok((id, a)) => (ids.get(&id).copied(), a),
@@ -774,6 +876,15 @@ async fn send_wave(
         match &attempt {
             Attempt::Delivered => {
                 out.delivered += 1;
+                if let Some(j) = outbox.job(i) {
+                    let detail = store::audit_detail(
+                        &j.item.row.verdict,
+                        j.attempt(),
+                        backlog,
+                        undecryptable.contains(&i),
+                    );
+                    delivered_rows.push((j.item.key(), detail));
+                }
                 if !backlog {
                     ctx.metrics.webhooks.leads_delivered.fetch_add(1, Relaxed);
                 }
@@ -794,6 +905,27 @@ async fn send_wave(
         }
         if let Some(Next::GiveUp) = outbox.record(i, attempt, at, rand::random()) {
             tracing::debug!(merchant, "webhooks: lead given up for now");
+        }
+    }
+
+    // The deliveries (what the dashboards count), one insert per wave. Not
+    // retried: the leads are delivered either way (the pre-send rows
+    // stand); a failure is logged and counted.
+    if !delivered_rows.is_empty() {
+        let sql = store::audit_sql(
+            crate::now_ms(),
+            merchant,
+            &actor,
+            store::AUDIT_DELIVERED,
+            &delivered_rows,
+        );
+        if let Err(e) = ctx
+            .within("delivered audit", ctx.client.query(&sql).execute())
+            .await
+        {
+            ctx.metrics.webhooks.store_errors.fetch_add(1, Relaxed);
+            tracing::warn!(merchant, error = %e, leads = delivered_rows.len(), "webhooks: delivered rows not written to lead_audit (the leads were delivered)");
+            shared.update(|s| s.last_store_error = Some(e));
         }
     }
     out

@@ -89,7 +89,7 @@ impl Default for WebhooksConfig {
 }
 
 /// One merchant's webhook.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookMerchantConfig {
     /// The merchant (`[a-z0-9_-]`, as in `room_merchants`).
@@ -116,8 +116,35 @@ pub struct WebhookMerchantConfig {
     pub include_suspect: bool,
 }
 
+/// A URL as logs, errors, `Debug` and the admin API show it: scheme and
+/// host\[:port\] only. Never the path or query (many receivers take a
+/// token there), nor `user:password@`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(no scheme://host)".into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}")
+}
+
+impl std::fmt::Debug for WebhookMerchantConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookMerchantConfig")
+            .field("merchant", &self.merchant)
+            .field("url", &redacted_url(&self.url))
+            .field("secret", &self.secret)
+            .field("secret_env", &self.secret_env)
+            .field("previous_secret", &self.previous_secret)
+            .field("previous_secret_env", &self.previous_secret_env)
+            .field("include_suspect", &self.include_suspect)
+            .finish()
+    }
+}
+
 /// A merchant's webhook, checked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// The merchant.
     pub merchant: MerchantId,
@@ -139,14 +166,21 @@ impl Target {
         )
     }
 
-    /// The URL for logs and the admin API: scheme, host and path.
+    /// The URL for logs and the admin API: scheme and host\[:port\] (never
+    /// the path or query, which may hold a token).
     pub fn display_url(&self) -> String {
-        format!(
-            "{}://{}{}",
-            self.url.scheme_str().unwrap_or(""),
-            self.url.authority().map_or("", |a| a.as_str()),
-            self.url.path()
-        )
+        redacted_url(&self.url.to_string())
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("merchant", &self.merchant)
+            .field("url", &self.display_url())
+            .field("secrets", &self.secrets)
+            .field("include_suspect", &self.include_suspect)
+            .finish()
     }
 }
 
@@ -187,17 +221,17 @@ impl WebhookMerchantConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Target, String> {
         let merchant = MerchantId::parse(&self.merchant).map_err(|e| e.to_string())?;
+        let shown = redacted_url(&self.url);
         let url: hyper::Uri = self
             .url
             .parse()
-            .map_err(|e| format!("url {:?}: {e}", self.url))?;
+            .map_err(|e| format!("url {:?} (path and query not shown): {e}", shown))?;
         let Some(authority) = url.authority() else {
-            return Err(format!("url {:?}: no host", self.url));
+            return Err(format!("url {shown:?}: no host"));
         };
         if authority.as_str().contains('@') {
             return Err(format!(
-                "url {:?}: no user:password@ (the signature authenticates the platform)",
-                crate::config::redact_url(&self.url)
+                "url {shown:?}: no user:password@ (the signature authenticates the platform)"
             ));
         }
         match url.scheme_str() {
@@ -205,14 +239,12 @@ impl WebhookMerchantConfig {
             Some("http") if insecure_http && loopback(authority.host()) => {}
             Some("http") if insecure_http => {
                 return Err(format!(
-                    "url {:?}: http:// only to a loopback host (contacts would cross the network in clear)",
-                    self.url
+                    "url {shown:?}: http:// only to a loopback host (contacts would cross the network in clear)"
                 ))
             }
             _ => {
                 return Err(format!(
-                    "url {:?}: must be https:// (http:// to loopback only with webhooks.insecure_http)",
-                    self.url
+                    "url {shown:?}: must be https:// (http:// to loopback only with webhooks.insecure_http)"
                 ))
             }
         }
@@ -386,7 +418,7 @@ mod tests {
         w.check_with(false, &env).unwrap();
         let t = &w.targets_with(&env).unwrap()[0];
         assert_eq!(t.actor(), "webhook:crm.example.com");
-        assert_eq!(t.display_url(), "https://crm.example.com/hook");
+        assert_eq!(t.display_url(), "https://crm.example.com");
         assert_eq!(t.secrets.len(), 1);
         assert!(w
             .check_with(true, &env)
@@ -468,6 +500,73 @@ mod tests {
             ..WebhooksConfig::default()
         };
         assert!(err(&w).contains("merchants[0]"));
+    }
+
+    #[test]
+    fn a_token_in_the_url_is_never_shown() {
+        // Many CRMs take a token in the path or the query: logs, errors,
+        // Debug and the admin API show scheme and host[:port] only.
+        let token = "tok3n-s3cret";
+        let url = format!("https://crm.example.com:8443/hooks/{token}/in?key={token}#{token}");
+        let w = parse(&format!(
+            "[webhooks]\nmerchants = [{{ merchant = \"m1\", url = \"{url}\", secret_env = \"M1_SECRET\" }}]\n"
+        ));
+        let t = &w.targets_with(&env).unwrap()[0];
+        assert_eq!(t.display_url(), "https://crm.example.com:8443");
+        assert_eq!(t.actor(), "webhook:crm.example.com:8443");
+        for shown in [
+            format!("{t:?}"),
+            format!("{w:?}"),
+            format!("{:?}", w.merchants[0]),
+            format!("{:#?}", w.targets_with(&env).unwrap()),
+        ] {
+            assert!(!shown.contains(token), "{shown}");
+            assert!(!shown.contains(S), "{shown}");
+            assert!(shown.contains("crm.example.com:8443"), "{shown}");
+        }
+        for (url, want) in [
+            (
+                format!("https://crm.example.com/{token}?k={token}"),
+                "https://crm.example.com",
+            ),
+            (format!("https://h:1?{token}"), "https://h:1"),
+            (format!("http://u:{token}@h/{token}"), "http://h"),
+            (format!("/{token}"), "(no scheme://host)"),
+        ] {
+            assert_eq!(redacted_url(&url), want);
+        }
+        // Config errors: every kind, with a token in the path and query.
+        let ok = format!("secret = \"{S}\"");
+        for (url, extra, want) in [
+            (
+                format!("http://crm.example.com/{token}?t={token}"),
+                "",
+                "must be https://",
+            ),
+            (
+                format!("http://crm.example.com/{token}?t={token}"),
+                "insecure_http = true\n",
+                "loopback",
+            ),
+            (
+                format!("https://u:{token}@crm.example.com/{token}"),
+                "",
+                "user:password",
+            ),
+            (format!("/{token}?t={token}"), "", "no host"),
+            (
+                format!("https://crm.example.com/{token} x?t={token}"),
+                "",
+                "url",
+            ),
+        ] {
+            let w = parse(&format!(
+                "[webhooks]\n{extra}merchants = [{{ merchant = \"m1\", url = \"{url}\", {ok} }}]\n"
+            ));
+            let e = err(&w);
+            assert!(e.contains(want), "{url}: {e}");
+            assert!(!e.contains(token), "token in {e}");
+        }
     }
 
     #[test]

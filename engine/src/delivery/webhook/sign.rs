@@ -109,7 +109,8 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| VerifyError::Timestamp)?;
-    if (now_secs - ts).abs() > tolerance_secs {
+    // abs_diff: any two i64s (a hostile timestamp must not overflow).
+    if now_secs.abs_diff(ts) > u64::try_from(tolerance_secs).unwrap_or(0) {
         return Err(VerifyError::Stale);
     }
     let want = mac(secret, ts, body);
@@ -197,6 +198,23 @@ mod tests {
             verify(new, "1000", "v1=zz,v0=00", &body, 1_000, 300),
             Err(VerifyError::Mismatch)
         );
+        // Extreme timestamps are stale, not an overflow.
+        for (ts, now) in [
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MIN),
+            (i64::MIN, 1_000),
+        ] {
+            assert_eq!(
+                verify(new, &ts.to_string(), &sig, &body, now, 300),
+                Err(VerifyError::Stale)
+            );
+        }
+        assert_eq!(
+            verify(new, "1000", &sig, &body, 1_001, -1),
+            Err(VerifyError::Stale),
+            "a negative tolerance is zero"
+        );
+        assert_eq!(verify(new, "1000", &sig, &body, 1_000, -1), Ok(()));
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! What the webhook sender reads and writes in ClickHouse (sans-IO): the
-//! SQL of the cursor, the backlog and the audit rows, and their rows
-//! (schemas/011_webhooks.sql).
+//! SQL of the cursor, the backlog, the withdrawal check and the audit
+//! rows, and their rows (schemas/011_webhooks.sql).
+//!
+//! SQL built here with `format!` carries numbers, fixed words and
+//! [`literal`]s only; `?` never appears raw in it (the clickhouse crate
+//! would take it for a bind placeholder, even inside a quoted literal).
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::cursor::Position;
-use crate::delivery::query::Delivered;
 
 /// The cursors table.
 pub const CURSORS_TABLE: &str = "webhook_cursors";
@@ -60,10 +63,25 @@ impl State {
     }
 }
 
-/// A SQL string literal.
+/// A SQL string literal. `?` is written `\x3F` (ClickHouse decodes it):
+/// the clickhouse crate takes a raw `?` anywhere in a query, even inside
+/// quotes, for a bind placeholder ("unbound query argument").
 pub fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    format!(
+        "'{}'",
+        s.replace('\\', "\\\\")
+            .replace('\'', "\\'")
+            .replace('?', "\\x3F")
+    )
 }
+
+/// A lead's natural key: `(room_id, viewer_id, client_lead_id)`.
+pub type Key = (u64, u64, u64);
+
+/// The audit action of a request about to leave (written before it).
+pub const AUDIT_SENT: &str = "webhook";
+/// The audit action of a request the receiver answered 2xx: a delivery.
+pub const AUDIT_DELIVERED: &str = "webhook_delivered";
 
 fn ms(v: i64) -> String {
     format!("fromUnixTimestamp64Milli(toInt64({v}))")
@@ -153,10 +171,11 @@ impl BacklogRow {
         }
     }
 
-    /// A new waiting entry for `lead`, at `now_ms`.
+    /// A new waiting entry for the lead at `lead` (its place in the
+    /// order), at `now_ms`.
     pub fn waiting(
         merchant: &str,
-        lead: &Delivered,
+        lead: &Position,
         attempts: u32,
         error: &str,
         now_ms: i64,
@@ -219,9 +238,26 @@ pub fn backlog_insert(rows: &[BacklogRow]) -> Option<String> {
     ))
 }
 
+/// The order backlog entries are read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Oldest lead first (the admin API's listing).
+    Lead,
+    /// Least recently tried first (`updated_at`, then the lead's place):
+    /// a pass's probe. Each failed attempt writes a later `updated_at`,
+    /// so a lead the receiver always refuses goes to the back and the
+    /// probe rotates over the waiting leads instead of blocking them.
+    LeastRecentlyTried,
+}
+
 /// The backlog entries of `merchant` (all merchants when `None`) in
-/// `state` (every state when `None`), oldest lead first, at most `limit`.
-pub fn backlog_sql(merchant: Option<&str>, state: Option<State>, limit: u32) -> String {
+/// `state` (every state when `None`), in `order`, at most `limit`.
+pub fn backlog_sql(
+    merchant: Option<&str>,
+    state: Option<State>,
+    order: Order,
+    limit: u32,
+) -> String {
     let mut filters = Vec::new();
     if let Some(m) = merchant {
         filters.push(format!("merchant_id = {}", literal(m)));
@@ -240,8 +276,55 @@ pub fn backlog_sql(merchant: Option<&str>, state: Option<State>, limit: u32) -> 
          toUnixTimestamp64Milli(created_at) AS created_ms, \
          toUnixTimestamp64Milli(updated_at) AS updated_ms \
          FROM webhook_backlog FINAL{filter} \
-         ORDER BY merchant_id, lead_inserted_at, room_id, viewer_id, client_lead_id LIMIT {limit}"
+         ORDER BY merchant_id, {order}lead_inserted_at, room_id, viewer_id, client_lead_id LIMIT {limit}",
+        order = match order {
+            Order::Lead => "",
+            Order::LeastRecentlyTried => "updated_at, ",
+        }
     )
+}
+
+/// Sort `rows` as [`Order::LeastRecentlyTried`] reads them (the pass sorts
+/// what it read again: the order is this function's, whatever the
+/// server's).
+pub fn sort_least_recently_tried(rows: &mut [BacklogRow]) {
+    rows.sort_by_key(|r| (r.updated_ms, r.position()));
+}
+
+/// A row of [`withdrawn_sql`].
+#[derive(Debug, Clone, Copy, Row, Deserialize, PartialEq, Eq)]
+pub struct KeyRow {
+    /// Room.
+    pub room_id: u64,
+    /// Viewer.
+    pub viewer_id: u64,
+    /// The viewer's lead id.
+    pub client_lead_id: u64,
+}
+
+impl KeyRow {
+    /// The key.
+    pub fn key(&self) -> Key {
+        (self.room_id, self.viewer_id, self.client_lead_id)
+    }
+}
+
+/// The query of which of `keys` have a withdrawal or erasure request
+/// (any row in `lead_withdrawals`: `withdraw`, `erase` or `erased`), as
+/// [`KeyRow`]s. `None` without keys. Numbers only.
+pub fn withdrawn_sql(keys: &[Key]) -> Option<String> {
+    if keys.is_empty() {
+        return None;
+    }
+    let list = keys
+        .iter()
+        .map(|(r, v, c)| format!("({r}, {v}, {c})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "SELECT DISTINCT room_id, viewer_id, client_lead_id FROM lead_withdrawals \
+         WHERE (room_id, viewer_id, client_lead_id) IN ({list})"
+    ))
 }
 
 /// The merchant's waiting entries (bind: the merchant id).
@@ -264,37 +347,39 @@ pub struct CountRow {
 }
 
 /// What the audit says of one webhook attempt: the verdict, the attempt
-/// number, `backlog` for a sweep's, `undecryptable` when it was.
-pub fn audit_detail(lead: &Delivered, attempt: u32, backlog: bool) -> String {
-    let mut d = format!("verdict={};attempt={attempt}", lead.verdict);
+/// number, `backlog` for a sweep's, `undecryptable` when a field did not
+/// decrypt (known on the delivered row only: the lead is decrypted after
+/// its pre-send row is written).
+pub fn audit_detail(verdict: &str, attempt: u32, backlog: bool, undecryptable: bool) -> String {
+    let mut d = format!("verdict={verdict};attempt={attempt}");
     if backlog {
         d.push_str(";backlog");
     }
-    if !lead.decrypted {
+    if undecryptable {
         d.push_str(";undecryptable");
     }
     d
 }
 
-/// The `lead_audit` insert for one wave: one row per lead about to be
-/// sent, `action = 'webhook'`, `actor` = the webhook ([`super::settings::Target::actor`]).
+/// The `lead_audit` insert for one wave: one row per lead, `action` =
+/// [`AUDIT_SENT`] (about to be sent) or [`AUDIT_DELIVERED`] (answered
+/// 2xx), `actor` = the webhook ([`super::settings::Target::actor`]).
 pub fn audit_sql(
     now_ms: i64,
     merchant: &str,
     actor: &str,
-    sends: &[(&Delivered, String)],
+    action: &str,
+    rows: &[(Key, String)],
 ) -> String {
-    let rows = sends
+    let rows = rows
         .iter()
-        .map(|(l, detail)| {
+        .map(|((room, viewer, id), detail)| {
             format!(
-                "({}, {}, {}, 'webhook', {}, {}, {}, {})",
+                "({}, {}, {}, {}, {room}, {viewer}, {id}, {})",
                 ms(now_ms),
                 literal(merchant),
                 literal(actor),
-                l.room_id,
-                l.viewer_id,
-                l.client_lead_id,
+                literal(action),
                 literal(detail)
             )
         })
@@ -334,21 +419,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn lead() -> Delivered {
-        Delivered {
+    fn lead() -> Position {
+        Position {
+            at_ms: 1_000,
             room_id: 7,
             viewer_id: 8,
             client_lead_id: 9,
-            ts: 1_000,
-            at_ms: 1_000,
-            verdict: "accepted".into(),
-            phone: Some("+8613800138000".into()),
-            wechat: None,
-            name: None,
-            fields: serde_json::Map::new(),
-            consent: true,
-            consent_version: String::new(),
-            decrypted: true,
         }
     }
 
@@ -372,7 +448,6 @@ mod tests {
             "VALUES ('m1', 7, 8, 9, fromUnixTimestamp64Milli(toInt64(1000)), 'waiting', 8, 'http 500', \
              fromUnixTimestamp64Milli(toInt64(5000)), fromUnixTimestamp64Milli(toInt64(5000)))"
         ), "{sql}");
-        assert!(!sql.contains("+86"));
         assert_eq!(backlog_insert(&[]), None);
         // A later state is stamped after the earlier one, even if the
         // clock went back.
@@ -387,24 +462,158 @@ mod tests {
             9_000
         );
 
-        let q = backlog_sql(Some("m'1"), Some(State::Waiting), 10);
-        assert!(q.contains("FROM webhook_backlog FINAL WHERE merchant_id = 'm\\'1' AND state = 'waiting' ORDER BY"), "{q}");
+        let q = backlog_sql(Some("m'1"), Some(State::Waiting), Order::Lead, 10);
+        assert!(q.contains("FROM webhook_backlog FINAL WHERE merchant_id = 'm\\'1' AND state = 'waiting' ORDER BY merchant_id, lead_inserted_at, room_id"), "{q}");
         assert!(q.ends_with("LIMIT 10"));
-        assert!(!backlog_sql(None, None, 1).contains("WHERE"));
+        assert!(!backlog_sql(None, None, Order::Lead, 1).contains("WHERE"));
 
-        let mut l = lead();
-        assert_eq!(audit_detail(&l, 3, false), "verdict=accepted;attempt=3");
-        l.decrypted = false;
         assert_eq!(
-            audit_detail(&l, 9, true),
+            audit_detail("accepted", 3, false, false),
+            "verdict=accepted;attempt=3"
+        );
+        assert_eq!(
+            audit_detail("accepted", 9, true, true),
             "verdict=accepted;attempt=9;backlog;undecryptable"
         );
-        let a = audit_sql(1_000, "m1", "webhook:crm.example.com", &[(&l, "x".into())]);
+        let a = audit_sql(
+            1_000,
+            "m1",
+            "webhook:crm.example.com",
+            AUDIT_SENT,
+            &[((7, 8, 9), "x".into())],
+        );
         assert_eq!(
             a,
             "INSERT INTO lead_audit (ts, merchant_id, actor, action, room_id, viewer_id, client_lead_id, detail) \
              VALUES (fromUnixTimestamp64Milli(toInt64(1000)), 'm1', 'webhook:crm.example.com', 'webhook', 7, 8, 9, 'x')"
         );
+        let d = audit_sql(
+            2_000,
+            "m1",
+            "webhook:h",
+            AUDIT_DELIVERED,
+            &[((7, 8, 9), "a".into()), ((1, 2, 3), "b".into())],
+        );
+        assert!(
+            d.ends_with(
+                "VALUES (fromUnixTimestamp64Milli(toInt64(2000)), 'm1', 'webhook:h', 'webhook_delivered', 7, 8, 9, 'a'), \
+                 (fromUnixTimestamp64Milli(toInt64(2000)), 'm1', 'webhook:h', 'webhook_delivered', 1, 2, 3, 'b')"
+            ),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn no_raw_question_mark_reaches_the_client() {
+        // The clickhouse crate binds `?` even inside quotes: an error text
+        // with one would fail the insert ("unbound query argument").
+        let w = BacklogRow::waiting("m1", &lead(), 3, "transport: GET /x?token=1 what?", 5_000);
+        let sql =
+            backlog_insert(&[w.clone(), w.next(State::Waiting, 4, Some("?"), 6_000)]).unwrap();
+        assert!(!sql.contains('?'), "{sql}");
+        assert!(
+            sql.contains(r"'transport: GET /x\x3Ftoken=1 what\x3F'"),
+            "{sql}"
+        );
+        assert!(sql.contains(r", 4, '\x3F', "), "{sql}");
+        assert_eq!(literal(r"a'b\?"), r"'a\'b\\\x3F'");
+        let a = audit_sql(
+            0,
+            "m1",
+            "webhook:h?",
+            AUDIT_SENT,
+            &[((1, 2, 3), "?".into())],
+        );
+        assert!(!a.contains('?'), "{a}");
+        let q = backlog_sql(Some("m?"), None, Order::LeastRecentlyTried, 1);
+        assert!(!q.contains('?'), "{q}");
+        assert!(!cursor_insert("m?", &lead(), 1).contains('?'));
+    }
+
+    #[test]
+    fn the_withdrawal_check_names_the_keys_with_numbers_only() {
+        assert_eq!(withdrawn_sql(&[]), None);
+        assert_eq!(
+            withdrawn_sql(&[(101, 5, 1), (102, u64::MAX, 0)]).unwrap(),
+            "SELECT DISTINCT room_id, viewer_id, client_lead_id FROM lead_withdrawals \
+             WHERE (room_id, viewer_id, client_lead_id) IN ((101, 5, 1), (102, 18446744073709551615, 0))"
+        );
+    }
+
+    #[test]
+    fn a_refused_lead_does_not_block_the_backlog_the_probe_rotates() {
+        let q = backlog_sql(
+            Some("m1"),
+            Some(State::Waiting),
+            Order::LeastRecentlyTried,
+            100,
+        );
+        assert!(
+            q.contains("ORDER BY merchant_id, updated_at, lead_inserted_at, room_id, viewer_id, client_lead_id LIMIT 100"),
+            "{q}"
+        );
+        // Three waiting leads; the oldest (a) is refused by the receiver
+        // every time, the others would get through. A pass probes the
+        // least recently tried entry; a failed probe stops the pass and
+        // writes that entry again with a later updated_at (BacklogRow::next).
+        let at = |at_ms, viewer_id| Position {
+            at_ms,
+            room_id: 1,
+            viewer_id,
+            client_lead_id: 1,
+        };
+        let mut store: Vec<BacklogRow> = [(1_000, 1, 10), (2_000, 2, 10), (3_000, 3, 20)]
+            .iter()
+            .map(|&(t, v, now)| BacklogRow::waiting("m1", &at(t, v), 8, "http 500", now))
+            .collect();
+        let mut probed = Vec::new();
+        let mut now = 100;
+        for _pass in 0..3 {
+            let mut pass: Vec<BacklogRow> = store
+                .iter()
+                .filter(|r| r.state == "waiting")
+                .cloned()
+                .collect();
+            sort_least_recently_tried(&mut pass);
+            let Some(probe) = pass.first() else { break };
+            probed.push(probe.viewer_id);
+            // Viewer 1's lead is refused; the others are delivered (a
+            // delivered probe lets the pass go on: they all are).
+            let written: Vec<BacklogRow> = if probe.viewer_id == 1 {
+                vec![probe.next(State::Waiting, probe.attempts + 1, Some("http 422"), now)]
+            } else {
+                pass.iter()
+                    .map(|e| {
+                        if e.viewer_id == 1 {
+                            e.next(State::Waiting, e.attempts + 1, Some("http 422"), now)
+                        } else {
+                            e.next(State::Delivered, e.attempts + 1, None, now)
+                        }
+                    })
+                    .collect()
+            };
+            for w in written {
+                if let Some(r) = store.iter_mut().find(|r| r.position() == w.position()) {
+                    assert!(w.updated_ms > r.updated_ms, "a try moves it back");
+                    *r = w;
+                }
+            }
+            now += 100;
+        }
+        assert_eq!(
+            probed,
+            [1, 2, 1],
+            "the refused lead probes first, then the next one gets its turn"
+        );
+        let states: Vec<&str> = store.iter().map(|r| r.state.as_str()).collect();
+        assert_eq!(states, ["waiting", "delivered", "delivered"]);
+        // Equal times: the older lead first.
+        let mut tie = vec![
+            BacklogRow::waiting("m1", &at(2, 2), 1, "", 5),
+            BacklogRow::waiting("m1", &at(1, 1), 1, "", 5),
+        ];
+        sort_least_recently_tried(&mut tie);
+        assert_eq!(tie[0].viewer_id, 1);
     }
 
     #[test]
