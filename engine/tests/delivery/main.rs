@@ -28,18 +28,7 @@ use serde_json::Value;
 use crate::client::Viewer;
 
 fn port() -> u16 {
-    std::env::var("ROOMGATE_DELIVERY_CLICKHOUSE_PORT")
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(18162)
-}
-
-/// Stops this test's ClickHouse however the test ends.
-struct Down(u16);
-impl Drop for Down {
-    fn drop(&mut self) {
-        harness::clickhouse_down(self.0);
-    }
+    harness::port_from_env("ROOMGATE_DELIVERY_CLICKHOUSE_PORT", 18162)
 }
 
 /// A lead from `viewer` in `room`; its verdict code.
@@ -73,12 +62,14 @@ async fn send_lead(addr: SocketAddr, certs: &Path, room: u64, viewer: u64, phone
     }
 }
 
-/// `GET path` over HTTPS with an optional bearer key: (status, JSON body).
-async fn get(
+/// One HTTPS request (`body`: a JSON body to POST, else a GET) with an
+/// optional bearer key: (status, JSON body).
+async fn https(
     addr: SocketAddr,
     tls: &Arc<rustls::ClientConfig>,
     path: &str,
     key: Option<&str>,
+    body: Option<&str>,
 ) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -90,7 +81,16 @@ async fn get(
     let auth = key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+    let req = match body {
+        None => {
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+        }
+        Some(b) => format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{b}",
+            b.len()
+        ),
+    };
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out).await;
@@ -100,7 +100,17 @@ async fn get(
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-/// `POST path` with a JSON body over HTTPS: (status, JSON body).
+/// `GET path` over HTTPS with an optional bearer key.
+async fn get(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+    key: Option<&str>,
+) -> (u16, Value) {
+    https(addr, tls, path, key, None).await
+}
+
+/// `POST path` with a JSON body over HTTPS.
 async fn post(
     addr: SocketAddr,
     tls: &Arc<rustls::ClientConfig>,
@@ -108,25 +118,7 @@ async fn post(
     key: &str,
     body: &str,
 ) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    let out = String::from_utf8(out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    https(addr, tls, path, Some(key), Some(body)).await
 }
 
 /// Rows of `leads` for `keys` (room, viewer; lead id 1) that still hold
@@ -190,7 +182,7 @@ async fn merchants_pull_their_accepted_leads_once_each_audited() {
     harness::init_tracing();
     let t0 = std::time::Instant::now();
     let url = harness::clickhouse_up(port());
-    let _down = Down(port());
+    let _down = harness::Down(port());
 
     // HTTPS material for the merchant API, and a client that trusts it.
     let dir = std::env::temp_dir().join(format!(
@@ -498,16 +490,7 @@ async fn merchants_pull_their_accepted_leads_once_each_audited() {
     // the protocol; m1 erases viewer 5's lead of room 102 through the API;
     // the platform erases viewer 20's of m2's room 201 (admin API).
     let mut v = Viewer::join(quic, &certs, 101, 1).await;
-    v.send(&ClientFrame::Withdraw { client_lead_id: 1 }).await;
-    match v.next_within(Duration::from_secs(10)).await {
-        Some(ServerFrame::Ack {
-            kind,
-            client_id,
-            verdict,
-            ..
-        }) => assert_eq!((kind, client_id, verdict), (3, 1, 1)),
-        other => panic!("withdraw: {other:?}"),
-    }
+    assert_eq!(v.withdraw(1).await, (3, 1, 1));
     let erase = |room: u64, viewer: u64| {
         format!(r#"{{"room_id": {room}, "viewer_id": {viewer}, "client_lead_id": 1}}"#)
     };

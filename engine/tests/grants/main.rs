@@ -46,10 +46,7 @@ fn password(user: &str) -> &'static str {
 }
 
 fn port() -> u16 {
-    std::env::var("ROOMGATE_GRANTS_CLICKHOUSE_PORT")
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(18160)
+    harness::port_from_env("ROOMGATE_GRANTS_CLICKHOUSE_PORT", 18160)
 }
 
 fn launcher(cmd: &str, env: &[(&str, String)]) {

@@ -158,6 +158,23 @@ impl Viewer {
         v
     }
 
+    /// Withdraw lead `id` and wait for the ack: (kind, client id, verdict)
+    /// (the delivery and webhook tests).
+    #[allow(dead_code)]
+    pub async fn withdraw(&mut self, id: u64) -> (u8, u64, u8) {
+        self.send(&ClientFrame::Withdraw { client_lead_id: id })
+            .await;
+        match self.next_within(Duration::from_secs(10)).await {
+            Some(ServerFrame::Ack {
+                kind,
+                client_id,
+                verdict,
+                ..
+            }) => (kind, client_id, verdict),
+            other => panic!("withdraw {id}: {other:?}"),
+        }
+    }
+
     pub async fn send(&mut self, frame: &ClientFrame) {
         self.send_raw(&wire::encode(frame)).await;
     }

@@ -42,6 +42,27 @@ pub fn clickhouse_up(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// The ClickHouse port a test binary runs its own server on: `var`, or
+/// `default` (the delivery, webhook and grants tests).
+#[allow(dead_code)]
+pub fn port_from_env(var: &str, default: u16) -> u16 {
+    std::env::var(var)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// Stops a test's own ClickHouse (on this port) however the test ends
+/// (the delivery and webhook tests).
+#[allow(dead_code)]
+pub struct Down(pub u16);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        clickhouse_down(self.0);
+    }
+}
+
 pub fn clickhouse_down(port: u16) {
     let out = Command::new("python3")
         .arg(repo_root().join("scripts/clickhouse.py"))

@@ -47,18 +47,7 @@ const SECRET_M2: &str = "m2-webhook-secret-0123456789abcdef";
 const TIMEOUT_MS: u64 = 400;
 
 fn port() -> u16 {
-    std::env::var("ROOMGATE_WEBHOOK_CLICKHOUSE_PORT")
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(18164)
-}
-
-/// Stops this test's ClickHouse however the test ends.
-struct Down(u16);
-impl Drop for Down {
-    fn drop(&mut self) {
-        harness::clickhouse_down(self.0);
-    }
+    harness::port_from_env("ROOMGATE_WEBHOOK_CLICKHOUSE_PORT", 18164)
 }
 
 /// How m1's receiver answers.
@@ -214,7 +203,7 @@ async fn webhooks_deliver_every_accepted_lead_signed_retried_and_backlogged() {
     harness::init_tracing();
     let t0 = std::time::Instant::now();
     let url = harness::clickhouse_up(port());
-    let _down = Down(port());
+    let _down = harness::Down(port());
 
     // The merchants' receivers.
     let recv = Arc::new(Receiver::default());
@@ -604,16 +593,7 @@ async fn webhooks_deliver_every_accepted_lead_signed_retried_and_backlogged() {
     })
     .await;
     let mut v = Viewer::join(quic, &certs, 101, 40).await;
-    v.send(&ClientFrame::Withdraw { client_lead_id: 1 }).await;
-    match v.next_within(Duration::from_secs(10)).await {
-        Some(ServerFrame::Ack {
-            kind,
-            client_id,
-            verdict,
-            ..
-        }) => assert_eq!((kind, client_id, verdict), (3, 1, 1), "withdrawal acked"),
-        other => panic!("withdraw: {other:?}"),
-    }
+    assert_eq!(v.withdraw(1).await, (3, 1, 1), "withdrawal acked");
     wait_for("the withdrawal stored", 20, async || {
         harness::scalar(
             &cfg,
