@@ -305,6 +305,19 @@ impl Scope {
               WHERE {rooms} AND client_lead_id {ids} AND action = 'withdraw')"
         )
     }
+
+    /// Withdrawn leads the eraser has not closed with an `erased` row yet.
+    /// It blanks a lead before it writes that row, so blank leads alone do
+    /// not say the eraser is done.
+    fn unmarked_sql(&self) -> String {
+        let Scope { db, rooms, ids, .. } = self;
+        format!(
+            "SELECT count() AS n FROM (SELECT room_id, viewer_id, client_lead_id \
+             FROM {db}.lead_withdrawals WHERE {rooms} AND client_lead_id {ids} \
+             GROUP BY room_id, viewer_id, client_lead_id \
+             HAVING countIf(action = 'withdraw') > 0 AND countIf(action = 'erased') = 0)"
+        )
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -491,7 +504,8 @@ pub async fn verify(
     let waited = started.elapsed();
 
     // Then, if the run withdrew leads, wait for the engine's eraser: until
-    // no lead with a withdrawal row holds personal data, or time is up.
+    // no lead with a withdrawal row holds personal data and each has its
+    // `erased` row, or time is up.
     let withdrawn_records = leads
         .iter()
         .filter(|l| l.withdrawal.as_deref() == Some("accepted"))
@@ -502,11 +516,10 @@ pub async fn verify(
         let started = tokio::time::Instant::now();
         if withdrawn_records > 0 {
             loop {
-                let left = ch
-                    .rows::<CountRow>(&sc.unerased_sql())
-                    .await?
-                    .pop()
-                    .map_or(0, |r| r.n);
+                let mut left = 0;
+                for sql in [sc.unerased_sql(), sc.unmarked_sql()] {
+                    left += ch.rows::<CountRow>(&sql).await?.pop().map_or(0, |r| r.n);
+                }
                 if left == 0 || started.elapsed() >= settle.erase_wait {
                     break;
                 }
