@@ -19,10 +19,11 @@ the median of REPS (default 3) repetitions; absolute figures are context.
               1/2, 2/2, merged), ratio one ÷ two.
   guard       the criterion group keyed_rate_limit: roomgate's limiter vs
               governor's keyed limiter (median of criterion's estimate).
-  memory      RSS per idle viewer (10,000 connected, no traffic) and per
-              active viewer (a room-wide like storm), from /proc: the engine
-              (real ClickHouse sink) and the peer (what quinn alone keeps
-              per connection), ratio peer ÷ engine.
+  memory      RSS per idle viewer (10,000 connected, no traffic, sampled
+              while all stay connected) and per active viewer (a room-wide
+              like storm), from /proc: the engine (real ClickHouse sink) and
+              the peer (what quinn alone keeps per connection), ratio
+              peer ÷ engine, and engine − peer (what roomgate adds).
 
 Writes build/perf/perf.json and prints a table. `--quick` runs one short
 repetition of each (a smoke test of the harness, not figures to quote).
@@ -399,7 +400,14 @@ def memory_run(kind, bins, rep, viewers, clickhouse_url):
             "--rooms", "1", "--viewers", str(viewers), "--duration", "16", "--ramp", "8",
             "--chat-rate", "0", "--like-rate", "0", "--lead-rate", "0",
         ], [("rss", 14.0, lambda: rss_bytes(pid))])
-        connected = summary["connections"]["viewers_connected"]
+        # The viewers connected when RSS was sampled (the loadgen's
+        # timeline), not the ones that ever connected: a figure taken after
+        # viewers left would be the residue of their sessions.
+        at = s["rss"][0]
+        points = [p for p in (summary.get("timeline") or {}).get("points", []) if p["t"] <= at]
+        connected = points[-1]["viewers"] if points else 0
+        if connected < 0.99 * viewers:
+            die(f"perf: only {connected:,} of {viewers:,} viewers were connected when RSS was sampled")
         idle = (s["rss"][1] - base) / max(connected, 1)
         print(f"  {kind}: RSS {base / 2**20:.1f} → {s['rss'][1] / 2**20:.1f} MiB with {connected:,} viewers: "
               f"{idle / 1024:.2f} KiB per idle viewer")
@@ -433,6 +441,9 @@ def memory(bins, reps, quick, clickhouse_url):
             "idle_bytes_per_viewer": {"runs": r["idle"], "median": statistics.median(r["idle"])},
             "active_bytes_per_viewer": {"runs": r["active"], "median": statistics.median(r["active"])},
         }
+    for key in ("idle_bytes_per_viewer", "active_bytes_per_viewer"):
+        out[key.replace("_bytes", "_overhead_bytes")] = (
+            out["engine"][key]["median"] - out["peer"][key]["median"])
     # Kept at the top level too (the targets are about the engine).
     out["idle_bytes_per_viewer"] = out["engine"]["idle_bytes_per_viewer"]
     out["active_bytes_per_viewer"] = out["engine"]["active_bytes_per_viewer"]
@@ -521,6 +532,8 @@ def table(r):
                                   ("active_bytes_per_viewer", "memory: KiB per active viewer (storm)", "≤ 16")):
             e, pe = m["engine"][key]["median"], m["peer"][key]["median"]
             rows.append((name, f"{e / 1024:.1f}", f"{pe / 1024:.1f}", f"{pe / e:.2f}" if e > 0 else "-", target))
+            # The peer is quinn alone: the difference is what roomgate adds.
+            rows.append(("  engine − peer: what roomgate adds", f"{(e - pe) / 1024:.1f}", "", "", ""))
     w = [44, 12, 12, 8, 8]
     head = ("figure", "roomgate", "peer", "ratio", "target")
     out = ["", "  ".join(h.ljust(n) for h, n in zip(head, w))]

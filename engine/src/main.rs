@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 use roomgate::config::Config;
 use roomgate::route::NodeSet;
 
+// `--features system-alloc` leaves the system allocator in place for heap
+// profilers (docs/TUNING.md).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -230,8 +230,8 @@ impl Registry {
     }
 }
 
-/// Drive one room's plan from `t0` until it is over or `stop` fires, then
-/// close the registry so its viewers drain.
+/// Drive one room's plan from `t0` until `stop` fires (the end of the
+/// load), then close the registry so its viewers drain.
 pub async fn drive(
     mut plan: RoomPlan,
     registry: Arc<Registry>,
@@ -261,6 +261,10 @@ pub async fn drive(
             stats.class_not_sent.add(class, kind, 1);
         }
     }
+    // A plan with nothing left to send (or nothing at all: idle viewers)
+    // keeps its viewers connected until the load's duration is over; an
+    // early close would make every viewer say `Bye` right after `Welcome`.
+    let _ = stop.wait_for(|s| *s).await;
     registry.close();
 }
 

@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
 
 use super::GateCtx;
 use crate::event::{Event, EventKind, Kind};
@@ -29,10 +32,107 @@ enum Out {
     Close(CloseCode, Option<Box<str>>),
 }
 
+/// Why a frame could not be queued.
+#[derive(Debug)]
+enum Refused {
+    /// `max_pending_acks` frames wait already: the viewer does not read.
+    Full(Out),
+    /// The writer is gone (the connection is closing).
+    Closed,
+}
+
+/// One connection's frames on their way to its writer task: shard workers
+/// queue (never wait), the writer takes them in order. It holds only what
+/// waits, so an idle viewer costs a few dozen bytes here; a tokio channel
+/// allocates a block of 32 slots per connection up front (~2 KiB per
+/// viewer, measured with heaptrack: docs/TUNING.md, "Memory per viewer").
+#[derive(Debug)]
+struct OutQueue {
+    state: Mutex<OutState>,
+    /// Wakes the writer; a wake with no writer waiting is kept for its next
+    /// wait, so none is lost.
+    ready: Notify,
+}
+
+#[derive(Debug)]
+struct OutState {
+    frames: VecDeque<Out>,
+    /// Most frames waiting before the queue refuses.
+    cap: usize,
+    /// The writer ended: nothing more is taken.
+    closed: bool,
+}
+
+impl OutQueue {
+    fn new(cap: usize) -> Self {
+        Self {
+            state: Mutex::new(OutState {
+                frames: VecDeque::new(),
+                cap,
+                closed: false,
+            }),
+            ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `out` behind what waits, without waiting; refused when
+    /// `cap` frames wait.
+    fn push(&self, out: Out) -> Result<(), Refused> {
+        self.push_within(out, false)
+    }
+
+    /// Queue `out` whatever waits (the session's own last frame: its close
+    /// after the acks).
+    fn push_last(&self, out: Out) -> Result<(), Refused> {
+        self.push_within(out, true)
+    }
+
+    fn push_within(&self, out: Out, over_cap: bool) -> Result<(), Refused> {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Refused::Closed);
+            }
+            if st.frames.len() >= st.cap && !over_cap {
+                return Err(Refused::Full(out));
+            }
+            st.frames.push_back(out);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next frame, if one waits.
+    fn try_pop(&self) -> Option<Out> {
+        self.lock().frames.pop_front()
+    }
+
+    /// The next frame, waiting for one.
+    async fn pop(&self) -> Out {
+        loop {
+            if let Some(out) = self.try_pop() {
+                return out;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// The writer ended: refuse what comes and drop what waits.
+    fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.frames = VecDeque::new();
+    }
+}
+
 /// The worker-facing side of a connection.
 #[derive(Debug)]
 struct ConnReplier {
-    tx: mpsc::Sender<Out>,
+    tx: Arc<OutQueue>,
     conn: quinn::Connection,
     /// The close code the engine closed this connection with (`NOT_CLOSED`
     /// until then), so the session records why it ended.
@@ -112,13 +212,12 @@ const NOT_CLOSED: u32 = u32::MAX;
 impl Replier for ConnReplier {
     fn reply(&self, frame: ServerFrame) {
         let ack = matches!(frame, ServerFrame::Ack { .. });
-        match self.tx.try_send(Out::Frame(frame)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.tx.push(Out::Frame(frame)) {
+            Ok(()) | Err(Refused::Closed) => {}
+            Err(Refused::Full(_)) => {
                 // The viewer does not read its acks: bounded memory wins.
                 self.close(CloseCode::SlowConsumer);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
         if ack && self.handover.as_ref().is_some_and(|h| h.acked()) {
             self.close_after_replies(CloseCode::WrongNode);
@@ -154,12 +253,12 @@ impl Replier for ConnReplier {
         // Behind the queued frames; if the queue is full, at once.
         let phrase = self.phrase(code);
         if first {
-            if let Err(e) = self.tx.try_send(Out::Close(code, phrase)) {
-                let phrase = match e.into_inner() {
-                    Out::Close(_, p) => p,
-                    Out::Frame(_) => None,
-                };
-                close_with(&self.conn, code, phrase.as_deref());
+            match self.tx.push(Out::Close(code, phrase)) {
+                Ok(()) => {}
+                Err(Refused::Full(Out::Close(_, phrase))) => {
+                    close_with(&self.conn, code, phrase.as_deref());
+                }
+                Err(_) => close_with(&self.conn, code, self.phrase(code).as_deref()),
             }
         }
     }
@@ -218,14 +317,24 @@ impl Drop for Slot<'_> {
 }
 
 /// Serve one admitted connection to its end.
-pub(super) async fn run(incoming: quinn::Incoming, ctx: Arc<GateCtx>, ip: IpAddr) {
+///
+/// The connection's task lives as long as the viewer stays, so its future
+/// is kept small (docs/TUNING.md, "Memory per viewer"): the `Incoming`
+/// (several hundred bytes) comes boxed and is gone after the accept, the
+/// `Hello` phase's locals end with it, a frame is handled without an await,
+/// and the rare waits (a full shard queue, the session's end) are boxed
+/// futures of their own instead of space every connection carries.
+pub(super) async fn run(incoming: Box<quinn::Incoming>, ctx: Arc<GateCtx>, ip: IpAddr) {
     let mut slot = Slot {
         ctx: &ctx,
         ip,
         handshaking: true,
     };
     let deadline = Instant::now() + ctx.handshake_timeout;
-    let code = handshake_and_session(incoming, &ctx, &mut slot, deadline).await;
+    let code = match incoming.accept() {
+        Ok(connecting) => handshake_and_session(connecting, &ctx, &mut slot, deadline).await,
+        Err(_) => None,
+    };
     drop(slot);
     if let Some(code) = code {
         ctx.metrics.close(code);
@@ -233,14 +342,11 @@ pub(super) async fn run(incoming: quinn::Incoming, ctx: Arc<GateCtx>, ip: IpAddr
 }
 
 async fn handshake_and_session(
-    incoming: quinn::Incoming,
+    connecting: quinn::Connecting,
     ctx: &Arc<GateCtx>,
     slot: &mut Slot<'_>,
     deadline: Instant,
 ) -> Option<CloseCode> {
-    let Ok(connecting) = incoming.accept() else {
-        return None;
-    };
     let conn = match tokio::time::timeout_at(deadline.into(), connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -282,57 +388,99 @@ async fn read_hello(
     }
 }
 
-async fn session(
+/// A connection past its `Hello`: the stream, the decoder (it may hold the
+/// start of the next frame), the ticket's claims and the app's name.
+struct Opened {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    dec: FrameDecoder,
+    claims: ticket::Claims,
+    client: String,
+}
+
+/// The `Hello` phase: the stream, a valid ticket for a room this node
+/// owns. `Err` after the connection was closed with that code.
+async fn open(
     conn: &quinn::Connection,
-    ctx: &Arc<GateCtx>,
-    slot: &mut Slot<'_>,
+    ctx: &GateCtx,
     deadline: Instant,
-) -> CloseCode {
-    let ip = slot.ip.to_string();
+) -> Result<Opened, CloseCode> {
     let mut dec = FrameDecoder::with_version(ctx.limits, protocol_version(conn));
     let hello = async {
         let (send, mut recv) = conn.accept_bi().await.map_err(|e| close_of(&e))?;
         let frame = read_hello(&mut recv, &mut dec).await?;
         Ok::<_, CloseCode>((send, recv, frame))
     };
-    let (send, mut recv, frame) = match tokio::time::timeout_at(deadline.into(), hello).await {
+    let (send, recv, frame) = match tokio::time::timeout_at(deadline.into(), hello).await {
         Ok(Ok(x)) => x,
         Ok(Err(code)) => {
             close(conn, code);
-            return code;
+            return Err(code);
         }
         Err(_) => {
             close(conn, CloseCode::HelloTimeout);
-            return CloseCode::HelloTimeout;
+            return Err(CloseCode::HelloTimeout);
         }
     };
     let ClientFrame::Hello(hello) = frame else {
         close(conn, CloseCode::UnexpectedFrame);
-        return CloseCode::UnexpectedFrame;
+        return Err(CloseCode::UnexpectedFrame);
     };
-    let now_ms = crate::now_ms();
-    let claims = match ctx.tickets.verify(&hello.ticket, (now_ms / 1000) as u64) {
+    let claims = match ctx
+        .tickets
+        .verify(&hello.ticket, (crate::now_ms() / 1000) as u64)
+    {
         Ok(c) => c,
         Err(e) => {
             let code = ticket_close(e);
             tracing::debug!(error = %e, "ticket refused");
             close(conn, code);
-            return code;
+            return Err(code);
         }
     };
     if let Some(phrase) = ctx.routing.wrong_node_reason(claims.room_id) {
         // Another node owns the room: tell the client where it lives.
         tracing::debug!(room = claims.room_id, %phrase, "room owned by another node");
         close_with(conn, CloseCode::WrongNode, Some(&phrase));
-        return CloseCode::WrongNode;
+        return Err(CloseCode::WrongNode);
     }
+    // Free text from the app: stored (`sessions.client`), so masked.
+    let client =
+        crate::guard::text::redact_contacts(&hello.client.chars().take(64).collect::<String>())
+            .into_owned();
+    Ok(Opened {
+        send,
+        recv,
+        dec,
+        claims,
+        client,
+    })
+}
+
+async fn session(
+    conn: &quinn::Connection,
+    ctx: &Arc<GateCtx>,
+    slot: &mut Slot<'_>,
+    deadline: Instant,
+) -> CloseCode {
+    let Opened {
+        send,
+        mut recv,
+        mut dec,
+        claims,
+        client,
+    } = match open(conn, ctx, deadline).await {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let now_ms = crate::now_ms();
     slot.handshake_over();
     ctx.metrics.frame(Kind::Session);
     ctx.metrics
         .connections_opened
         .fetch_add(1, Ordering::Relaxed);
     let session_id = ctx.session_id();
-    let (tx, rx) = mpsc::channel(ctx.max_pending_acks.max(4));
+    let tx = Arc::new(OutQueue::new(ctx.max_pending_acks.max(4)));
     let closed_with = Arc::new(AtomicU32::new(NOT_CLOSED));
     // Only a node of a deployment (`routing.node_id`) can see its rooms
     // move: one node keeps the hot path free of the count.
@@ -345,21 +493,20 @@ async fn session(
         routing: ctx.routing.clone(),
         handover: handover.clone(),
     });
-    let writer = tokio::spawn(write_loop(send, rx, conn.clone()));
-    let _ = tx
-        .send(Out::Frame(ServerFrame::Welcome(Welcome {
-            room_id: claims.room_id,
-            viewer_id: claims.viewer_id,
-            session_id,
-            settings: ctx.room_settings.clone(),
-        })))
-        .await;
+    let writer = tokio::spawn(write_loop(send, tx.clone(), conn.clone()));
+    // A new queue has room for its first frame.
+    let _ = tx.push(Out::Frame(ServerFrame::Welcome(Welcome {
+        room_id: claims.room_id,
+        viewer_id: claims.viewer_id,
+        session_id,
+        settings: ctx.room_settings.clone(),
+    })));
     let mut s = Session {
         ctx: ctx.clone(),
         room_id: claims.room_id,
         viewer_id: claims.viewer_id,
         session_id,
-        ip,
+        ip: slot.ip.to_string(),
         replier,
         pending_likes: 0,
         pending_since_ms: 0,
@@ -373,59 +520,13 @@ async fn session(
         handover,
     };
     s.set_expiry(claims.expires_at);
-    s.push_wait(EventKind::Join {
-        // Free text from the app: stored (`sessions.client`), so masked.
-        client: crate::guard::text::redact_contacts(
-            &hello.client.chars().take(64).collect::<String>(),
-        )
-        .into_owned(),
-        ip: s.ip.clone(),
-    })
-    .await;
+    let ip = s.ip.clone();
+    s.push_wait(EventKind::Join { client, ip }).await;
     ctx.reading.fetch_add(1, Ordering::SeqCst);
-    let mut code = s.frames(conn, &mut recv, &mut dec, &tx).await;
-    s.flush_counts();
-    if code == CloseCode::WrongNode {
-        // The room moved: the replier closes once the last ack is out.
-        if tokio::time::timeout(HANDOVER_GRACE, conn.closed())
-            .await
-            .is_err()
-        {
-            // Not done in time: close behind what is queued.
-            s.replier.close_after_replies(CloseCode::WrongNode);
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-        }
-    }
-    // A close the engine itself made (ban, slow consumer) names the reason.
-    if let Some(c) = CloseCode::from_code(u64::from(closed_with.load(Ordering::Relaxed))) {
-        code = c;
-    }
-    s.flush_likes_wait().await;
-    s.flush_busy();
-    s.push_wait(EventKind::Leave {
-        joined_at_ms: now_ms,
-        close: code.as_str(),
-    })
-    .await;
-    ctx.reading.fetch_sub(1, Ordering::SeqCst);
-    if code == CloseCode::ShuttingDown {
-        // Shutdown order: every frame this viewer sent is decided and
-        // durable, and its ack queued, before the connection closes.
-        let mut drained = ctx.drained.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(30), drained.wait_for(|d| *d)).await;
-    }
-    if code == CloseCode::Normal || code == CloseCode::ShuttingDown {
-        // Let queued acks go out before the close.
-        let _ = tx.send(Out::Close(code, None)).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    } else {
-        let phrase = (code == CloseCode::WrongNode)
-            .then(|| ctx.routing.wrong_node_reason(s.room_id))
-            .flatten();
-        close_with(conn, code, phrase.as_deref());
-        writer.abort();
-    }
-    code
+    let code = s.frames(conn, &mut recv, &mut dec, &tx).await;
+    // The end: once per session, so boxed (its waits would otherwise be
+    // space in every connection's task).
+    Box::pin(s.end(conn, code, now_ms, &closed_with, tx, writer)).await
 }
 
 /// The close code for a refused ticket.
@@ -452,18 +553,27 @@ fn instant_at(unix_secs: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(ms as u64)
 }
 
-async fn write_loop(
-    mut send: quinn::SendStream,
-    mut rx: mpsc::Receiver<Out>,
-    conn: quinn::Connection,
-) {
+async fn write_loop(mut send: quinn::SendStream, queue: Arc<OutQueue>, conn: quinn::Connection) {
+    // However the writer ends (done, a failed write, aborted), the queue
+    // stops taking frames: the workers' replies are dropped, not kept.
+    struct Closing(Arc<OutQueue>);
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let queue = Closing(queue);
+    write_frames(&mut send, &queue.0, &conn).await;
+}
+
+async fn write_frames(send: &mut quinn::SendStream, queue: &OutQueue, conn: &quinn::Connection) {
     // Frames queued together are written together: one stream write (one
     // lock of the connection, one wake of its driver) per batch, not per ack.
     // Grows with the first acks: an idle viewer costs nothing here.
     let mut buf = Vec::new();
     let mut closing = None;
-    while let Some(out) = rx.recv().await {
-        let mut next = Some(out);
+    loop {
+        let mut next = Some(queue.pop().await);
         while let Some(out) = next.take() {
             match out {
                 Out::Frame(f) => buf.extend_from_slice(&wire::encode(&f)),
@@ -475,7 +585,7 @@ async fn write_loop(
             if buf.len() >= WRITE_BATCH_BYTES {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = queue.try_pop();
         }
         if !buf.is_empty() {
             if send.write_all(&buf).await.is_err() {
@@ -486,7 +596,7 @@ async fn write_loop(
         if let Some((code, phrase)) = closing {
             let _ = send.finish();
             let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-            close_with(&conn, code, phrase.as_deref());
+            close_with(conn, code, phrase.as_deref());
             return;
         }
     }
@@ -494,6 +604,16 @@ async fn write_loop(
 
 /// Most bytes gathered into one stream write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// What a frame left for the frame loop.
+enum Then {
+    /// Read on.
+    Next,
+    /// Its shard's queue is full: wait until it takes this, reading nothing.
+    Wait(Envelope),
+    /// End the session.
+    Close(CloseCode),
+}
 
 struct Session {
     ctx: Arc<GateCtx>,
@@ -604,8 +724,69 @@ impl Session {
         }
     }
 
+    /// Hand an event that must not be dropped to its shard; only when the
+    /// queue is full, wait (a boxed future: the rare path).
     async fn push_wait(&self, kind: EventKind) {
-        self.ctx.shards.push_wait(self.envelope(kind)).await;
+        if let Err(env) = self.ctx.shards.try_push(self.envelope(kind)) {
+            Box::pin(self.ctx.shards.wait_push(env)).await;
+        }
+    }
+
+    /// The session's end after its frame loop stopped with `code`: the
+    /// last counts, likes and `busy` row, the `Leave`, then the close
+    /// (after the queued acks when the viewer or a shutdown ended it).
+    async fn end(
+        mut self,
+        conn: &quinn::Connection,
+        mut code: CloseCode,
+        joined_at_ms: i64,
+        closed_with: &AtomicU32,
+        tx: Arc<OutQueue>,
+        writer: tokio::task::JoinHandle<()>,
+    ) -> CloseCode {
+        self.flush_counts();
+        if code == CloseCode::WrongNode {
+            // The room moved: the replier closes once the last ack is out.
+            if tokio::time::timeout(HANDOVER_GRACE, conn.closed())
+                .await
+                .is_err()
+            {
+                // Not done in time: close behind what is queued.
+                self.replier.close_after_replies(CloseCode::WrongNode);
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+            }
+        }
+        // A close the engine itself made (ban, slow consumer) names the reason.
+        if let Some(c) = CloseCode::from_code(u64::from(closed_with.load(Ordering::Relaxed))) {
+            code = c;
+        }
+        self.flush_likes_wait().await;
+        self.flush_busy();
+        self.push_wait(EventKind::Leave {
+            joined_at_ms,
+            close: code.as_str(),
+        })
+        .await;
+        let ctx = &self.ctx;
+        ctx.reading.fetch_sub(1, Ordering::SeqCst);
+        if code == CloseCode::ShuttingDown {
+            // Shutdown order: every frame this viewer sent is decided and
+            // durable, and its ack queued, before the connection closes.
+            let mut drained = ctx.drained.clone();
+            let _ = tokio::time::timeout(Duration::from_secs(30), drained.wait_for(|d| *d)).await;
+        }
+        if code == CloseCode::Normal || code == CloseCode::ShuttingDown {
+            // Let queued acks go out before the close.
+            let _ = tx.push_last(Out::Close(code, None));
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        } else {
+            let phrase = (code == CloseCode::WrongNode)
+                .then(|| ctx.routing.wrong_node_reason(self.room_id))
+                .flatten();
+            close_with(conn, code, phrase.as_deref());
+            writer.abort();
+        }
+        code
     }
 
     /// The frame loop; returns how the session ended.
@@ -614,7 +795,7 @@ impl Session {
         conn: &quinn::Connection,
         recv: &mut quinn::RecvStream,
         dec: &mut FrameDecoder,
-        tx: &mpsc::Sender<Out>,
+        tx: &OutQueue,
     ) -> CloseCode {
         let mut shutdown = self.ctx.shutdown.clone();
         if *shutdown.borrow() {
@@ -635,8 +816,12 @@ impl Session {
                 match dec.next_frame() {
                     Ok(Some(frame)) => {
                         decoded = true;
-                        if let Some(code) = self.frame(frame).await {
-                            return code;
+                        match self.frame(frame) {
+                            Then::Next => {}
+                            Then::Close(code) => return code,
+                            // Its shard's queue is full: this connection
+                            // reads nothing more until it is taken.
+                            Then::Wait(env) => Box::pin(self.ctx.shards.wait_push(env)).await,
                         }
                     }
                     Ok(None) => break,
@@ -695,7 +880,7 @@ impl Session {
                     armed = None;
                 }
                 _ = shutdown.changed() => {
-                    let _ = tx.try_send(Out::Frame(ServerFrame::Notice(wire::Notice {
+                    let _ = tx.push(Out::Frame(ServerFrame::Notice(wire::Notice {
                         kind: wire::NoticeKind::ShuttingDown as u8,
                         value: 0,
                         text: "server shutting down; reconnect later".into(),
@@ -707,12 +892,15 @@ impl Session {
         }
     }
 
-    /// Handle one frame; `Some(code)` ends the session.
-    async fn frame(&mut self, frame: ClientFrame) -> Option<CloseCode> {
+    /// Handle one frame, without waiting: what must wait for a full
+    /// queue comes back as [`Then::Wait`].
+    fn frame(&mut self, frame: ClientFrame) -> Then {
         match frame {
-            ClientFrame::Hello(_) => return Some(CloseCode::UnexpectedFrame),
-            ClientFrame::Bye => return Some(CloseCode::Normal),
-            ClientFrame::Refresh { ticket } => return self.refresh(&ticket),
+            ClientFrame::Hello(_) => return Then::Close(CloseCode::UnexpectedFrame),
+            ClientFrame::Bye => return Then::Close(CloseCode::Normal),
+            ClientFrame::Refresh { ticket } => {
+                return self.refresh(&ticket).map_or(Then::Next, Then::Close)
+            }
             ClientFrame::Chat {
                 client_msg_id,
                 text,
@@ -720,7 +908,7 @@ impl Session {
                 self.counts[0] += 1;
                 if let Some(code) = self.admit() {
                     // The room moved: the client resends it to the new owner.
-                    return Some(code);
+                    return Then::Close(code);
                 }
                 let env = self.envelope(EventKind::Chat {
                     client_msg_id,
@@ -754,14 +942,13 @@ impl Session {
             ClientFrame::Lead(lead) => {
                 self.counts[2] += 1;
                 if let Some(code) = self.admit() {
-                    return Some(code);
+                    return Then::Close(code);
                 }
                 let ip = self.ip.clone();
-                self.push_wait(EventKind::Lead {
+                return self.hand_over(EventKind::Lead {
                     lead: Box::new(lead),
                     ip,
-                })
-                .await;
+                });
             }
             ClientFrame::Withdraw { client_lead_id } => {
                 // Counted with leads (the same lane: it must not wait
@@ -769,12 +956,21 @@ impl Session {
                 // room moves away: the client resends it to the new owner.
                 self.counts[2] += 1;
                 if let Some(code) = self.admit() {
-                    return Some(code);
+                    return Then::Close(code);
                 }
-                self.push_wait(EventKind::Withdraw { client_lead_id }).await;
+                return self.hand_over(EventKind::Withdraw { client_lead_id });
             }
         }
-        None
+        Then::Next
+    }
+
+    /// Hand an event that must not be dropped to its shard, or give it back
+    /// to wait for room.
+    fn hand_over(&self, kind: EventKind) -> Then {
+        match self.ctx.shards.try_push(self.envelope(kind)) {
+            Ok(()) => Then::Next,
+            Err(env) => Then::Wait(env),
+        }
     }
 
     /// Count a chat message or lead in flight; `Some(wrong_node)` when the
@@ -975,5 +1171,57 @@ mod tests {
         // last one out, so it must close (no ack will come to do it).
         assert_eq!(idle.admit(), Err(true));
         assert_eq!(idle.inflight.load(Ordering::SeqCst), 0);
+    }
+
+    fn notice(value: u32) -> Out {
+        Out::Frame(ServerFrame::Notice(wire::Notice {
+            kind: wire::NoticeKind::TicketRefreshed as u8,
+            value,
+            text: String::new(),
+        }))
+    }
+
+    fn value(out: Out) -> Option<u32> {
+        match out {
+            Out::Frame(ServerFrame::Notice(n)) => Some(n.value),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_out_queue_keeps_order_refuses_past_its_cap_and_after_the_writer_ends() {
+        let q = OutQueue::new(2);
+        assert!(q.push(notice(1)).is_ok() && q.push(notice(2)).is_ok());
+        assert!(matches!(q.push(notice(3)), Err(Refused::Full(_))));
+        // The session's close goes behind the acks even when they fill it.
+        assert!(q.push_last(Out::Close(CloseCode::Normal, None)).is_ok());
+        assert_eq!(q.try_pop().and_then(value), Some(1));
+        assert_eq!(q.try_pop().and_then(value), Some(2));
+        assert!(matches!(
+            q.try_pop(),
+            Some(Out::Close(CloseCode::Normal, None))
+        ));
+        assert!(q.try_pop().is_none());
+        q.close();
+        assert!(matches!(q.push(notice(4)), Err(Refused::Closed)));
+        assert!(matches!(q.push_last(notice(5)), Err(Refused::Closed)));
+        assert!(q.try_pop().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_by_a_frame_queued_before_or_while_it_waits() {
+        let q = Arc::new(OutQueue::new(8));
+        // Queued before the writer waits: taken at once.
+        q.push(notice(1)).expect("room");
+        assert_eq!(value(q.pop().await), Some(1));
+        // Queued from another task while the writer waits.
+        let w = tokio::spawn({
+            let q = q.clone();
+            async move { value(q.pop().await) }
+        });
+        tokio::task::yield_now().await;
+        q.push(notice(2)).expect("room");
+        let got = tokio::time::timeout(Duration::from_secs(5), w).await;
+        assert_eq!(got.expect("woken").expect("joined"), Some(2));
     }
 }

@@ -185,7 +185,7 @@ fn admit(incoming: quinn::Incoming, ctx: &Arc<GateCtx>, tasks: &mut JoinSet<()>)
     };
     match decision {
         Admit::Accept => {
-            tasks.spawn(conn::run(incoming, ctx.clone(), ip));
+            tasks.spawn(conn::run(Box::new(incoming), ctx.clone(), ip));
         }
         Admit::Retry => match incoming.retry() {
             Ok(()) => {

@@ -15,7 +15,7 @@
 //! pushed is handled before that event.
 //!
 //! Overflow is a decision per kind, taken by the caller of
-//! [`Shards::try_push`]: leads and session events wait ([`Shards::push_wait`]),
+//! [`Shards::try_push`]: leads and session events wait ([`Shards::wait_push`]),
 //! chat is answered `busy`, likes are coalesced into a count. The gate sheds
 //! before the events lane is full, by [`Shards::pressure`]: likes are held
 //! (coalesced) first, then chat is answered `busy`.
@@ -302,26 +302,23 @@ impl Shards {
         r
     }
 
-    /// Push, waiting for space (backpressure): for events that must not be
-    /// dropped (leads, session start/end). While this waits the connection
-    /// reads nothing, so QUIC flow control pushes back on the viewer.
-    pub async fn push_wait(&self, mut env: Envelope) {
-        let kind = env.event.kind.kind();
+    /// Wait for space (backpressure) for an event that must not be dropped
+    /// (leads, withdrawals, session start/end) and whose queue
+    /// [`Shards::try_push`] just found full: try again with backoff until
+    /// it is taken. While this waits the connection reads nothing, so QUIC
+    /// flow control pushes back on the viewer. Connections box this future
+    /// (the rare path), so it is not space in every connection's task.
+    pub async fn wait_push(&self, mut env: Envelope) {
+        self.metrics
+            .overflow(env.event.kind.kind(), Overflow::Waited);
         let mut delay = Duration::from_millis(1);
-        let mut counted = false;
         loop {
+            tokio::time::sleep(delay).await;
             match self.try_push(env) {
                 Ok(()) => return,
-                Err(back) => {
-                    env = back;
-                    if !counted {
-                        self.metrics.overflow(kind, Overflow::Waited);
-                        counted = true;
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(20));
-                }
+                Err(back) => env = back,
             }
+            delay = (delay * 2).min(Duration::from_millis(20));
         }
     }
 
