@@ -403,7 +403,9 @@ def memory_run(kind, bins, rep, viewers, clickhouse_url):
         # The viewers connected when RSS was sampled (the loadgen's
         # timeline), not the ones that ever connected: a figure taken after
         # viewers left would be the residue of their sessions.
-        at = s["rss"][0]
+        # (A second of margin: the timeline's clock starts with the loadgen,
+        # a little after this script's.)
+        at = s["rss"][0] - 1.0
         points = [p for p in (summary.get("timeline") or {}).get("points", []) if p["t"] <= at]
         connected = points[-1]["viewers"] if points else 0
         if connected < 0.99 * viewers:

@@ -43,7 +43,8 @@ enum Refused {
 
 /// One connection's frames on their way to its writer task: shard workers
 /// queue (never wait), the writer takes them in order. It holds only what
-/// waits, so an idle viewer costs a few dozen bytes here; a tokio channel
+/// waits (nothing while the writer sleeps), so an idle viewer costs a few
+/// dozen bytes here; a tokio channel
 /// allocates a block of 32 slots per connection up front (~2 KiB per
 /// viewer, measured with heaptrack: docs/TUNING.md, "Memory per viewer").
 #[derive(Debug)]
@@ -111,21 +112,61 @@ impl OutQueue {
         self.lock().frames.pop_front()
     }
 
-    /// The next frame, waiting for one.
-    async fn pop(&self) -> Out {
+    /// The next frame, waiting for one; `None` once the queue is closed.
+    /// Before it waits, the emptied queue gives its memory back.
+    async fn pop(&self) -> Option<Out> {
         loop {
-            if let Some(out) = self.try_pop() {
-                return out;
+            {
+                let mut st = self.lock();
+                if let Some(out) = st.frames.pop_front() {
+                    return Some(out);
+                }
+                if st.closed {
+                    return None;
+                }
+                if st.frames.capacity() > 0 {
+                    st.frames = VecDeque::new();
+                }
             }
             self.ready.notified().await;
         }
     }
 
-    /// The writer ended: refuse what comes and drop what waits.
+    /// Refuse what comes and drop what waits: the writer ended, or the
+    /// session did without reaching its end (then the writer stops too).
     fn close(&self) {
-        let mut st = self.lock();
-        st.closed = true;
-        st.frames = VecDeque::new();
+        {
+            let mut st = self.lock();
+            st.closed = true;
+            st.frames = VecDeque::new();
+        }
+        self.ready.notify_one();
+    }
+}
+
+/// Closes its queue when dropped: held by the writer task (however it
+/// ends: done, a failed write, aborted, even before its first poll) and by
+/// the session until it reaches [`Session::end`] (a session that unwinds
+/// or is dropped before then stops its writer, which would otherwise keep
+/// the connection open).
+struct Closing(Option<Arc<OutQueue>>);
+
+impl Closing {
+    fn new(queue: &Arc<OutQueue>) -> Self {
+        Self(Some(queue.clone()))
+    }
+
+    /// The session reached its end: the close is now its own business.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(q) = self.0.take() {
+            q.close();
+        }
     }
 }
 
@@ -493,7 +534,8 @@ async fn session(
         routing: ctx.routing.clone(),
         handover: handover.clone(),
     });
-    let writer = tokio::spawn(write_loop(send, tx.clone(), conn.clone()));
+    let writer = tokio::spawn(write_loop(send, Closing::new(&tx), conn.clone()));
+    let unended = Closing::new(&tx);
     // A new queue has room for its first frame.
     let _ = tx.push(Out::Frame(ServerFrame::Welcome(Welcome {
         room_id: claims.room_id,
@@ -526,6 +568,7 @@ async fn session(
     let code = s.frames(conn, &mut recv, &mut dec, &tx).await;
     // The end: once per session, so boxed (its waits would otherwise be
     // space in every connection's task).
+    unended.disarm();
     Box::pin(s.end(conn, code, now_ms, &closed_with, tx, writer)).await
 }
 
@@ -553,27 +596,26 @@ fn instant_at(unix_secs: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(ms as u64)
 }
 
-async fn write_loop(mut send: quinn::SendStream, queue: Arc<OutQueue>, conn: quinn::Connection) {
-    // However the writer ends (done, a failed write, aborted), the queue
-    // stops taking frames: the workers' replies are dropped, not kept.
-    struct Closing(Arc<OutQueue>);
-    impl Drop for Closing {
-        fn drop(&mut self) {
-            self.0.close();
-        }
+/// `queue` is a parameter, not built in the body, so it closes the queue
+/// even if the task is aborted before its first poll.
+async fn write_loop(mut send: quinn::SendStream, queue: Closing, conn: quinn::Connection) {
+    if let Some(q) = &queue.0 {
+        write_frames(&mut send, q, &conn).await;
     }
-    let queue = Closing(queue);
-    write_frames(&mut send, &queue.0, &conn).await;
 }
 
 async fn write_frames(send: &mut quinn::SendStream, queue: &OutQueue, conn: &quinn::Connection) {
     // Frames queued together are written together: one stream write (one
     // lock of the connection, one wake of its driver) per batch, not per ack.
-    // Grows with the first acks: an idle viewer costs nothing here.
+    // Given back after each write: an idle viewer costs nothing here.
     let mut buf = Vec::new();
     let mut closing = None;
     loop {
-        let mut next = Some(queue.pop().await);
+        let Some(first) = queue.pop().await else {
+            // Closed: the session ended without its own close.
+            return;
+        };
+        let mut next = Some(first);
         while let Some(out) = next.take() {
             match out {
                 Out::Frame(f) => buf.extend_from_slice(&wire::encode(&f)),
@@ -591,7 +633,7 @@ async fn write_frames(send: &mut quinn::SendStream, queue: &OutQueue, conn: &qui
             if send.write_all(&buf).await.is_err() {
                 return;
             }
-            buf.clear();
+            buf = Vec::new();
         }
         if let Some((code, phrase)) = closing {
             let _ = send.finish();
@@ -1213,15 +1255,28 @@ mod tests {
         let q = Arc::new(OutQueue::new(8));
         // Queued before the writer waits: taken at once.
         q.push(notice(1)).expect("room");
-        assert_eq!(value(q.pop().await), Some(1));
+        assert_eq!(q.pop().await.and_then(value), Some(1));
         // Queued from another task while the writer waits.
         let w = tokio::spawn({
             let q = q.clone();
-            async move { value(q.pop().await) }
+            async move { q.pop().await.and_then(value) }
         });
         tokio::task::yield_now().await;
         q.push(notice(2)).expect("room");
         let got = tokio::time::timeout(Duration::from_secs(5), w).await;
         assert_eq!(got.expect("woken").expect("joined"), Some(2));
+        // A session that ends without its own close stops a waiting writer.
+        let w = tokio::spawn({
+            let q = q.clone();
+            async move { q.pop().await.is_none() }
+        });
+        tokio::task::yield_now().await;
+        drop(Closing::new(&q));
+        let got = tokio::time::timeout(Duration::from_secs(5), w).await;
+        assert!(got.expect("woken").expect("joined"), "closed: None");
+        // A disarmed guard leaves the queue open.
+        let open = Arc::new(OutQueue::new(1));
+        Closing::new(&open).disarm();
+        assert!(open.push(notice(3)).is_ok());
     }
 }

@@ -308,7 +308,7 @@ impl Shards {
     /// it is taken. While this waits the connection reads nothing, so QUIC
     /// flow control pushes back on the viewer. Connections box this future
     /// (the rare path), so it is not space in every connection's task.
-    pub async fn wait_push(&self, mut env: Envelope) {
+    pub(crate) async fn wait_push(&self, mut env: Envelope) {
         self.metrics
             .overflow(env.event.kind.kind(), Overflow::Waited);
         let mut delay = Duration::from_millis(1);
