@@ -1,12 +1,10 @@
 //! One viewer connection: handshake, `Hello`, the frame loop, acks out.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use std::collections::VecDeque;
-use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
@@ -44,9 +42,9 @@ enum Refused {
 /// One connection's frames on their way to its writer task: shard workers
 /// queue (never wait), the writer takes them in order. It holds only what
 /// waits (nothing while the writer sleeps), so an idle viewer costs a few
-/// dozen bytes here; a tokio channel
-/// allocates a block of 32 slots per connection up front (~2 KiB per
-/// viewer, measured with heaptrack: docs/TUNING.md, "Memory per viewer").
+/// dozen bytes here; a tokio channel allocates a block of 32 slots per
+/// connection up front (~2 KiB per viewer, measured with heaptrack:
+/// docs/TUNING.md, "Memory per viewer").
 #[derive(Debug)]
 struct OutQueue {
     state: Mutex<OutState>,
@@ -60,7 +58,8 @@ struct OutState {
     frames: VecDeque<Out>,
     /// Most frames waiting before the queue refuses.
     cap: usize,
-    /// The writer ended: nothing more is taken.
+    /// The writer ended (or the session, before its end): nothing more is
+    /// taken.
     closed: bool,
 }
 
