@@ -502,6 +502,12 @@ pub struct ShardConfig {
     pub urgent_capacity: usize,
     /// Most events a worker drains per round. Default 1,024.
     pub drain_batch: usize,
+    /// After a round with chat, a worker naps this long before it looks
+    /// again, and chat pushed meanwhile does not wake it (leads, joins and
+    /// a backlog of 256 events still do): a steady stream of chat costs a
+    /// wake-up per nap, not per message, for up to this much more chat ack
+    /// latency. 0 = woken per message. At most 100,000. Default 2,000 µs.
+    pub linger_us: u64,
     /// Above this share of the events lane in use, the gate holds like taps
     /// in each session's pending count instead of queueing them (retried
     /// every 100 ms and with each like frame; pushed once the lane is below
@@ -519,6 +525,7 @@ impl Default for ShardConfig {
             queue_capacity: 65_536,
             urgent_capacity: 16_384,
             drain_batch: 1_024,
+            linger_us: 2_000,
             shed_likes_above: 0.25,
             shed_chat_above: 0.5,
         }
@@ -862,6 +869,9 @@ impl Config {
         }
         if self.shards.urgent_capacity < 16 {
             return bad("shards.urgent_capacity must be at least 16");
+        }
+        if self.shards.linger_us > 100_000 {
+            return bad("shards.linger_us must be at most 100000 (100 ms)");
         }
         let share = 0.0..=1.0;
         if !share.contains(&self.shards.shed_likes_above)

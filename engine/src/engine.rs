@@ -232,6 +232,7 @@ impl Engine {
                     capacity: cfg.shards.queue_capacity,
                     urgent_capacity: cfg.shards.urgent_capacity,
                     drain_batch: cfg.shards.drain_batch,
+                    linger: std::time::Duration::from_micros(cfg.shards.linger_us),
                     guard: cfg.guard.clone(),
                 },
                 log.clone(),

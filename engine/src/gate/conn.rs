@@ -851,6 +851,10 @@ impl Session {
         tokio::pin!(timer);
         let closed = conn.closed();
         tokio::pin!(closed);
+        // Made once: a `changed()` made per read registers and removes a
+        // waiter on the one shutdown channel every connection shares.
+        let stopping = shutdown.changed();
+        tokio::pin!(stopping);
         loop {
             let mut decoded = false;
             loop {
@@ -920,7 +924,7 @@ impl Session {
                     // Fired: re-armed above with the next deadline.
                     armed = None;
                 }
-                _ = shutdown.changed() => {
+                _ = &mut stopping => {
                     let _ = tx.push(Out::Frame(ServerFrame::Notice(wire::Notice {
                         kind: wire::NoticeKind::ShuttingDown as u8,
                         value: 0,

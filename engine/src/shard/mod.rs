@@ -5,7 +5,10 @@
 //! rooms (the guard, like aggregation, the room's sessions): no locks on the
 //! event path. Workers drain in rounds and hand each round's rows, with the
 //! acks that wait for them, to the write-ahead log in one submission
-//! ([`crate::wal`]), and park when idle.
+//! ([`crate::wal`]), and park when idle. After a round with chat a worker
+//! naps `ShardSettings::linger` instead: chat pushed meanwhile does not wake
+//! it (a steady stream costs a wake per nap, not per message), urgent work
+//! still does.
 //!
 //! Each shard has two lanes: **urgent** (leads, session starts and ends)
 //! and **events** (chat, likes). A worker's round takes what the events lane
@@ -31,7 +34,7 @@
 pub mod core;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
@@ -119,7 +122,8 @@ pub fn shard_of(key: u64, shards: usize) -> usize {
 }
 
 const HOP_CAPACITY: usize = 65_536;
-/// Likes queued before a sleeping worker is woken for them.
+/// Events queued before a sleeping worker is woken for likes, or a
+/// napping one for chat.
 const LAZY_WAKE_AT: usize = 256;
 /// Longest sleep of an idle worker: likes pushed without a wake wait at
 /// most this long.
@@ -133,17 +137,38 @@ struct Queue {
     urgent: ArrayQueue<Envelope>,
     hops: ArrayQueue<LeadHop>,
     admin: ArrayQueue<AdminOp>,
-    sleeping: AtomicBool,
+    /// [`AWAKE`], [`NAPPING`] or [`ASLEEP`]: who must wake the worker.
+    state: AtomicU8,
     closed: AtomicBool,
     thread: OnceLock<Thread>,
 }
 
+/// The worker is in a round: nobody wakes it.
+const AWAKE: u8 = 0;
+/// The worker had work a moment ago and looks again within
+/// `ShardSettings::linger`: only urgent work (and a large backlog) wakes it.
+const NAPPING: u8 = 1;
+/// The worker is idle: every push but a like wakes it.
+const ASLEEP: u8 = 2;
+
 impl Queue {
+    /// Wake the worker unless it is in a round.
     fn wake(&self) {
-        if self.sleeping.load(Ordering::SeqCst) {
-            if let Some(t) = self.thread.get() {
-                t.unpark();
-            }
+        if self.state.load(Ordering::SeqCst) != AWAKE {
+            self.unpark();
+        }
+    }
+
+    /// Wake the worker only if it is idle (not napping: it looks soon).
+    fn wake_if_asleep(&self) {
+        if self.state.load(Ordering::SeqCst) == ASLEEP {
+            self.unpark();
+        }
+    }
+
+    fn unpark(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
         }
     }
 }
@@ -159,6 +184,9 @@ pub struct ShardSettings {
     pub urgent_capacity: usize,
     /// Events drained per round.
     pub drain_batch: usize,
+    /// How long a worker that just had work naps before it looks again,
+    /// not woken by chat meanwhile (zero: woken per message).
+    pub linger: Duration,
     /// Guard settings.
     pub guard: GuardConfig,
 }
@@ -199,7 +227,7 @@ impl Shards {
                     urgent: ArrayQueue::new(settings.urgent_capacity.max(1)),
                     hops: ArrayQueue::new(HOP_CAPACITY),
                     admin: ArrayQueue::new(ADMIN_CAPACITY),
-                    sleeping: AtomicBool::new(false),
+                    state: AtomicU8::new(AWAKE),
                     closed: AtomicBool::new(false),
                     thread: OnceLock::new(),
                 })
@@ -230,6 +258,7 @@ impl Shards {
                 log: log.clone(),
                 metrics: metrics.clone(),
                 drain_batch: settings.drain_batch.max(1),
+                linger: settings.linger,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("roomgate-shard-{i}"))
@@ -283,11 +312,15 @@ impl Shards {
                 | EventKind::Join { .. }
                 | EventKind::Leave { .. }
         );
-        // Likes have no ack and are summed per second: they do not wake a
-        // sleeping worker (a futex wake per tap frame was a large share of
-        // the front door's CPU) until a batch of them waits; the worker
-        // looks on its own every LAZY_PARK.
-        let lazy = matches!(env.event.kind, EventKind::Like { .. });
+        // Wake-ups are what a frame's hand-off costs most (a futex wake
+        // and a context switch, measured: docs/TUNING.md). Urgent events
+        // always wake the worker. Likes have no ack and are summed per
+        // second: they wake it only once a batch of them waits (it looks on
+        // its own every LAZY_PARK). Chat wakes an idle worker, but not one
+        // that had work a moment ago: that one looks again within `linger`,
+        // so a steady stream of chat costs a wake per linger, not per
+        // message.
+        let like = matches!(env.event.kind, EventKind::Like { .. });
         let r = if urgent {
             q.urgent.push(env)
         } else {
@@ -296,8 +329,10 @@ impl Shards {
         if r.is_err() && lead {
             self.leads_pending.fetch_sub(1, Ordering::SeqCst);
         }
-        if !lazy || q.q.len() >= LAZY_WAKE_AT {
+        if urgent || q.q.len() >= LAZY_WAKE_AT {
             q.wake();
+        } else if !like {
+            q.wake_if_asleep();
         }
         r
     }
@@ -327,9 +362,7 @@ impl Shards {
     pub fn admin(&self, shard: usize, op: AdminOp) -> Result<(), AdminOp> {
         let q = &self.queues[shard % self.queues.len()];
         let r = q.admin.push(op);
-        if let Some(t) = q.thread.get() {
-            t.unpark();
-        }
+        q.unpark();
         r
     }
 
@@ -338,9 +371,7 @@ impl Shards {
     pub fn shutdown(&self) {
         for q in self.queues.iter() {
             q.closed.store(true, Ordering::SeqCst);
-            if let Some(t) = q.thread.get() {
-                t.unpark();
-            }
+            q.unpark();
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
@@ -363,6 +394,7 @@ struct Worker {
     log: LogHandle,
     metrics: Arc<Metrics>,
     drain_batch: usize,
+    linger: Duration,
 }
 
 impl Worker {
@@ -374,6 +406,9 @@ impl Worker {
         tracing::debug!(shard = self.index, "shard worker started");
         let mut buf = Vec::with_capacity(self.drain_batch);
         let mut urgent = Vec::new();
+        // The last round had work: nap (chat does not wake a napping
+        // worker) instead of sleeping until woken.
+        let mut recent = false;
         loop {
             let now = crate::now_ms();
             let mut work = self.admin_ops(now);
@@ -394,21 +429,27 @@ impl Worker {
                 if q.closed.load(Ordering::SeqCst) && idle {
                     break;
                 }
-                q.sleeping.store(true, Ordering::SeqCst);
-                if q.q.is_empty()
-                    && q.urgent.is_empty()
-                    && q.hops.is_empty()
-                    && q.admin.is_empty()
-                    && !q.closed.load(Ordering::SeqCst)
-                {
-                    std::thread::park_timeout(LAZY_PARK);
-                } else if q.closed.load(Ordering::SeqCst) {
+                let nap = std::mem::take(&mut recent) && !self.linger.is_zero();
+                q.state
+                    .store(if nap { NAPPING } else { ASLEEP }, Ordering::SeqCst);
+                if q.closed.load(Ordering::SeqCst) {
                     // Waiting for leads in flight on other shards.
                     std::thread::park_timeout(Duration::from_millis(5));
+                } else if q.urgent.is_empty() && q.hops.is_empty() && q.admin.is_empty() {
+                    if nap && q.q.len() < LAZY_WAKE_AT {
+                        std::thread::park_timeout(self.linger);
+                    } else if q.q.is_empty() {
+                        std::thread::park_timeout(LAZY_PARK);
+                    }
                 }
-                q.sleeping.store(false, Ordering::SeqCst);
+                q.state.store(AWAKE, Ordering::SeqCst);
                 continue;
             }
+            // Only chat makes a worker nap: likes wake it in batches
+            // anyway, and urgent events always.
+            recent = buf
+                .iter()
+                .any(|e| !matches!(e.event.kind, EventKind::Like { .. }));
             self.metrics.queue_depth[self.index]
                 .store(self.queue().q.len() as i64, Ordering::Relaxed);
             for env in urgent.drain(..).chain(buf.drain(..)) {
@@ -569,6 +610,109 @@ mod tests {
         assert_eq!(ev, ["chat 3"]);
         ev.clear();
         assert_eq!(take_round(&events, &urgent, 2, &mut ev, &mut ur), 0);
+    }
+
+    /// Collects the frames the log releases, for the threaded test below.
+    #[derive(Debug)]
+    struct Acks(std::sync::mpsc::Sender<ServerFrame>);
+
+    impl Replier for Acks {
+        fn reply(&self, frame: ServerFrame) {
+            let _ = self.0.send(frame);
+        }
+        fn close(&self, _: CloseCode) {}
+    }
+
+    fn acked_id(frame: ServerFrame) -> u64 {
+        match frame {
+            ServerFrame::Ack { client_id, .. } => client_id,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_napping_worker_is_woken_by_a_lead_and_takes_the_waiting_chat_along() {
+        let dir = std::env::temp_dir().join(format!("rg-shard-{}", rand::random::<u64>()));
+        let metrics = Arc::new(Metrics::new(1));
+        let (log, _, _, log_thread) = crate::wal::start(
+            crate::wal::LogSettings {
+                dir: dir.clone(),
+                segment_bytes: 1 << 20,
+                max_bytes: 1 << 30,
+                max_group_bytes: 1 << 20,
+                group_commit: Duration::ZERO,
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        let pii = Arc::new(PiiKeys::from_hex(KEY, &KEY.replace('0', "f"), "k1").unwrap());
+        // A nap far longer than the test: only a wake can end it.
+        let shards = Shards::start(
+            &ShardSettings {
+                count: 1,
+                capacity: 1_024,
+                urgent_capacity: 1_024,
+                drain_batch: 1_024,
+                linger: Duration::from_secs(600),
+                guard: GuardConfig::default(),
+            },
+            log.clone(),
+            pii,
+            metrics,
+            &[],
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let acks: Arc<dyn Replier> = Arc::new(Acks(tx));
+        let env = |viewer: u64, kind: EventKind| Envelope {
+            event: crate::event::Event {
+                room_id: 7,
+                viewer_id: viewer,
+                session_id: viewer,
+                received_at_ms: crate::now_ms(),
+                kind,
+            },
+            reply: Some(acks.clone()),
+        };
+        let chat = |id: u64| EventKind::Chat {
+            client_msg_id: id,
+            text: format!("hello number {id}"),
+        };
+        let wait = Duration::from_secs(30);
+        // An idle worker is woken by chat; after that round it naps.
+        shards.try_push(env(1, chat(1))).unwrap();
+        assert_eq!(acked_id(rx.recv_timeout(wait).unwrap()), 1);
+        // Chat now waits out the nap (600 s: the test would time out); a
+        // lead wakes the worker at once, and its round takes the chat too.
+        shards.try_push(env(2, chat(2))).unwrap();
+        let lead = Lead {
+            client_lead_id: 3,
+            phone: "13800138000".into(),
+            consent: true,
+            fill_ms: 5_000,
+            ..Lead::default()
+        };
+        shards
+            .try_push(env(
+                3,
+                EventKind::Lead {
+                    lead: Box::new(lead),
+                    ip: "10.0.0.1".into(),
+                },
+            ))
+            .unwrap();
+        let mut got = vec![
+            acked_id(rx.recv_timeout(wait).unwrap()),
+            acked_id(rx.recv_timeout(wait).unwrap()),
+        ];
+        got.sort_unstable();
+        assert_eq!(got, [2, 3], "the lead and the chat it took along");
+        shards.shutdown();
+        drop(shards);
+        drop(log);
+        log_thread.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -172,6 +172,7 @@ pub fn start(
         barriers: Vec::new(),
         last_sweep: Instant::now(),
         last_sync: None,
+        wrote: false,
     };
     let handle = std::thread::Builder::new()
         .name("roomgate-log".into())
@@ -277,6 +278,8 @@ struct LogThread {
     last_sweep: Instant,
     /// When the last group commit started.
     last_sync: Option<Instant>,
+    /// The last commit wrote something: pace the next one.
+    wrote: bool,
 }
 
 impl LogThread {
@@ -298,6 +301,9 @@ impl LogThread {
 
     /// Block until there is something to do (or a sweep is due).
     fn wait(&mut self) {
+        if self.paced() {
+            return;
+        }
         let take_rows = !self.refusing_rows();
         let mut sel = crossbeam_channel::Select::new();
         let rows_i = match (&self.rows, take_rows) {
@@ -320,6 +326,26 @@ impl LogThread {
                 Err(_) => self.marks = None,
             }
         }
+    }
+
+    /// Right after a group commit that wrote something, rounds are likely
+    /// to keep coming: sleep out the group-commit interval and take what
+    /// arrived, instead of being woken by the first round and then sleeping
+    /// out the interval (a context switch less per group). True when that
+    /// found something to commit; false falls back to waiting.
+    fn paced(&mut self) -> bool {
+        if !std::mem::take(&mut self.wrote) || self.settings.group_commit.is_zero() {
+            return false;
+        }
+        let Some(last) = self.last_sync else {
+            return false;
+        };
+        let since = last.elapsed();
+        if since < self.settings.group_commit {
+            std::thread::sleep(self.settings.group_commit - since);
+        }
+        self.gather();
+        self.log.buffered() > 0 || !self.barriers.is_empty()
     }
 
     /// Before a group commit that would follow the last one too closely,
@@ -401,6 +427,7 @@ impl LogThread {
         if bytes > 0 {
             let t0 = Instant::now();
             self.last_sync = Some(t0);
+            self.wrote = true;
             let durable = match self.log.sync() {
                 Ok(l) => l,
                 Err(e) => {

@@ -292,30 +292,21 @@ async fn webhooks_deliver_every_accepted_lead_signed_retried_and_backlogged() {
 
     // m1's receiver is down: each lead fails, times out, fails, and waits
     // in the backlog; m2's get through.
-    let backlog_of = |m: &'static str, state: &'static str| {
+    // One count query, for the backlog's states and the audit's deliveries.
+    let count = |sql: String| {
         let cfg = cfg.clone();
-        async move {
-            harness::scalar(
-                &cfg,
-                &format!("SELECT count() FROM {{db}}.webhook_backlog FINAL WHERE merchant_id = '{m}' AND state = '{state}'"),
-            )
-            .await
-        }
+        async move { harness::scalar(&cfg, &sql).await }
+    };
+    let backlog_of = |m: &str, state: &str| {
+        count(format!("SELECT count() FROM {{db}}.webhook_backlog FINAL WHERE merchant_id = '{m}' AND state = '{state}'"))
     };
     wait_for("m1's four leads in the backlog", 30, async || {
         backlog_of("m1", "waiting").await == 4
     })
     .await;
     // Deliveries in the audit: a `webhook_delivered` row per 2xx only.
-    let delivered_rows = |m: &'static str| {
-        let cfg = cfg.clone();
-        async move {
-            harness::scalar(
-                &cfg,
-                &format!("SELECT count() FROM {{db}}.lead_audit WHERE action = 'webhook_delivered' AND merchant_id = '{m}'"),
-            )
-            .await
-        }
+    let delivered_rows = |m: &str| {
+        count(format!("SELECT count() FROM {{db}}.lead_audit WHERE action = 'webhook_delivered' AND merchant_id = '{m}'"))
     };
     wait_for("m2's two deliveries audited", 10, async || {
         delivered_rows("m2").await == 2
