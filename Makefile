@@ -129,7 +129,7 @@ loadgen-it: venv ## loadgen integration test: a small scenario end to end; verif
 loadtest: build-release venv ## run SCENARIO (default steady-10k) against a local release engine + ClickHouse, verify it, write build/loadtest/<name>/report.html
 	@python3 scripts/loadtest.py --scenario $(SCENARIO)
 
-overload: build-release venv ## release engine + ClickHouse under loadgen/scenarios/overload.toml (~2x the sustainable chat+like load); verify: lead ack p99 <= 50 ms, 0 failed connections
+overload: build-release venv ## release engine + ClickHouse under loadgen/scenarios/overload.toml (chat + single-tap likes at the 2-core machine's limit; BENCHMARKS.md, Overload); verify: lead ack p99 <= 50 ms, 0 failed connections
 	python3 scripts/loadtest.py --scenario loadgen/scenarios/overload.toml
 
 perf: venv ## roomgate vs peers in one run (front door, sink, guard, memory): ratios, medians of 3; writes build/perf/perf.json (~15 min)

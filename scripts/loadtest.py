@@ -43,6 +43,10 @@ def main():
     p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
     p.add_argument("--listen", default="127.0.0.1:24433", help="engine QUIC address")
     p.add_argument("--admin", default="127.0.0.1:29464", help="engine admin address")
+    p.add_argument("--engine-cpus", metavar="LIST",
+                   help="run the engine on these CPUs only (taskset list, e.g. 0): on a small machine, "
+                        "so that the loadgen (--loadgen-cpus) can offer more than the engine sustains")
+    p.add_argument("--loadgen-cpus", metavar="LIST", help="run the loadgen on these CPUs only (e.g. 1)")
     args = p.parse_args()
 
     scenario = os.path.abspath(args.scenario)
@@ -69,7 +73,10 @@ def main():
             os.remove(f)
 
     step(f"engine (release): QUIC {args.listen}, database {db}")
-    engine = start([
+    def pinned(cpus):
+        return ["taskset", "-c", cpus] if cpus else []
+
+    engine = start(pinned(args.engine_cpus) + [
         os.path.join(args.bin_dir, "roomgate"),
         "--listen", args.listen, "--admin", args.admin,
         "--clickhouse-url", url, "--database", db,
@@ -82,14 +89,14 @@ def main():
     rc = 1
     try:
         wait_http(f"http://{args.admin}/livez", proc=engine)
-        cmd = [
+        cmd = pinned(args.loadgen_cpus) + [
             os.path.join(args.bin_dir, "roomgate-loadgen"),
             "--server", args.listen, "--cert", os.path.join(work, "cert", "cert.pem"),
             "--scenario", scenario,
             "--summary-json", summary, "--report-html", report,
             "--verify", "--clickhouse-url", url, "--database", db,
         ] + shlex.split(os.environ.get("LOADGEN_ARGS", ""))
-        step("loadgen: " + " ".join(shlex.quote(c) for c in cmd[1:]))
+        step("loadgen: " + " ".join(shlex.quote(c) for c in cmd))
         env = dict(os.environ)
         env.update(DEV_ENV)
         rc = subprocess.run(cmd, env=env).returncode

@@ -506,7 +506,9 @@ pub struct ShardConfig {
     /// again, and chat pushed meanwhile does not wake it (leads, joins and
     /// a backlog of 256 events still do): a steady stream of chat costs a
     /// wake-up per nap, not per message, for up to this much more chat ack
-    /// latency. 0 = woken per message. At most 100,000. Default 2,000 µs.
+    /// latency. 0 = woken per message. At most 100,000. Default 0: under
+    /// a saturating overload the nap measured worse lead ack p99
+    /// (docs/TUNING.md).
     pub linger_us: u64,
     /// Above this share of the events lane in use, the gate holds like taps
     /// in each session's pending count instead of queueing them (retried
@@ -525,7 +527,7 @@ impl Default for ShardConfig {
             queue_capacity: 65_536,
             urgent_capacity: 16_384,
             drain_batch: 1_024,
-            linger_us: 2_000,
+            linger_us: 0,
             shed_likes_above: 0.25,
             shed_chat_above: 0.5,
         }

@@ -5,10 +5,11 @@
 //! rooms (the guard, like aggregation, the room's sessions): no locks on the
 //! event path. Workers drain in rounds and hand each round's rows, with the
 //! acks that wait for them, to the write-ahead log in one submission
-//! ([`crate::wal`]), and park when idle. After a round with chat a worker
-//! naps `ShardSettings::linger` instead: chat pushed meanwhile does not wake
-//! it (a steady stream costs a wake per nap, not per message), urgent work
-//! still does.
+//! ([`crate::wal`]), and park when idle. With `ShardSettings::linger` set
+//! (`shards.linger_us`, off by default), a worker naps that long after a
+//! round with dense chat instead: chat pushed meanwhile does not wake it (a
+//! dense stream costs a wake per nap, not per message), urgent work still
+//! does.
 //!
 //! Each shard has two lanes: **urgent** (leads, session starts and ends)
 //! and **events** (chat, likes). A worker's round takes what the events lane
@@ -37,7 +38,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::oneshot;
@@ -123,10 +124,11 @@ pub fn shard_of(key: u64, shards: usize) -> usize {
 
 const HOP_CAPACITY: usize = 65_536;
 /// Events queued before a sleeping worker is woken for likes, or a
-/// napping one for chat.
+/// napping one for chat (a quarter of the events lane if that is less: the
+/// gate sheds from a quarter full).
 const LAZY_WAKE_AT: usize = 256;
 /// Longest sleep of an idle worker: likes pushed without a wake wait at
-/// most this long.
+/// most this long (or `linger`, if longer).
 const LAZY_PARK: Duration = Duration::from_millis(20);
 const ADMIN_CAPACITY: usize = 1_024;
 
@@ -139,14 +141,18 @@ struct Queue {
     admin: ArrayQueue<AdminOp>,
     /// [`AWAKE`], [`NAPPING`] or [`ASLEEP`]: who must wake the worker.
     state: AtomicU8,
+    /// Events waiting that wake the worker whatever its state
+    /// ([`LAZY_WAKE_AT`] or a quarter of the events lane).
+    wake_at: usize,
     closed: AtomicBool,
     thread: OnceLock<Thread>,
 }
 
 /// The worker is in a round: nobody wakes it.
 const AWAKE: u8 = 0;
-/// The worker had work a moment ago and looks again within
-/// `ShardSettings::linger`: only urgent work (and a large backlog) wakes it.
+/// The worker handled chat a moment ago and looks again within
+/// `ShardSettings::linger`: only urgent work, hops, admin operations and a
+/// backlog wake it.
 const NAPPING: u8 = 1;
 /// The worker is idle: every push but a like wakes it.
 const ASLEEP: u8 = 2;
@@ -184,8 +190,9 @@ pub struct ShardSettings {
     pub urgent_capacity: usize,
     /// Events drained per round.
     pub drain_batch: usize,
-    /// How long a worker that just had work naps before it looks again,
-    /// not woken by chat meanwhile (zero: woken per message).
+    /// How long a worker that just handled chat (while chat is dense) naps
+    /// before it looks again, not woken by chat meanwhile (zero: woken per
+    /// message).
     pub linger: Duration,
     /// Guard settings.
     pub guard: GuardConfig,
@@ -228,6 +235,7 @@ impl Shards {
                     hops: ArrayQueue::new(HOP_CAPACITY),
                     admin: ArrayQueue::new(ADMIN_CAPACITY),
                     state: AtomicU8::new(AWAKE),
+                    wake_at: LAZY_WAKE_AT.min(settings.capacity.max(1) / 4).max(1),
                     closed: AtomicBool::new(false),
                     thread: OnceLock::new(),
                 })
@@ -317,9 +325,9 @@ impl Shards {
         // always wake the worker. Likes have no ack and are summed per
         // second: they wake it only once a batch of them waits (it looks on
         // its own every LAZY_PARK). Chat wakes an idle worker, but not one
-        // that had work a moment ago: that one looks again within `linger`,
-        // so a steady stream of chat costs a wake per linger, not per
-        // message.
+        // napping after chat (only with `linger` set): that one looks again
+        // within `linger`, so a dense stream of chat costs a wake per
+        // linger, not per message.
         let like = matches!(env.event.kind, EventKind::Like { .. });
         let r = if urgent {
             q.urgent.push(env)
@@ -329,7 +337,7 @@ impl Shards {
         if r.is_err() && lead {
             self.leads_pending.fetch_sub(1, Ordering::SeqCst);
         }
-        if urgent || q.q.len() >= LAZY_WAKE_AT {
+        if urgent || q.q.len() >= q.wake_at {
             q.wake();
         } else if !like {
             q.wake_if_asleep();
@@ -406,9 +414,11 @@ impl Worker {
         tracing::debug!(shard = self.index, "shard worker started");
         let mut buf = Vec::with_capacity(self.drain_batch);
         let mut urgent = Vec::new();
-        // The last round had work: nap (chat does not wake a napping
-        // worker) instead of sleeping until woken.
+        // The last round had chat, and chat is dense: nap (chat does not
+        // wake a napping worker) instead of sleeping until woken.
         let mut recent = false;
+        // When the last round with chat started.
+        let mut last_chat: Option<Instant> = None;
         loop {
             let now = crate::now_ms();
             let mut work = self.admin_ops(now);
@@ -436,7 +446,7 @@ impl Worker {
                     // Waiting for leads in flight on other shards.
                     std::thread::park_timeout(Duration::from_millis(5));
                 } else if q.urgent.is_empty() && q.hops.is_empty() && q.admin.is_empty() {
-                    if nap && q.q.len() < LAZY_WAKE_AT {
+                    if nap && q.q.len() < q.wake_at {
                         std::thread::park_timeout(self.linger);
                     } else if q.q.is_empty() {
                         std::thread::park_timeout(LAZY_PARK);
@@ -445,11 +455,19 @@ impl Worker {
                 q.state.store(AWAKE, Ordering::SeqCst);
                 continue;
             }
-            // Only chat makes a worker nap: likes wake it in batches
-            // anyway, and urgent events always.
-            recent = buf
+            // Only chat makes a worker nap (likes wake it in batches
+            // anyway, urgent events always), and only while chat is dense:
+            // rounds with chat at most two lingers apart. At sparse chat a
+            // nap would find nothing and cost a second wake-up.
+            recent = false;
+            if buf
                 .iter()
-                .any(|e| !matches!(e.event.kind, EventKind::Like { .. }));
+                .any(|e| !matches!(e.event.kind, EventKind::Like { .. }))
+            {
+                let t = Instant::now();
+                recent = last_chat.is_some_and(|l| t.duration_since(l) <= self.linger * 2);
+                last_chat = Some(t);
+            }
             self.metrics.queue_depth[self.index]
                 .store(self.queue().q.len() as i64, Ordering::Relaxed);
             for env in urgent.drain(..).chain(buf.drain(..)) {
@@ -680,12 +698,30 @@ mod tests {
             text: format!("hello number {id}"),
         };
         let wait = Duration::from_secs(30);
-        // An idle worker is woken by chat; after that round it naps.
+        // An idle worker is woken by chat. Two rounds with chat within two
+        // lingers of each other: chat is dense, so after the second the
+        // worker naps.
         shards.try_push(env(1, chat(1))).unwrap();
         assert_eq!(acked_id(rx.recv_timeout(wait).unwrap()), 1);
-        // Chat now waits out the nap (600 s: the test would time out); a
-        // lead wakes the worker at once, and its round takes the chat too.
-        shards.try_push(env(2, chat(2))).unwrap();
+        shards.try_push(env(1, chat(2))).unwrap();
+        assert_eq!(acked_id(rx.recv_timeout(wait).unwrap()), 2);
+        let q = &shards.queues[0];
+        let deadline = std::time::Instant::now() + wait;
+        while q.state.load(Ordering::SeqCst) != NAPPING {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker never napped"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Chat does not wake a napping worker: it waits out the nap
+        // (600 s: the test would time out)...
+        shards.try_push(env(2, chat(4))).unwrap();
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "chat woke a napping worker"
+        );
+        // ...but a lead does, at once, and its round takes the chat along.
         let lead = Lead {
             client_lead_id: 3,
             phone: "13800138000".into(),
@@ -707,7 +743,7 @@ mod tests {
             acked_id(rx.recv_timeout(wait).unwrap()),
         ];
         got.sort_unstable();
-        assert_eq!(got, [2, 3], "the lead and the chat it took along");
+        assert_eq!(got, [3, 4], "the lead and the chat it took along");
         shards.shutdown();
         drop(shards);
         drop(log);

@@ -172,7 +172,7 @@ pub fn start(
         barriers: Vec::new(),
         last_sweep: Instant::now(),
         last_sync: None,
-        wrote: false,
+        dense: false,
     };
     let handle = std::thread::Builder::new()
         .name("roomgate-log".into())
@@ -278,8 +278,8 @@ struct LogThread {
     last_sweep: Instant,
     /// When the last group commit started.
     last_sync: Option<Instant>,
-    /// The last commit wrote something: pace the next one.
-    wrote: bool,
+    /// The last two commits that wrote were close: pace the next one.
+    dense: bool,
 }
 
 impl LogThread {
@@ -328,13 +328,16 @@ impl LogThread {
         }
     }
 
-    /// Right after a group commit that wrote something, rounds are likely
-    /// to keep coming: sleep out the group-commit interval and take what
-    /// arrived, instead of being woken by the first round and then sleeping
-    /// out the interval (a context switch less per group). True when that
-    /// found something to commit; false falls back to waiting.
+    /// While groups follow each other closely (the last two commits were
+    /// at most two intervals apart), rounds keep coming: sleep out the
+    /// group-commit interval after a commit and take what arrived, instead
+    /// of being woken by the first round and then sleeping out the interval
+    /// (a context switch less per group). At sparse load it waits as
+    /// before, so a lone record costs one wake-up. True when it slept:
+    /// the caller commits what was taken (acks without rows too) and
+    /// checks whether the channels closed.
     fn paced(&mut self) -> bool {
-        if !std::mem::take(&mut self.wrote) || self.settings.group_commit.is_zero() {
+        if !std::mem::take(&mut self.dense) || self.settings.group_commit.is_zero() {
             return false;
         }
         let Some(last) = self.last_sync else {
@@ -345,7 +348,7 @@ impl LogThread {
             std::thread::sleep(self.settings.group_commit - since);
         }
         self.gather();
-        self.log.buffered() > 0 || !self.barriers.is_empty()
+        true
     }
 
     /// Before a group commit that would follow the last one too closely,
@@ -426,8 +429,10 @@ impl LogThread {
         let bytes = self.log.buffered();
         if bytes > 0 {
             let t0 = Instant::now();
+            self.dense = self
+                .last_sync
+                .is_some_and(|l| t0.duration_since(l) <= self.settings.group_commit * 2);
             self.last_sync = Some(t0);
-            self.wrote = true;
             let durable = match self.log.sync() {
                 Ok(l) => l,
                 Err(e) => {
