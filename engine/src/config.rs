@@ -502,12 +502,13 @@ pub struct ShardConfig {
     pub urgent_capacity: usize,
     /// Most events a worker drains per round. Default 1,024.
     pub drain_batch: usize,
-    /// After a round with chat, a worker naps this long before it looks
-    /// again, and chat pushed meanwhile does not wake it (leads, joins and
-    /// a backlog of 256 events still do): a steady stream of chat costs a
-    /// wake-up per nap, not per message, for up to this much more chat ack
-    /// latency. 0 = woken per message. At most 100,000. Default 0: under
-    /// a saturating overload the nap measured worse lead ack p99
+    /// While chat is dense (rounds with chat at most two lingers apart), a
+    /// worker naps this long after a round with chat, and chat pushed
+    /// meanwhile does not wake it (urgent events, hops, admin operations
+    /// and a backlog still do): a dense stream of chat costs a wake-up per
+    /// nap, not per message, for up to this much more chat ack latency.
+    /// 0 = woken per message. At most 100,000. Default 0: under a
+    /// saturating overload the nap measured worse lead ack p99
     /// (docs/TUNING.md).
     pub linger_us: u64,
     /// Above this share of the events lane in use, the gate holds like taps
