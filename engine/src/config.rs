@@ -384,6 +384,21 @@ pub struct ServerConfig {
     pub max_pending_acks: usize,
     /// `retry_after_ms` sent with a `busy` chat ack. Default 1,000.
     pub busy_retry_after_ms: u32,
+    /// Like pacing (docs/TUNING.md): while the io runtime is overloaded
+    /// (its smoothed lateness above `overload_lateness_ms`, or its workers
+    /// busier than `overload_busy_percent`), every session that sends a
+    /// like is told to send at most one `Like` frame per `like_pace_ms`,
+    /// adding up its taps (`Notice` kind `like_pace`); the pace halves, then
+    /// ends, as the runtime stays calm. 0 = that signal is not watched.
+    /// Default 5.
+    pub overload_lateness_ms: u32,
+    /// Busy share of the io runtime's workers (percent of the time not
+    /// parked) above which like senders are paced; 0 = not watched.
+    /// Default 90.
+    pub overload_busy_percent: u32,
+    /// The longest interval asked of like senders while paced, ms; 0 =
+    /// never pace. At most 60,000. Default 1,000.
+    pub like_pace_ms: u32,
     /// Bearer token for the admin API (`/admin/...`); prefer
     /// `ROOMGATE_ADMIN_TOKEN`. Unset = admin API disabled (503).
     pub admin_token: Option<Secret>,
@@ -408,6 +423,9 @@ impl Default for ServerConfig {
             endpoints: 1,
             max_pending_acks: 1_024,
             busy_retry_after_ms: 1_000,
+            overload_lateness_ms: 5,
+            overload_busy_percent: 90,
+            like_pace_ms: 1_000,
             admin_token: None,
         }
     }
@@ -895,6 +913,14 @@ impl Config {
         }
         if self.server.max_streams_per_connection == 0 {
             return bad("server.max_streams_per_connection must be at least 1");
+        }
+        if self.server.like_pace_ms > 60_000 || self.server.overload_lateness_ms > 60_000 {
+            return bad(
+                "server.like_pace_ms and server.overload_lateness_ms must be at most 60000",
+            );
+        }
+        if self.server.overload_busy_percent > 100 {
+            return bad("server.overload_busy_percent must be at most 100");
         }
         if let Err(e) = crate::guard::Guard::new(&self.guard) {
             return Err(ConfigError::Invalid(e));

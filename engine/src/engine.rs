@@ -398,6 +398,13 @@ impl Engine {
             // Random high half: unique across restarts and across nodes.
             next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 32),
             routing,
+            like_pace_ms: std::sync::atomic::AtomicU32::new(0),
+            pacer: gate::pace::Pacer::new(
+                Duration::from_millis(cfg.server.overload_lateness_ms.into()),
+                cfg.server.overload_busy_percent * 10,
+                cfg.server.like_pace_ms,
+                gate::pace::CALM,
+            ),
         });
         tracing::info!(
             listen = %quic_addr,

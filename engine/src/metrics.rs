@@ -454,6 +454,14 @@ pub struct Metrics {
     pub retries_sent: AtomicU64,
     /// Handshakes in progress now (accepted, no valid `Hello` yet).
     pub handshakes_in_progress: AtomicI64,
+    /// The io runtime's lateness, smoothed, µs (`gate::pace`).
+    pub io_lateness_us: AtomicI64,
+    /// The io runtime's workers' busy share, smoothed, per mille.
+    pub io_busy_permille: AtomicI64,
+    /// The interval like senders are asked to keep now, ms (0 = none).
+    pub like_pace_ms: AtomicI64,
+    /// `like_pace` notices sent.
+    pub like_pace_notices: AtomicU64,
     /// Session tickets renewed by a `Refresh` frame.
     pub ticket_refreshes: AtomicU64,
     /// Connection closes by code.
@@ -520,6 +528,10 @@ impl Metrics {
             connections_open: AtomicI64::new(0),
             connections_refused: Default::default(),
             retries_sent: AtomicU64::new(0),
+            io_lateness_us: AtomicI64::new(0),
+            io_busy_permille: AtomicI64::new(0),
+            like_pace_ms: AtomicI64::new(0),
+            like_pace_notices: AtomicU64::new(0),
             handshakes_in_progress: AtomicI64::new(0),
             ticket_refreshes: AtomicU64::new(0),
             closes: Default::default(),
@@ -624,6 +636,11 @@ impl Metrics {
         if n > 0 {
             self.frames[kind as usize].fetch_add(n, Relaxed);
         }
+    }
+
+    /// Frames of `kind` decoded so far.
+    pub fn frame_count(&self, kind: Kind) -> u64 {
+        self.frames[kind as usize].load(Relaxed)
     }
 
     /// Count a connection attempt refused before its handshake.
@@ -835,6 +852,30 @@ impl Metrics {
                 "gauge",
                 "Connections accepted that have not sent a valid Hello yet.",
                 self.handshakes_in_progress.load(Relaxed),
+            ),
+            (
+                "roomgate_io_lateness_us",
+                "gauge",
+                "How late the io runtime runs a task due now, smoothed (µs): the wait a lead's frame or a handshake sees before it is handled. Above server.overload_lateness_ms like senders are paced.",
+                self.io_lateness_us.load(Relaxed),
+            ),
+            (
+                "roomgate_io_busy_permille",
+                "gauge",
+                "Share of the time the io runtime's workers are busy (not parked), smoothed, per mille. Above server.overload_busy_percent like senders are paced.",
+                self.io_busy_permille.load(Relaxed),
+            ),
+            (
+                "roomgate_like_pace_ms",
+                "gauge",
+                "The interval like senders are asked to keep now (ms; 0 = not paced): server.like_pace_ms while the io runtime runs late.",
+                self.like_pace_ms.load(Relaxed),
+            ),
+            (
+                "roomgate_like_pace_notices_total",
+                "counter",
+                "like_pace notices sent (pacing on or off, one per session that sent a like meanwhile).",
+                self.like_pace_notices.load(Relaxed) as i64,
             ),
         ] {
             head(&mut s, name, kind, help);

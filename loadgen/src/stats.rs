@@ -382,6 +382,7 @@ pub fn notice_name(kind: u8) -> String {
         4 => "shutting_down".into(),
         5 => "ticket_expiring".into(),
         6 => "ticket_refreshed".into(),
+        7 => "like_pace".into(),
         k => format!("kind_{k}"),
     }
 }

@@ -41,7 +41,7 @@ use roomgate::wire::{
     decode_len, decode_server, encode, ticket, AckKind, ClientFrame, CloseCode, Hello, NoticeKind,
     ServerFrame, Verdict, Welcome, WireError, LEN_PREFIX, MAX_FRAME_HARD,
 };
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use tokio::{
     sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore},
     time::{sleep_until, timeout, Instant},
@@ -60,6 +60,11 @@ use crate::{
 pub const CLIENT_NAME: &str = "roomgate-loadgen/0.1";
 /// Commands a viewer may have queued before the room driver drops events.
 const QUEUE: usize = 32;
+/// Most taps in one `Like` frame: the engine's default frame limit
+/// (`wire::Limits::max_like_count`).
+const MAX_LIKE_COUNT: u32 = 1_000;
+/// Longest like pace followed (the engine's `server.like_pace_ms` cap).
+const MAX_LIKE_PACE_MS: u32 = 60_000;
 /// Bound on connect + `Hello` + `Welcome`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the server to close the connection after `Bye`.
@@ -671,9 +676,12 @@ struct Outstanding {
     inner: std::sync::Mutex<OutInner>,
     /// Signalled when nothing is outstanding any more, or the reader ended.
     settled: Notify,
-    /// Signalled when the reader scheduled a withdrawal (the writer
-    /// recomputes when to wake).
+    /// Signalled when the reader scheduled a withdrawal or the like pace
+    /// changed (the writer recomputes when to wake).
     wake: Notify,
+    /// The like pace the server asked for (`Notice` kind `like_pace`), ms;
+    /// 0 = send likes as they come.
+    like_pace_ms: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -685,6 +693,11 @@ struct OutInner {
 }
 
 impl Outstanding {
+    /// The server's like pace now.
+    fn like_pace(&self) -> Duration {
+        Duration::from_millis(self.like_pace_ms.load(Relaxed).into())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, OutInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -908,11 +921,54 @@ struct Writer {
     next_id: u64,
     /// Scheduled resends, ordered by `at`.
     pending: std::collections::VecDeque<Resend>,
+    /// Like taps held while the server paces likes, sent at `likes_due`.
+    held_taps: u32,
+    likes_due: Option<Instant>,
+    /// When the last like frame was written.
+    last_like: Option<Instant>,
 }
 
 impl Writer {
     fn next_resend(&self) -> Option<Instant> {
         self.pending.front().map(|r| r.at)
+    }
+
+    /// One `Like` frame of `count` taps; `false` if the stream is dead.
+    async fn write_likes(&mut self, count: u32) -> bool {
+        let bytes = encode(&ClientFrame::Like { count });
+        if self.send.write_all(&bytes).await.is_err() {
+            self.stats.disconnected.add(Kind::Like, 1);
+            self.stats.class_not_sent.add(self.class, Kind::Like, 1);
+            return false;
+        }
+        self.last_like = Some(Instant::now());
+        self.stats.sent.add(Kind::Like, 1);
+        self.stats.taps_sent.fetch_add(u64::from(count), Relaxed);
+        self.stats
+            .class_sent
+            .add(self.class, Kind::Like, u64::from(count));
+        self.stats.class_frames.add(self.class, Kind::Like, 1);
+        true
+    }
+
+    /// Send the taps held by the like pace (in frames of at most
+    /// [`MAX_LIKE_COUNT`] taps); `false` if the stream is dead.
+    async fn send_held_likes(&mut self) -> bool {
+        self.likes_due = None;
+        while self.held_taps > 0 {
+            let n = self.held_taps.min(MAX_LIKE_COUNT);
+            self.held_taps -= n;
+            if !self.write_likes(n).await {
+                self.held_taps = 0;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The server lifted the pace while taps were held: send them now.
+    fn pace_lifted(&self) -> bool {
+        self.held_taps > 0 && self.acks.like_pace().is_zero()
     }
 
     /// Write one command; `false` if the stream is dead.
@@ -927,18 +983,18 @@ impl Writer {
         debug_assert_eq!(class, self.class, "an event comes from its viewer's class");
         match action {
             Action::Like(count) => {
-                let bytes = encode(&ClientFrame::Like { count });
-                if self.send.write_all(&bytes).await.is_err() {
-                    self.stats.disconnected.add(Kind::Like, 1);
-                    self.stats.class_not_sent.add(class, Kind::Like, 1);
-                    return false;
+                let pace = self.acks.like_pace();
+                if pace.is_zero() && self.held_taps == 0 {
+                    return self.write_likes(count).await;
                 }
-                self.stats.sent.add(Kind::Like, 1);
-                self.stats.taps_sent.fetch_add(u64::from(count), Relaxed);
-                self.stats
-                    .class_sent
-                    .add(class, Kind::Like, u64::from(count));
-                self.stats.class_frames.add(class, Kind::Like, 1);
+                // Paced: add the taps up, one frame per pace.
+                self.held_taps = self.held_taps.saturating_add(count);
+                let now = Instant::now();
+                let next = self.last_like.map_or(now, |t| t + pace);
+                if next <= now {
+                    return self.send_held_likes().await;
+                }
+                self.likes_due.get_or_insert(next);
                 true
             }
             Action::Chat(text) => {
@@ -1117,6 +1173,9 @@ impl Session {
             class: spec.class,
             next_id: *next_id,
             pending: Default::default(),
+            held_taps: 0,
+            likes_due: None,
+            last_like: None,
         };
         let closed = conn.closed();
         tokio::pin!(closed);
@@ -1162,13 +1221,22 @@ impl Session {
                 () = sleep_opt(acks.next_scheduled()) => {
                     ok = w.send_withdrawals(Instant::now()).await;
                 }
-                () = acks.wake.notified() => {}
+                () = sleep_opt(w.likes_due) => ok = w.send_held_likes().await,
+                () = acks.wake.notified() => {
+                    if w.pace_lifted() {
+                        ok = w.send_held_likes().await;
+                    }
+                }
                 Some(()) = refresh_rx.recv() => ok = w.refresh(ctx, &who).await,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => ok = w.send_cmd(cmd).await,
                     None => break,
                 },
             }
+        }
+        // Taps the pace still holds go out before the drain and `Bye`.
+        if ok && end.is_none() && w.held_taps > 0 {
+            ok = w.send_held_likes().await;
         }
         spec.registry.leave(spec.slot);
         rx.close();
@@ -1379,6 +1447,10 @@ async fn read_loop(
                 stats.record_notice(n.kind);
                 if n.kind == NoticeKind::TicketExpiring as u8 {
                     let _ = refresh.send(());
+                } else if n.kind == NoticeKind::LikePace as u8 {
+                    acks.like_pace_ms
+                        .store(n.value.min(MAX_LIKE_PACE_MS), Relaxed);
+                    acks.wake.notify_one();
                 }
             }
             Ok(ServerFrame::Welcome(_)) => {

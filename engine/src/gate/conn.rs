@@ -559,6 +559,8 @@ async fn session(
         busy: None,
         busy_due: None,
         handover,
+        told_pace_ms: 0,
+        last_like_ms: now_ms,
     };
     s.set_expiry(claims.expires_at);
     let ip = s.ip.clone();
@@ -685,6 +687,10 @@ struct Session {
     busy_due: Option<tokio::time::Instant>,
     /// Chat and leads in flight; whether the room is moving away.
     handover: Option<Arc<Handover>>,
+    /// The like pace this session was last told, ms (0 = none).
+    told_pace_ms: u32,
+    /// When its last like frame arrived (Unix ms).
+    last_like_ms: i64,
 }
 
 impl Session {
@@ -978,10 +984,17 @@ impl Session {
             ClientFrame::Like { count } => {
                 self.counts[1] += 1;
                 self.counts[3] += u64::from(count);
+                let now = crate::now_ms();
                 if self.pending_likes == 0 {
-                    self.pending_since_ms = crate::now_ms();
+                    // A paced client added these taps up since its
+                    // previous like frame (at most one pace ago): the
+                    // per-viewer cap judges them over that span.
+                    let paced = i64::from(self.told_pace_ms).min(now - self.last_like_ms);
+                    self.pending_since_ms = now - paced.max(0);
                 }
+                self.last_like_ms = now;
                 self.pending_likes = self.pending_likes.saturating_add(count);
+                self.follow_pace();
                 self.flush_likes();
             }
             ClientFrame::Lead(lead) => {
@@ -1159,6 +1172,30 @@ impl Session {
                 self.retry_likes_later();
             }
         }
+    }
+
+    /// Tell a like sender the pace when it changed since it was last told
+    /// (`gate::pace`): only sessions that send likes hear of it.
+    fn follow_pace(&mut self) {
+        let pace = self.ctx.like_pace_ms.load(Ordering::Relaxed);
+        if pace == self.told_pace_ms {
+            return;
+        }
+        self.told_pace_ms = pace;
+        self.ctx
+            .metrics
+            .like_pace_notices
+            .fetch_add(1, Ordering::Relaxed);
+        let text = if pace == 0 {
+            "likes: send as they come".to_owned()
+        } else {
+            format!("server busy: send likes at most every {pace} ms")
+        };
+        self.replier.reply(ServerFrame::Notice(wire::Notice {
+            kind: wire::NoticeKind::LikePace as u8,
+            value: pace,
+            text,
+        }));
     }
 
     /// Held taps: offer them again in 100 ms (or with the next like frame).

@@ -7,10 +7,11 @@
 
 pub mod admission;
 mod conn;
+pub mod pace;
 pub mod tls;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,12 @@ pub struct GateCtx {
     pub next_session: AtomicU64,
     /// Which rooms this node owns (several engine nodes).
     pub routing: Arc<crate::route::Routing>,
+    /// The interval like senders are asked to keep now, ms (0 = none):
+    /// set by [`pace::run`], told to each session at its next like.
+    pub like_pace_ms: AtomicU32,
+    /// When like senders are paced (`server.overload_lateness_ms`,
+    /// `server.like_pace_ms`).
+    pub pacer: pace::Pacer,
 }
 
 impl GateCtx {
@@ -209,7 +216,10 @@ pub async fn serve_all(endpoints: Vec<quinn::Endpoint>, ctx: Arc<GateCtx>) {
     for ep in endpoints {
         all.spawn(serve(ep, ctx.clone()));
     }
+    // The lateness is measured (a gauge) even when pacing is off.
+    let pacer = tokio::spawn(pace::run(ctx.clone(), ctx.pacer.clone()));
     while all.join_next().await.is_some() {}
+    pacer.abort();
 }
 
 /// Accept connections until shutdown, then wait for every connection task to

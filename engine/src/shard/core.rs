@@ -321,7 +321,9 @@ impl ShardCore {
                 NoticeKind::Muted => format!("you are muted for {value} s"),
                 NoticeKind::Unmuted => "you may chat again".to_owned(),
                 NoticeKind::ShuttingDown => "server shutting down".to_owned(),
-                NoticeKind::TicketExpiring | NoticeKind::TicketRefreshed => String::new(),
+                NoticeKind::TicketExpiring | NoticeKind::TicketRefreshed | NoticeKind::LikePace => {
+                    String::new()
+                }
             };
             ServerFrame::Notice(Notice {
                 kind: kind as u8,

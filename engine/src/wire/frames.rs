@@ -221,6 +221,10 @@ pub enum NoticeKind {
     /// A `Refresh` was accepted; the session is now valid for `value`
     /// more seconds.
     TicketRefreshed = 6,
+    /// The server is overloaded: send `Like` frames at most once every
+    /// `value` ms, adding up the taps between them (0 = pacing over: send
+    /// as before).
+    LikePace = 7,
 }
 
 impl NoticeKind {
@@ -233,6 +237,7 @@ impl NoticeKind {
             4 => NoticeKind::ShuttingDown,
             5 => NoticeKind::TicketExpiring,
             6 => NoticeKind::TicketRefreshed,
+            7 => NoticeKind::LikePace,
             _ => return None,
         })
     }

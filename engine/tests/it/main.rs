@@ -10,6 +10,7 @@ mod flood;
 mod guard;
 mod harness;
 mod outage;
+mod pace;
 mod pii;
 mod protocol;
 mod routing;
