@@ -388,12 +388,12 @@ pub struct ServerConfig {
     /// (its smoothed lateness above `overload_lateness_ms`, or its workers
     /// busier than `overload_busy_percent`), every session that sends a
     /// like is told to send at most one `Like` frame per `like_pace_ms`,
-    /// adding up its taps (`Notice` kind `like_pace`); the pace halves, then
-    /// ends, as the runtime stays calm. 0 = that signal is not watched.
-    /// Default 5.
+    /// adding up its taps (`Notice` kind `like_pace`); the pace halves
+    /// twice, then ends, as the runtime stays calm. 0 = that signal is not
+    /// watched; otherwise at least 2. Default 5.
     pub overload_lateness_ms: u32,
     /// Busy share of the io runtime's workers (percent of the time not
-    /// parked) above which like senders are paced; 0 = not watched.
+    /// parked) above which like senders are paced; 0 or 100 = not watched.
     /// Default 90.
     pub overload_busy_percent: u32,
     /// The longest interval asked of like senders while paced, ms; 0 =
@@ -921,6 +921,10 @@ impl Config {
         }
         if self.server.overload_busy_percent > 100 {
             return bad("server.overload_busy_percent must be at most 100");
+        }
+        if self.server.overload_lateness_ms == 1 {
+            // A calm runtime runs 0-1 ms late (timers round up to the ms).
+            return bad("server.overload_lateness_ms must be 0 (not watched) or at least 2");
         }
         if let Err(e) = crate::guard::Guard::new(&self.guard) {
             return Err(ConfigError::Invalid(e));

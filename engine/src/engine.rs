@@ -401,10 +401,11 @@ impl Engine {
             like_pace_ms: std::sync::atomic::AtomicU32::new(0),
             pacer: gate::pace::Pacer::new(
                 Duration::from_millis(cfg.server.overload_lateness_ms.into()),
-                cfg.server.overload_busy_percent * 10,
+                cfg.server.overload_busy_percent.saturating_mul(10),
                 cfg.server.like_pace_ms,
                 gate::pace::CALM,
-            ),
+            )
+            .cap_taps(cfg.guard.likes.viewer_per_sec),
         });
         tracing::info!(
             listen = %quic_addr,

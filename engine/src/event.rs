@@ -65,9 +65,11 @@ pub enum EventKind {
     Like {
         /// Taps.
         count: u32,
-        /// Over how many ms the taps arrived (0 for one frame; the gate sets
-        /// it when it coalesced frames held back by a full queue), so the
-        /// guard judges them at the rate they were tapped.
+        /// Over how many ms the taps arrived (0 for one frame of an unpaced
+        /// client; the gate sets it when it coalesced frames held back by a
+        /// full queue, and to the time since the previous like frame, at
+        /// most the pace, for a client told a like pace), so the guard
+        /// judges them at the rate they were tapped.
         spread_ms: u32,
     },
     /// A lead submission.

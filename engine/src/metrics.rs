@@ -868,7 +868,7 @@ impl Metrics {
             (
                 "roomgate_like_pace_ms",
                 "gauge",
-                "The interval like senders are asked to keep now (ms; 0 = not paced): server.like_pace_ms while the io runtime runs late.",
+                "The interval like senders are asked to keep now (ms; 0 = not paced): server.like_pace_ms, or a half or a quarter of it, while the io runtime is overloaded (docs/TUNING.md, Like pacing).",
                 self.like_pace_ms.load(Relaxed),
             ),
             (

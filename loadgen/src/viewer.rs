@@ -61,7 +61,7 @@ pub const CLIENT_NAME: &str = "roomgate-loadgen/0.1";
 /// Commands a viewer may have queued before the room driver drops events.
 const QUEUE: usize = 32;
 /// Most taps in one `Like` frame: the engine's default frame limit
-/// (`wire::Limits::max_like_count`).
+/// (`wire::Limits::max_like_count`, checked by a test).
 const MAX_LIKE_COUNT: u32 = 1_000;
 /// Longest like pace followed (the engine's `server.like_pace_ms` cap).
 const MAX_LIKE_PACE_MS: u32 = 60_000;
@@ -921,8 +921,10 @@ struct Writer {
     next_id: u64,
     /// Scheduled resends, ordered by `at`.
     pending: std::collections::VecDeque<Resend>,
-    /// Like taps held while the server paces likes, sent at `likes_due`.
+    /// Like taps held while the server paces likes, sent at `likes_due`,
+    /// and how many planned like events they came from.
     held_taps: u32,
+    held_events: u64,
     likes_due: Option<Instant>,
     /// When the last like frame was written.
     last_like: Option<Instant>,
@@ -933,12 +935,12 @@ impl Writer {
         self.pending.front().map(|r| r.at)
     }
 
-    /// One `Like` frame of `count` taps; `false` if the stream is dead.
-    async fn write_likes(&mut self, count: u32) -> bool {
+    /// One `Like` frame of `count` taps from `events` planned like events;
+    /// `false` if the stream is dead (the events are counted not sent).
+    async fn write_likes(&mut self, count: u32, events: u64) -> bool {
         let bytes = encode(&ClientFrame::Like { count });
         if self.send.write_all(&bytes).await.is_err() {
-            self.stats.disconnected.add(Kind::Like, 1);
-            self.stats.class_not_sent.add(self.class, Kind::Like, 1);
+            self.not_sent_likes(events);
             return false;
         }
         self.last_like = Some(Instant::now());
@@ -955,10 +957,12 @@ impl Writer {
     /// [`MAX_LIKE_COUNT`] taps); `false` if the stream is dead.
     async fn send_held_likes(&mut self) -> bool {
         self.likes_due = None;
+        let mut events = std::mem::take(&mut self.held_events);
         while self.held_taps > 0 {
             let n = self.held_taps.min(MAX_LIKE_COUNT);
             self.held_taps -= n;
-            if !self.write_likes(n).await {
+            // The events go with the first frame (its failure loses them).
+            if !self.write_likes(n, std::mem::take(&mut events)).await {
                 self.held_taps = 0;
                 return false;
             }
@@ -966,9 +970,37 @@ impl Writer {
         true
     }
 
-    /// The server lifted the pace while taps were held: send them now.
-    fn pace_lifted(&self) -> bool {
-        self.held_taps > 0 && self.acks.like_pace().is_zero()
+    /// Like events that never reached the server.
+    fn not_sent_likes(&self, events: u64) {
+        if events > 0 {
+            self.stats.disconnected.add(Kind::Like, events);
+            self.stats
+                .class_not_sent
+                .add(self.class, Kind::Like, events);
+        }
+    }
+
+    /// The session ends with taps still held (the connection was lost or
+    /// closed first): they were not sent.
+    fn abandon_held_likes(&mut self) {
+        let events = std::mem::take(&mut self.held_events);
+        self.not_sent_likes(events);
+        self.held_taps = 0;
+        self.likes_due = None;
+    }
+
+    /// The server changed the pace: held taps go now if it was lifted, else
+    /// at the new pace after the last frame. `false` if the stream is dead.
+    async fn repace(&mut self) -> bool {
+        if self.held_taps == 0 {
+            return true;
+        }
+        let pace = self.acks.like_pace();
+        if pace.is_zero() {
+            return self.send_held_likes().await;
+        }
+        self.likes_due = Some(self.last_like.map_or_else(Instant::now, |t| t + pace));
+        true
     }
 
     /// Write one command; `false` if the stream is dead.
@@ -985,10 +1017,11 @@ impl Writer {
             Action::Like(count) => {
                 let pace = self.acks.like_pace();
                 if pace.is_zero() && self.held_taps == 0 {
-                    return self.write_likes(count).await;
+                    return self.write_likes(count, 1).await;
                 }
                 // Paced: add the taps up, one frame per pace.
                 self.held_taps = self.held_taps.saturating_add(count);
+                self.held_events += 1;
                 let now = Instant::now();
                 let next = self.last_like.map_or(now, |t| t + pace);
                 if next <= now {
@@ -1174,6 +1207,7 @@ impl Session {
             next_id: *next_id,
             pending: Default::default(),
             held_taps: 0,
+            held_events: 0,
             likes_due: None,
             last_like: None,
         };
@@ -1222,11 +1256,7 @@ impl Session {
                     ok = w.send_withdrawals(Instant::now()).await;
                 }
                 () = sleep_opt(w.likes_due) => ok = w.send_held_likes().await,
-                () = acks.wake.notified() => {
-                    if w.pace_lifted() {
-                        ok = w.send_held_likes().await;
-                    }
-                }
+                () = acks.wake.notified() => ok = w.repace().await,
                 Some(()) = refresh_rx.recv() => ok = w.refresh(ctx, &who).await,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => ok = w.send_cmd(cmd).await,
@@ -1282,6 +1312,7 @@ impl Session {
         }
         // Resends not sent by now never will be; they were never expected.
         w.pending.clear();
+        w.abandon_held_likes();
 
         // 3. Bye: the server answers by closing with code 0.
         let mut label = None;
@@ -1471,6 +1502,13 @@ async fn read_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_likes_fit_the_engines_frame_limits() {
+        let limits = roomgate::wire::Limits::default();
+        assert_eq!(MAX_LIKE_COUNT, limits.max_like_count);
+        assert!(MAX_LIKE_PACE_MS >= roomgate::config::Config::default().server.like_pace_ms);
+    }
 
     #[test]
     fn first_ack_is_the_latency_sample_and_resends_are_expected_again() {

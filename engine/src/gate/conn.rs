@@ -648,6 +648,18 @@ async fn write_frames(send: &mut quinn::SendStream, queue: &OutQueue, conn: &qui
 /// Most bytes gathered into one stream write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
+/// The span a like frame's taps were added up over, ms: a client told
+/// the pace `told_ms` added them up since its previous like frame (at
+/// `last_ms`), at most one pace ago; the per-viewer cap judges them over
+/// that span. Never before the previous frame, so taps already judged are
+/// not judged again over the same time; 0 when not paced (or the clock
+/// stepped back).
+fn paced_span_ms(told_ms: u32, last_ms: i64, now_ms: i64) -> i64 {
+    i64::from(told_ms)
+        .min(now_ms.saturating_sub(last_ms))
+        .max(0)
+}
+
 /// What a frame left for the frame loop.
 enum Then {
     /// Read on.
@@ -666,7 +678,8 @@ struct Session {
     ip: String,
     replier: Arc<dyn Replier>,
     pending_likes: u32,
-    /// When the oldest pending tap arrived (Unix ms).
+    /// When the oldest pending tap arrived (Unix ms); for a paced client's
+    /// frame, when it started adding its taps up ([`paced_span_ms`]).
     pending_since_ms: i64,
     /// Held taps are offered to the shard again at this time.
     likes_retry_at: Option<tokio::time::Instant>,
@@ -689,7 +702,8 @@ struct Session {
     handover: Option<Arc<Handover>>,
     /// The like pace this session was last told, ms (0 = none).
     told_pace_ms: u32,
-    /// When its last like frame arrived (Unix ms).
+    /// When its last like frame arrived (Unix ms; the session's start
+    /// before the first).
     last_like_ms: i64,
 }
 
@@ -986,11 +1000,8 @@ impl Session {
                 self.counts[3] += u64::from(count);
                 let now = crate::now_ms();
                 if self.pending_likes == 0 {
-                    // A paced client added these taps up since its
-                    // previous like frame (at most one pace ago): the
-                    // per-viewer cap judges them over that span.
-                    let paced = i64::from(self.told_pace_ms).min(now - self.last_like_ms);
-                    self.pending_since_ms = now - paced.max(0);
+                    self.pending_since_ms =
+                        now - paced_span_ms(self.told_pace_ms, self.last_like_ms, now);
                 }
                 self.last_like_ms = now;
                 self.pending_likes = self.pending_likes.saturating_add(count);
@@ -1219,6 +1230,22 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paced_like_frame_is_judged_over_the_time_since_the_previous_one() {
+        // Not paced: the frame's taps arrived now.
+        assert_eq!(paced_span_ms(0, 1_000, 5_000), 0);
+        // Paced at 250 ms: over the time since the previous frame, at most
+        // one pace.
+        assert_eq!(paced_span_ms(250, 4_900, 5_000), 100);
+        assert_eq!(paced_span_ms(250, 1_000, 5_000), 250);
+        // The clock stepped back: nothing credited.
+        assert_eq!(paced_span_ms(250, 6_000, 5_000), 0);
+        assert_eq!(
+            paced_span_ms(u32::MAX, i64::MIN, i64::MAX),
+            i64::from(u32::MAX)
+        );
+    }
 
     #[test]
     fn a_moving_session_closes_after_its_last_ack_and_refuses_new_frames() {

@@ -77,7 +77,7 @@ pub struct GateCtx {
     /// set by [`pace::run`], told to each session at its next like.
     pub like_pace_ms: AtomicU32,
     /// When like senders are paced (`server.overload_lateness_ms`,
-    /// `server.like_pace_ms`).
+    /// `server.overload_busy_percent`, `server.like_pace_ms`).
     pub pacer: pace::Pacer,
 }
 

@@ -50,6 +50,8 @@ pub const RELAPSE: Duration = Duration::from_secs(30);
 /// While the overload lasts on a rung, the next rung up after this long
 /// (the clients need a moment to follow a notice).
 pub const CLIMB_AFTER: Duration = Duration::from_millis(500);
+/// Overloaded samples in a row before a rung is climbed.
+pub const SUSTAINED: u32 = 3;
 /// Rungs below the top: `like_pace_ms` / 2^k for k in 1..=this, then off.
 const LOWER_RUNGS: u32 = 2;
 
@@ -58,13 +60,16 @@ const LOWER_RUNGS: u32 = 2;
 pub struct Sample {
     /// How late the tick ran.
     pub late: Duration,
-    /// Share of the tick the workers were busy (not parked), per mille,
-    /// averaged over the workers.
+    /// Share of the time since the previous sample the workers were busy
+    /// (not parked), per mille, averaged over the workers; may exceed 1,000
+    /// when the runtime publishes a burst of busy time late.
     pub busy_permille: u32,
     /// Like frames received during the tick.
     pub like_frames: u64,
     /// Like taps received during the tick.
     pub like_taps: u64,
+    /// Client frames of every kind received during the tick.
+    pub frames: u64,
 }
 
 /// The like pace, from the io runtime's load.
@@ -94,6 +99,13 @@ pub struct Pacer {
     slow_busy: f64,
     frames: f64,
     taps: f64,
+    /// All client frames per tick (slow average).
+    all_frames: f64,
+    /// Taps per second per viewer the prediction counts at most.
+    taps_per_sec_cap: u32,
+    /// Overloaded samples in a row: a rung is climbed only after
+    /// [`SUSTAINED`] (one stalled tick is not an overload).
+    over_ticks: u32,
 }
 
 impl Pacer {
@@ -116,6 +128,9 @@ impl Pacer {
             slow_busy: 0.0,
             frames: 0.0,
             taps: 0.0,
+            all_frames: 0.0,
+            taps_per_sec_cap: u32::MAX,
+            over_ticks: 0,
         }
     }
 
@@ -160,29 +175,50 @@ impl Pacer {
     }
 
     /// The busy share (per mille) the rung below is predicted to bring:
-    /// today's, scaled by its like frames (the rest of the work counted as
-    /// if it scaled too, which overestimates: the safe side).
+    /// today's, with the like frames' share of it scaled by how many more
+    /// like frames that rung brings (at most twice per halving; with no
+    /// pace, at worst one per tap, counting no more taps per frame than
+    /// the per-viewer like cap lets through in one pace: a client's huge
+    /// counts do not hold the pace).
     pub fn predicted_below(&self) -> f64 {
-        let frames = self.frames.max(1e-9);
+        let likes = self.frames.max(1e-9);
+        let all = self.all_frames.max(likes);
         let below = if self.rung <= 1 {
-            // No pace: at worst every tap its own frame.
-            self.taps
+            let per_frame =
+                (f64::from(self.taps_per_sec_cap) * f64::from(self.pace_ms()) / 1000.0).max(1.0);
+            self.taps.min(likes * per_frame)
         } else {
-            (frames * 2.0).min(self.taps)
+            (likes * 2.0).min(self.taps)
         };
-        self.slow_busy * below.max(frames) / frames
+        let share = likes / all;
+        self.slow_busy * (1.0 - share + share * below.max(likes) / likes)
+    }
+
+    /// Count at most `per_viewer_per_sec` taps per second of pace in a
+    /// like frame when predicting (the guard's per-viewer like cap).
+    pub fn cap_taps(mut self, per_viewer_per_sec: u32) -> Self {
+        self.taps_per_sec_cap = per_viewer_per_sec.max(1);
+        self
     }
 
     /// One sample at `now`: the pace to ask for now, ms (0 = none).
     pub fn observe(&mut self, s: Sample, now: Instant) -> u32 {
         let late_us = u64::try_from(s.late.as_micros()).unwrap_or(u64::MAX);
         self.late_us = self.late_us - self.late_us / 4 + late_us / 4;
-        let busy = s.busy_permille.min(1000);
-        self.busy = self.busy - self.busy / 4 + busy / 4;
+        // Up to 4x per sample: the runtime publishes busy time in bursts,
+        // and a sample that catches up must not be cut off at 100 %.
+        let busy = s.busy_permille.min(4000);
+        self.busy = (self.busy - self.busy / 4 + busy / 4).min(4000);
         let slow = |avg: &mut f64, x: f64| *avg += (x - *avg) / 32.0;
         slow(&mut self.slow_busy, f64::from(busy));
         slow(&mut self.frames, s.like_frames as f64);
         slow(&mut self.taps, s.like_taps as f64);
+        slow(&mut self.all_frames, s.frames as f64);
+        self.over_ticks = if self.overloaded() {
+            self.over_ticks.saturating_add(1)
+        } else {
+            0
+        };
         if !self.enabled() {
             return 0;
         }
@@ -192,11 +228,17 @@ impl Pacer {
             .map(|(t, down)| (now.saturating_duration_since(t), down));
         if self.overloaded() {
             self.calm_since = None;
+            if self.over_ticks < SUSTAINED {
+                return self.pace_ms();
+            }
             match since_change {
                 // A step down brought the overload back: back up one rung,
                 // and stay there longer.
                 Some((d, true)) if d < RELAPSE => {
-                    self.calm = (self.calm * 2).min(MAX_CALM.max(self.base_calm));
+                    self.calm = self
+                        .calm
+                        .saturating_mul(2)
+                        .min(MAX_CALM.max(self.base_calm));
                     self.set_rung((self.rung + 1).min(top), now, false);
                 }
                 // A fresh overload: straight to the top.
@@ -256,7 +298,8 @@ pub async fn run(ctx: Arc<GateCtx>, mut pacer: Pacer) {
     let workers = u32::try_from(rt.num_workers().max(1)).unwrap_or(u32::MAX);
     let likes = || {
         let m = &ctx.metrics;
-        (m.frame_count(Kind::Like), m.like_taps.load(Relaxed))
+        let all = [Kind::Chat, Kind::Like, Kind::Lead].map(|k| m.frame_count(k));
+        (all[1], m.like_taps.load(Relaxed), all.iter().sum::<u64>())
     };
     let (mut busy_before, mut at_before) = (busy_now(), Instant::now());
     let mut likes_before = likes();
@@ -274,14 +317,15 @@ pub async fn run(ctx: Arc<GateCtx>, mut pacer: Pacer) {
             / span.as_secs_f64()
             / f64::from(workers);
         (busy_before, at_before) = (busy, now);
-        let (frames, taps) = likes();
+        let (frames, taps, all) = likes();
         let sample = Sample {
             late: now.saturating_duration_since(due),
-            busy_permille: (share * 1000.0).clamp(0.0, 1000.0) as u32,
+            busy_permille: (share * 1000.0).clamp(0.0, 4000.0) as u32,
             like_frames: frames.saturating_sub(likes_before.0),
             like_taps: taps.saturating_sub(likes_before.1),
+            frames: all.saturating_sub(likes_before.2),
         };
-        likes_before = (frames, taps);
+        likes_before = (frames, taps, all);
         let pace = pacer.observe(sample, now);
         let m = &ctx.metrics;
         m.io_lateness_us.store(
@@ -289,8 +333,9 @@ pub async fn run(ctx: Arc<GateCtx>, mut pacer: Pacer) {
             Relaxed,
         );
         m.io_busy_permille
-            .store(i64::from(pacer.busy_permille()), Relaxed);
-        if ctx.like_pace_ms.swap(pace, Relaxed) != pace {
+            .store(i64::from(pacer.busy_permille().min(1000)), Relaxed);
+        if ctx.like_pace_ms.load(Relaxed) != pace {
+            ctx.like_pace_ms.store(pace, Relaxed);
             m.like_pace_ms.store(i64::from(pace), Relaxed);
             tracing::info!(
                 pace_ms = pace,
@@ -339,6 +384,7 @@ mod tests {
             busy_permille: permille,
             like_frames,
             like_taps,
+            frames: like_frames,
             ..Sample::default()
         }
     }
@@ -407,6 +453,39 @@ mod tests {
     }
 
     #[test]
+    fn huge_like_counts_and_other_work_do_not_hold_the_pace() {
+        let (t0, mut at) = (Instant::now(), 0);
+        // One client sends 1,000 taps per frame at the 250 ms pace: with
+        // the per-viewer cap (20/s) a frame counts as 5 taps at most.
+        let mut p = pacer().cap_taps(20);
+        run(&mut p, t0, &mut at, 20, busy(950, 0, 0));
+        let got = run(&mut p, t0, &mut at, 2000, busy(60, 4, 4000));
+        assert_eq!(
+            steps(&got),
+            [1000, 500, 250, 0],
+            "predicted {}",
+            p.predicted_below()
+        );
+        // Chat is most of the work: only the likes' share is scaled.
+        let mut p = pacer();
+        run(&mut p, t0, &mut at, 20, busy(950, 0, 0));
+        let mostly_chat = Sample {
+            busy_permille: 400,
+            like_frames: 10,
+            like_taps: 20,
+            frames: 100,
+            ..Sample::default()
+        };
+        let got = run(&mut p, t0, &mut at, 2000, mostly_chat);
+        assert_eq!(
+            steps(&got),
+            [1000, 500, 250, 0],
+            "predicted {}",
+            p.predicted_below()
+        );
+    }
+
+    #[test]
     fn a_step_down_that_brings_the_overload_back_climbs_one_rung_and_waits_longer() {
         let (t0, mut at) = (Instant::now(), 0);
         let mut p = pacer();
@@ -455,6 +534,7 @@ mod tests {
                 busy_permille: 1000,
                 like_frames: 10,
                 like_taps: 10,
+                frames: 10,
             };
             assert!(run(&mut p, t0, &mut at, 100, s).iter().all(|&x| x == 0));
             assert!(
@@ -495,6 +575,7 @@ mod tests {
                     busy_permille: busy,
                     like_frames: frames,
                     like_taps: frames * taps_per,
+                    frames: frames * 2,
                 };
                 let now = p.observe(s, t0 + Duration::from_millis(at));
                 prop_assert!([0, 250, 500, 1000].contains(&now));

@@ -458,11 +458,13 @@ impl Worker {
             // Only chat makes a worker nap (likes wake it in batches
             // anyway, urgent events always), and only while chat is dense:
             // rounds with chat at most two lingers apart. At sparse chat a
-            // nap would find nothing and cost a second wake-up.
+            // nap would find nothing and cost a second wake-up. Without a
+            // linger (the default) none of this is looked at.
             recent = false;
-            if buf
-                .iter()
-                .any(|e| !matches!(e.event.kind, EventKind::Like { .. }))
+            if !self.linger.is_zero()
+                && buf
+                    .iter()
+                    .any(|e| !matches!(e.event.kind, EventKind::Like { .. }))
             {
                 let t = Instant::now();
                 recent = last_chat.is_some_and(|l| t.duration_since(l) <= self.linger * 2);

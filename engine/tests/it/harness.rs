@@ -109,6 +109,9 @@ pub fn config(url: &str, name: &str) -> Config {
     // over the several-endpoints path (the default is one).
     cfg.server.endpoints = 2;
     cfg.batch.default.max_age_ms = 200;
+    // No like pacing: a test machine's hiccup would tell a viewer to pace
+    // (a notice the tests do not expect). `pace.rs` turns it on.
+    cfg.server.like_pace_ms = 0;
     cfg.validate().unwrap()
 }
 
