@@ -393,7 +393,7 @@ pub struct ServerConfig {
     /// watched; otherwise at least 2. Default 5.
     pub overload_lateness_ms: u32,
     /// Busy share of the io runtime's workers (percent of the time not
-    /// parked) above which like senders are paced; 0 or 100 = not watched.
+    /// parked) above which like senders are paced; 0 = not watched.
     /// Default 90.
     pub overload_busy_percent: u32,
     /// The longest interval asked of like senders while paced, ms; 0 =
