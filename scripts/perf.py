@@ -31,6 +31,7 @@ repetition of each (a smoke test of the harness, not figures to quote).
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -69,6 +70,30 @@ def cpu_secs(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     # utime and stime are fields 14 and 15 (1-based) of the whole line.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def threads(pid):
+    """Per thread group (the thread name without its number: roomgate-io,
+    roomgate-shard-, tokio-rt-worker, ...): [CPU s, voluntary switches,
+    involuntary switches], summed over the group's threads."""
+    out = {}
+    for task in glob.glob(f"/proc/{pid}/task/*"):
+        try:
+            with open(task + "/comm") as f:
+                name = f.read().strip().rstrip("0123456789")
+            with open(task + "/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            with open(task + "/status") as f:
+                status = f.read()
+        except OSError:
+            continue  # the thread ended
+        sw = {k: int(v) for k, v in (line.split(":") for line in status.splitlines()
+                                      if line.endswith(tuple("0123456789")) and "ctxt_switches" in line)}
+        g = out.setdefault(name, [0.0, 0, 0])
+        g[0] += (int(st[11]) + int(st[12])) / CLK_TCK
+        g[1] += sw.get("voluntary_ctxt_switches", 0)
+        g[2] += sw.get("nonvoluntary_ctxt_switches", 0)
+    return out
 
 
 def rss_bytes(pid):
@@ -218,22 +243,32 @@ def healthy(summary):
     return p99 <= P99_LIMIT_MS and dropped == 0 and unacked == 0 and failed == 0, p99
 
 
-def cpu_per_frame(bins, kind, name, rep, label, endpoints=None):
-    """One run at the CPU load: server CPU µs per frame in the steady window."""
+def cpu_per_frame(bins, kind, name, rep, label, endpoints=None, per_thread=None):
+    """One run at the CPU load: server CPU µs per frame in the steady window.
+    With `per_thread` (a dict), also each thread group's CPU µs and context
+    switches per frame in the window, appended to per_thread[group]."""
     srv = Server(kind, bins, name, endpoints=endpoints)
     pid = srv.proc.pid
+    snap = lambda: (cpu_secs(pid), threads(pid))  # noqa: E731
     try:
         summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"cpu-{rep}.json"), load_args(CPU_LIKES),
-                             [("a", WINDOW[0], lambda: cpu_secs(pid)),
-                              ("b", WINDOW[1], lambda: cpu_secs(pid))])
+                             [("a", WINDOW[0], snap), ("b", WINDOW[1], snap)])
     finally:
         srv.close()
-    (ta, ca), (tb, cb) = s["a"], s["b"]
-    frames = frames_between(summary, ta, tb)
-    us = (cb - ca) * 1e6 / max(frames, 1.0)
+    (ta, (ca, tha)), (tb, (cb, thb)) = s["a"], s["b"]
+    frames = max(frames_between(summary, ta, tb), 1.0)
+    us = (cb - ca) * 1e6 / frames
     ok, p99 = healthy(summary)
     print(f"  {label}: {frames / (tb - ta):,.0f} frames/s, {cb - ca:.2f} CPU-s in {tb - ta:.1f} s "
           f"= {us:.1f} µs/frame; ack p99 {p99:.1f} ms{'' if ok else ' (NOT healthy)'}")
+    if per_thread is not None:
+        for group, (cpu, vol, invol) in thb.items():
+            a = tha.get(group, [0.0, 0, 0])
+            per_thread.setdefault(group, []).append({
+                "cpu_us_per_frame": (cpu - a[0]) * 1e6 / frames,
+                "switches_per_1k_frames": ((vol - a[1]) + (invol - a[2])) * 1000 / frames,
+                "involuntary_per_1k_frames": (invol - a[2]) * 1000 / frames,
+            })
     return us
 
 
@@ -242,10 +277,12 @@ def front_door(bins, reps, quick):
                        "lead_per_room_s": LEAD, "like_taps_per_room_s": CPU_LIKES,
                        "window_s": list(WINDOW)}}
     per = {"engine": [], "peer": []}
+    threads_of = {"engine": {}, "peer": {}}
     for rep in range(reps):
         for kind in ("peer", "engine"):
             step(f"front door, rep {rep + 1}/{reps}: {kind}")
-            per[kind].append(cpu_per_frame(bins, kind, f"front-{kind}", rep, kind))
+            per[kind].append(cpu_per_frame(bins, kind, f"front-{kind}", rep, kind,
+                                           per_thread=threads_of[kind]))
     # The engine with one QUIC endpoint per core (SO_REUSEPORT) instead of
     # the default one, same load: what several endpoints change.
     many = max(2, os.cpu_count() or 2)
@@ -259,6 +296,13 @@ def front_door(bins, reps, quick):
     out["cpu_us_per_frame"]["engine_n_endpoints"] = {"runs": with_many, "median": statistics.median(with_many)}
     out["engine_endpoints"] = many
     out["ratio_peer_over_engine"] = med["peer"] / med["engine"]
+    # Where each server's CPU and wake-ups go, per thread group (medians of
+    # the runs): the split docs/TUNING.md reads ("Where a frame's CPU goes").
+    out["threads"] = {
+        kind: {group: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+               for group, runs in groups.items()}
+        for kind, groups in threads_of.items()
+    }
 
     ladder = LADDER_LIKES[:2] if quick else LADDER_LIKES
     sustained = {}
@@ -546,6 +590,15 @@ def table(r):
     out = ["", "  ".join(h.ljust(n) for h, n in zip(head, w))]
     for row in rows:
         out.append("  ".join(str(v).ljust(n) for v, n in zip(row, w)))
+    if fd and fd.get("threads"):
+        out += ["", "front door per thread group (medians): CPU µs per frame, context switches per 1,000 "
+                    "frames (involuntary)"]
+        for kind in ("engine", "peer"):
+            for group, t in sorted(fd["threads"][kind].items(), key=lambda x: -x[1]["cpu_us_per_frame"]):
+                if t["cpu_us_per_frame"] < 0.05 and t["switches_per_1k_frames"] < 1:
+                    continue
+                out.append(f"  {kind:6}  {group:22} {t['cpu_us_per_frame']:6.1f} µs  "
+                           f"{t['switches_per_1k_frames']:7.0f} ({t['involuntary_per_1k_frames']:.0f})")
     return "\n".join(out)
 
 
