@@ -431,6 +431,10 @@ impl Default for ServerConfig {
     }
 }
 
+/// Longest `server.like_pace_ms` accepted (clients may cap what they
+/// follow at this).
+pub const MAX_LIKE_PACE_MS: u32 = 60_000;
+
 /// `[tickets]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -914,7 +918,8 @@ impl Config {
         if self.server.max_streams_per_connection == 0 {
             return bad("server.max_streams_per_connection must be at least 1");
         }
-        if self.server.like_pace_ms > 60_000 || self.server.overload_lateness_ms > 60_000 {
+        if self.server.like_pace_ms > MAX_LIKE_PACE_MS || self.server.overload_lateness_ms > 60_000
+        {
             return bad(
                 "server.like_pace_ms and server.overload_lateness_ms must be at most 60000",
             );

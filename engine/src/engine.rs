@@ -399,13 +399,6 @@ impl Engine {
             next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 32),
             routing,
             like_pace_ms: std::sync::atomic::AtomicU32::new(0),
-            pacer: gate::pace::Pacer::new(
-                Duration::from_millis(cfg.server.overload_lateness_ms.into()),
-                cfg.server.overload_busy_percent.saturating_mul(10),
-                cfg.server.like_pace_ms,
-                gate::pace::CALM,
-            )
-            .cap_taps(cfg.guard.likes.viewer_per_sec),
         });
         tracing::info!(
             listen = %quic_addr,
@@ -416,7 +409,14 @@ impl Engine {
             "roomgate running"
         );
         tracing::info!(endpoints = endpoints.len(), addr = %quic_addr, "QUIC endpoints bound");
-        let gate = tokio::spawn(gate::serve_all(endpoints, ctx.clone()));
+        let pacer = gate::pace::Pacer::new(
+            Duration::from_millis(cfg.server.overload_lateness_ms.into()),
+            cfg.server.overload_busy_percent.saturating_mul(10),
+            cfg.server.like_pace_ms,
+            gate::pace::CALM,
+        )
+        .cap_taps(cfg.guard.likes.viewer_per_sec);
+        let gate = tokio::spawn(gate::serve_all(endpoints, ctx.clone(), pacer));
         Ok(Engine {
             metrics,
             shards,

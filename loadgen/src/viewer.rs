@@ -63,8 +63,6 @@ const QUEUE: usize = 32;
 /// Most taps in one `Like` frame: the engine's default frame limit
 /// (`wire::Limits::max_like_count`, checked by a test).
 const MAX_LIKE_COUNT: u32 = 1_000;
-/// Longest like pace followed (the engine's `server.like_pace_ms` cap).
-const MAX_LIKE_PACE_MS: u32 = 60_000;
 /// Bound on connect + `Hello` + `Welcome`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the server to close the connection after `Bye`.
@@ -1479,8 +1477,9 @@ async fn read_loop(
                 if n.kind == NoticeKind::TicketExpiring as u8 {
                     let _ = refresh.send(());
                 } else if n.kind == NoticeKind::LikePace as u8 {
-                    acks.like_pace_ms
-                        .store(n.value.min(MAX_LIKE_PACE_MS), Relaxed);
+                    // At most the engine's own cap on the pace.
+                    let pace = n.value.min(roomgate::config::MAX_LIKE_PACE_MS);
+                    acks.like_pace_ms.store(pace, Relaxed);
                     acks.wake.notify_one();
                 }
             }
@@ -1507,7 +1506,10 @@ mod tests {
     fn held_likes_fit_the_engines_frame_limits() {
         let limits = roomgate::wire::Limits::default();
         assert_eq!(MAX_LIKE_COUNT, limits.max_like_count);
-        assert!(MAX_LIKE_PACE_MS >= roomgate::config::Config::default().server.like_pace_ms);
+        assert!(
+            roomgate::config::MAX_LIKE_PACE_MS
+                >= roomgate::config::Config::default().server.like_pace_ms
+        );
     }
 
     #[test]

@@ -1006,7 +1006,7 @@ impl Session {
                 self.last_like_ms = now;
                 self.pending_likes = self.pending_likes.saturating_add(count);
                 self.follow_pace();
-                self.flush_likes();
+                self.flush_likes_at(now);
             }
             ClientFrame::Lead(lead) => {
                 self.counts[2] += 1;
@@ -1159,6 +1159,11 @@ impl Session {
     /// and while the shard is under pressure (they go in one frame later:
     /// likes are what an overloaded engine coalesces first).
     fn flush_likes(&mut self) {
+        self.flush_likes_at(crate::now_ms());
+    }
+
+    /// [`Session::flush_likes`] at `now_ms` (Unix ms, already read).
+    fn flush_likes_at(&mut self, now_ms: i64) {
         if self.pending_likes == 0 {
             return;
         }
@@ -1167,8 +1172,7 @@ impl Session {
             self.retry_likes_later();
             return;
         }
-        let spread_ms =
-            (crate::now_ms() - self.pending_since_ms).clamp(0, i64::from(u32::MAX)) as u32;
+        let spread_ms = (now_ms - self.pending_since_ms).clamp(0, i64::from(u32::MAX)) as u32;
         let env = self.envelope(EventKind::Like {
             count: self.pending_likes,
             spread_ms,

@@ -76,9 +76,6 @@ pub struct GateCtx {
     /// The interval like senders are asked to keep now, ms (0 = none):
     /// set by [`pace::run`], told to each session at its next like.
     pub like_pace_ms: AtomicU32,
-    /// When like senders are paced (`server.overload_lateness_ms`,
-    /// `server.overload_busy_percent`, `server.like_pace_ms`).
-    pub pacer: pace::Pacer,
 }
 
 impl GateCtx {
@@ -210,14 +207,16 @@ fn admit(incoming: quinn::Incoming, ctx: &Arc<GateCtx>, tasks: &mut JoinSet<()>)
     }
 }
 
-/// [`serve`] on every endpoint; returns when all of them are done.
-pub async fn serve_all(endpoints: Vec<quinn::Endpoint>, ctx: Arc<GateCtx>) {
+/// [`serve`] on every endpoint, and `pacer` deciding when like senders are
+/// paced (`server.overload_lateness_ms`, `server.overload_busy_percent`,
+/// `server.like_pace_ms`); returns when every endpoint is done.
+pub async fn serve_all(endpoints: Vec<quinn::Endpoint>, ctx: Arc<GateCtx>, pacer: pace::Pacer) {
     let mut all = JoinSet::new();
     for ep in endpoints {
         all.spawn(serve(ep, ctx.clone()));
     }
     // The lateness is measured (a gauge) even when pacing is off.
-    let pacer = tokio::spawn(pace::run(ctx.clone(), ctx.pacer.clone()));
+    let pacer = tokio::spawn(pace::run(ctx.clone(), pacer));
     while all.join_next().await.is_some() {}
     pacer.abort();
 }
