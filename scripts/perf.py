@@ -24,6 +24,12 @@ the median of REPS (default 3) repetitions; absolute figures are context.
               like storm), from /proc: the engine (real ClickHouse sink) and
               the peer (what quinn alone keeps per connection), ratio
               peer ÷ engine, and engine − peer (what roomgate adds).
+  pacing      (not in the default set: `--only pacing`) the front-door
+              load against the engine with like pacing on (its default)
+              and off, alternating: CPU per second, ack p99 and like frames
+              received, ratio paced ÷ unpaced; the pace over time and the
+              notices sent, from /metrics every 0.1 s. What pacing costs
+              and does at a load the engine sustains (docs/TUNING.md).
 
 Writes build/perf/perf.json and prints a table. `--quick` runs one short
 repetition of each (a smoke test of the harness, not figures to quote).
@@ -40,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import DEV_ENV, die, fresh_dir, log_tail, start, stop, wait_http  # noqa: E402
@@ -104,7 +111,7 @@ def rss_bytes(pid):
 class Server:
     """The engine (null sink or real ClickHouse) or the bare peer."""
 
-    def __init__(self, kind, bins, name, clickhouse=None, endpoints=None):
+    def __init__(self, kind, bins, name, clickhouse=None, endpoints=None, pace=False):
         self.kind = kind
         self.dir = os.path.join(WORK, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -119,10 +126,12 @@ class Server:
             with open(os.path.join(ROOT, "loadgen", "engine-loadtest.toml")) as f:
                 text = f.read()
             # The bare peer does not pace likes: neither does the engine
-            # here, so both receive the same frames (docs/TUNING.md).
-            text = text.replace("[server]\n", "[server]\nlike_pace_ms = 0\n", 1)
-            if "like_pace_ms = 0" not in text:
+            # here, so both receive the same frames (docs/TUNING.md); the
+            # pacing part turns it back on (the engine's default).
+            if "[server]\n" not in text:
                 die("perf: engine-loadtest.toml has no [server] table")
+            if not pace:
+                text = text.replace("[server]\n", "[server]\nlike_pace_ms = 0\n", 1)
             text += "\n# make perf: the rooms' chat cap lifted (the load is legitimate)\n"
             for room in range(1, ROOMS + 1):
                 text += f"[[rooms]]\nid = {room}\nchat_per_sec = 1000000\n"
@@ -501,6 +510,85 @@ def memory(bins, reps, quick, clickhouse_url):
     return out
 
 
+def metric_values(admin, names):
+    """The values of the series `names` (with their labels, as written) on
+    the engine's /metrics."""
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in names:
+            out[parts[0]] = float(parts[1])
+    return out
+
+
+PACE_METRICS = ("roomgate_like_pace_ms", "roomgate_like_pace_notices_total", "roomgate_io_busy_permille")
+LIKE_FRAMES = 'roomgate_frames_total{kind="like"}'
+
+
+def pacing_run(bins, rep, paced):
+    """One engine at the front-door load, pacing on or off: CPU per second
+    and like frames received in the steady window, ack p99, and (paced) the
+    pace over time and the notices sent."""
+    label = "paced" if paced else "unpaced"
+    srv = Server("engine", bins, f"pacing-{label}", pace=paced)
+    pid = srv.proc.pid
+    t0 = time.time()
+    seen = []  # (s since start, {metric: value}) every 0.1 s
+
+    def sample():
+        try:
+            seen.append((time.time() - t0, metric_values(srv.admin, PACE_METRICS)))
+        except OSError:
+            pass
+        return 0
+    snap = lambda: (cpu_secs(pid), metric_values(srv.admin, (LIKE_FRAMES,)))  # noqa: E731
+    try:
+        summary, s = loadgen(bins, srv, os.path.join(srv.dir, f"pacing-{rep}.json"), load_args(CPU_LIKES),
+                             [("a", WINDOW[0], snap), ("b", WINDOW[1], snap), ("metrics", None, sample)])
+    finally:
+        srv.close()
+    (ta, (ca, la)), (tb, (cb, lb)) = s["a"], s["b"]
+    ok, p99 = healthy(summary)
+    likes = (lb.get(LIKE_FRAMES, 0) - la.get(LIKE_FRAMES, 0)) / (tb - ta)
+    run = {"cpu_s_per_s": (cb - ca) / (tb - ta), "ack_p99_ms": p99, "healthy": ok,
+           "like_frames_per_s": likes, "viewers": summary["connections"]["viewers_connected"]}
+    if paced:
+        # The pace's changes over the run (s since the engine started, ms).
+        changes, last = [], None
+        for t, m in seen:
+            pace = m.get("roomgate_like_pace_ms")
+            if pace is not None and pace != last:
+                changes.append([round(t, 1), pace])
+                last = pace
+        run["pace_changes"] = changes
+        run["notices"] = max((m.get("roomgate_like_pace_notices_total", 0) for _, m in seen), default=0)
+        run["busy_permille_max_in_window"] = max(
+            (m.get("roomgate_io_busy_permille", 0) for t, m in seen if ta <= t <= tb), default=0)
+    print(f"  {label}: {run['cpu_s_per_s']:.3f} CPU-s per s, {likes:,.0f} like frames/s received, "
+          f"ack p99 {p99:.1f} ms{'' if ok else ' (NOT healthy)'}"
+          + (f"; pace {run['pace_changes']}, {run['notices']:,.0f} notices" if paced else ""))
+    return run
+
+
+def pacing(bins, reps):
+    runs = {"unpaced": [], "paced": []}
+    for rep in range(reps):
+        order = (False, True) if rep % 2 == 0 else (True, False)
+        for paced in order:
+            step(f"pacing, rep {rep + 1}/{reps}: like pacing {'on' if paced else 'off'}")
+            runs["paced" if paced else "unpaced"].append(pacing_run(bins, rep, paced))
+    out = {"offered": {"rooms": ROOMS, "viewers_per_room": VIEWERS_PER_ROOM, "like_taps_per_room_s": CPU_LIKES,
+                       "window_s": list(WINDOW)}, "runs": runs}
+    for kind, rs in runs.items():
+        out[kind] = {key: statistics.median(r[key] for r in rs)
+                     for key in ("cpu_s_per_s", "ack_p99_ms", "like_frames_per_s")}
+    out["notices_per_viewer"] = statistics.median(r["notices"] / max(r["viewers"], 1) for r in runs["paced"])
+    out["ratio_paced_over_unpaced_cpu"] = out["paced"]["cpu_s_per_s"] / out["unpaced"]["cpu_s_per_s"]
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
@@ -539,6 +627,8 @@ def main():
             result["guard"] = guard(args.quick)
         if "memory" in parts:
             result["memory"] = memory(args.bin_dir, reps, args.quick, ch_url)
+        if "pacing" in parts:
+            result["pacing"] = pacing(args.bin_dir, reps)
     finally:
         if needs_ch:
             subprocess.run(ch + ["down"], env=ch_env, stdout=subprocess.DEVNULL)
@@ -585,6 +675,15 @@ def table(r):
             rows.append((name, f"{e / 1024:.1f}", f"{pe / 1024:.1f}", f"{pe / e:.2f}" if e > 0 else "-", target))
             # The peer is quinn alone: the difference is what roomgate adds.
             rows.append(("  engine − peer: what roomgate adds", f"{(e - pe) / 1024:.1f}", "", "", ""))
+    pc = r.get("pacing")
+    if pc:
+        rows.append(("pacing: engine CPU-s per s, paced vs not", f"{pc['paced']['cpu_s_per_s']:.3f}",
+                     f"{pc['unpaced']['cpu_s_per_s']:.3f}", f"{pc['ratio_paced_over_unpaced_cpu']:.2f}", ""))
+        rows.append(("  ack p99 ms, paced vs not", f"{pc['paced']['ack_p99_ms']:.1f}",
+                     f"{pc['unpaced']['ack_p99_ms']:.1f}", "", ""))
+        rows.append(("  like frames/s received, paced vs not", f"{pc['paced']['like_frames_per_s']:,.0f}",
+                     f"{pc['unpaced']['like_frames_per_s']:,.0f}", "", ""))
+        rows.append(("  notices per viewer (paced)", f"{pc['notices_per_viewer']:.1f}", "", "", ""))
     w = [44, 12, 12, 8, 8]
     head = ("figure", "roomgate", "peer", "ratio", "target")
     out = ["", "  ".join(h.ljust(n) for h, n in zip(head, w))]
