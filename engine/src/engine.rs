@@ -175,6 +175,7 @@ impl Engine {
                 max_bytes: cfg.storage.max_bytes,
                 max_group_bytes: cfg.storage.max_group_bytes,
                 group_commit: std::time::Duration::from_micros(cfg.storage.group_commit_us),
+                preallocate: cfg.storage.preallocate,
             },
             metrics.clone(),
         )

@@ -342,6 +342,7 @@ async fn engine(
             max_bytes: storage.max_bytes,
             max_group_bytes: storage.max_group_bytes,
             group_commit: std::time::Duration::from_micros(storage.group_commit_us),
+            preallocate: storage.preallocate,
         },
         metrics.clone(),
     )

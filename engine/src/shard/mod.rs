@@ -661,6 +661,7 @@ mod tests {
                 max_bytes: 1 << 30,
                 max_group_bytes: 1 << 20,
                 group_commit: Duration::ZERO,
+                preallocate: true,
             },
             metrics.clone(),
         )

@@ -731,6 +731,17 @@ pub enum Scan<'a> {
     },
 }
 
+/// True when every byte of `buf` is zero (a preallocated, unwritten
+/// region of a segment).
+pub fn all_zero(buf: &[u8]) -> bool {
+    let words = buf.chunks_exact(8);
+    let rest = words.remainder();
+    words
+        .map(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")))
+        .all(|w| w == 0)
+        && rest.iter().all(|&b| b == 0)
+}
+
 /// Walk the records of `buf`, whose previous record had LSN `after`.
 /// A record must have a larger LSN than the one before it; corruption in
 /// the middle is skipped by looking for the next valid record.
@@ -756,6 +767,12 @@ pub fn scan(buf: &[u8], after: u64) -> impl Iterator<Item = Scan<'_>> {
                 return Some(Scan::Tail { at });
             }
             _ => {}
+        }
+        // Zeros to the end (a preallocated segment's unwritten rest): no
+        // record can start in them, so do not look at every offset.
+        if all_zero(&buf[at..]) {
+            done = true;
+            return Some(Scan::Tail { at });
         }
         // Resynchronise: the next offset holding a valid, later record.
         let next = (at + 1..buf.len())

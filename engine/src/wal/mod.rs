@@ -103,6 +103,9 @@ pub struct LogSettings {
     /// arrive meanwhile join the next fsync. Bounds the fsync rate (and its
     /// CPU) under load at the price of at most this much added ack latency.
     pub group_commit: Duration,
+    /// Write zeros ahead of the log's write position, so a group's fsync
+    /// does not also write the file's size ([`store::ZERO_AHEAD`]).
+    pub preallocate: bool,
 }
 
 struct Shared {
@@ -144,9 +147,12 @@ pub fn start(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(LogHandle, Recovery, OpenStats, std::thread::JoinHandle<()>)> {
     let mut recovery = Recovery::default();
-    let (log, stats) = Log::open(&settings.dir, settings.segment_bytes, |lsn, e| {
-        recovery.observe(lsn, e)
-    })?;
+    let (log, stats) = Log::open(
+        &settings.dir,
+        settings.segment_bytes,
+        settings.preallocate,
+        |lsn, e| recovery.observe(lsn, e),
+    )?;
     let recovery = recovery.finish();
     let (durable_tx, _) = watch::channel(log.durable_lsn());
     let shared = Arc::new(Shared {
@@ -468,6 +474,14 @@ impl LogThread {
         if rows_empty {
             for tx in self.barriers.drain(..) {
                 let _ = tx.send(());
+            }
+        }
+        // After the acks: the zeros the next groups are written into.
+        // Failing here loses nothing (the next group extends the file as
+        // an append would); a full disk shows in that group's write.
+        if bytes > 0 {
+            if let Err(e) = self.log.zero_ahead() {
+                tracing::warn!(error = %e, dir = %self.settings.dir.display(), "cannot preallocate the log ahead of its writes");
             }
         }
     }

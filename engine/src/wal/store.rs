@@ -7,6 +7,14 @@
 //!   reuses an old token.
 //! - `<first_lsn:020>.seg`: segments. Only the last one is appended to;
 //!   a segment is deleted when every row in it is committed to ClickHouse.
+//!
+//! With preallocation (`storage.preallocate`, on by default) the log writes
+//! zeros up to [`ZERO_AHEAD`] bytes ahead of its write position, so the
+//! fsync after a group finds the file's blocks allocated and its size
+//! unchanged: `fdatasync` then writes the data and flushes, without
+//! writing the inode as it must after an append (what PostgreSQL's
+//! `wal_init_zero` does). A segment may therefore end in zeros: those are
+//! not records and not a torn tail, and opening the log cuts them off.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -59,10 +67,33 @@ pub struct Log {
     _lock: File,
     segments: Segments,
     file: File,
+    /// Where the next group is written in `file`.
+    offset: u64,
+    /// `file`'s length: zeros from `offset` to here (preallocation).
+    zeroed: u64,
+    /// Write zeros ahead of `offset` ([`Log::zero_ahead`]).
+    preallocate: bool,
     buf: Vec<u8>,
     next_lsn: u64,
     durable_lsn: u64,
     segment_bytes: u64,
+}
+
+/// How far ahead of its write position the log keeps zeros (at most to the
+/// segment's size). Measured on the build VM's ext4, 2 KB per fsync:
+/// appending 148 µs per `fdatasync` (68 µs CPU, 3.5 context switches),
+/// into zeros 93 µs (41 µs CPU, 2 switches). The zeros are written in the
+/// log thread after a group's acks are released, once per half of this.
+pub const ZERO_AHEAD: u64 = 1 << 20;
+
+/// Opened for writing at an offset (never `append`: the file may hold
+/// zeros past the last record).
+fn open_write(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .create(create)
+        .truncate(false)
+        .write(true)
+        .open(path)
 }
 
 fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
@@ -80,10 +111,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Log {
     /// Open (or create) the log in `dir`, calling `visit` for every valid
     /// entry in LSN order. A torn tail of the last segment is cut off;
-    /// corrupt regions elsewhere are skipped and counted.
+    /// corrupt regions elsewhere are skipped and counted; zeros at the end
+    /// of a segment (preallocation) are cut off and not counted.
+    /// `preallocate`: see the module docs.
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
+        preallocate: bool,
         mut visit: impl FnMut(u64, Entry),
     ) -> io::Result<(Log, OpenStats)> {
         std::fs::create_dir_all(dir)?;
@@ -151,6 +185,11 @@ impl Log {
                         stats.corrupt_bytes += len as u64;
                         tracing::error!(segment = %path.display(), offset = at, bytes = len, after_lsn = last, "corrupt region in the log; skipped");
                     }
+                    // Preallocated and never written: not a record, not torn.
+                    Scan::Tail { at } if codec::all_zero(&bytes[at..]) => {
+                        keep = at as u64;
+                        tracing::debug!(segment = %path.display(), offset = at, bytes = bytes.len() - at, "preallocated end of a log segment cut off");
+                    }
                     Scan::Tail { at } if i + 1 == count => {
                         stats.torn_bytes += (bytes.len() - at) as u64;
                         keep = at as u64;
@@ -182,10 +221,10 @@ impl Log {
         // Always append to a fresh segment: the old last one may end in
         // bytes a reader already judged.
         let path = segment_path(dir, next_lsn);
-        let file = match segments.last() {
-            Some(s) if s.first_lsn == next_lsn => OpenOptions::new().append(true).open(&s.path)?,
+        let (file, offset) = match segments.last() {
+            Some(s) if s.first_lsn == next_lsn => (open_write(&s.path, false)?, s.bytes),
             _ => {
-                let f = OpenOptions::new().create(true).append(true).open(&path)?;
+                let f = open_write(&path, true)?;
                 sync_dir(dir)?;
                 segments.push(Segment {
                     first_lsn: next_lsn,
@@ -193,7 +232,7 @@ impl Log {
                     bytes: 0,
                     last_lsn: 0,
                 });
-                f
+                (f, 0)
             }
         };
         Ok((
@@ -203,6 +242,9 @@ impl Log {
                 _lock: lock,
                 segments: Arc::new(Mutex::new(segments)),
                 file,
+                offset,
+                zeroed: offset,
+                preallocate,
                 buf: Vec::with_capacity(1 << 20),
                 next_lsn,
                 durable_lsn: last,
@@ -247,9 +289,11 @@ impl Log {
         if self.buf.is_empty() {
             return Ok(self.durable_lsn);
         }
-        self.file.write_all(&self.buf)?;
+        self.file.write_all_at(&self.buf, self.offset)?;
         self.file.sync_data()?;
         let written = self.buf.len() as u64;
+        self.offset += written;
+        self.zeroed = self.zeroed.max(self.offset);
         self.buf.clear();
         self.durable_lsn = self.next_lsn - 1;
         let full = {
@@ -261,7 +305,9 @@ impl Log {
         };
         if full {
             let path = segment_path(&self.dir, self.next_lsn);
-            self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+            self.file = open_write(&path, true)?;
+            self.offset = 0;
+            self.zeroed = 0;
             sync_dir(&self.dir)?;
             lock(&self.segments).push(Segment {
                 first_lsn: self.next_lsn,
@@ -271,6 +317,23 @@ impl Log {
             });
         }
         Ok(self.durable_lsn)
+    }
+
+    /// With preallocation, write zeros ahead of the write position when
+    /// fewer than half of [`ZERO_AHEAD`] are left (never past the segment's
+    /// size). Not fsynced here: the next group's fsync carries them (that
+    /// one fsync also writes the new size). Call it between groups, after
+    /// their acks. Returns the bytes of zeros written.
+    pub fn zero_ahead(&mut self) -> io::Result<u64> {
+        let end = (self.offset + ZERO_AHEAD).min(self.segment_bytes);
+        if !self.preallocate || self.zeroed >= end || self.zeroed >= self.offset + ZERO_AHEAD / 2 {
+            return Ok(0);
+        }
+        let from = self.zeroed.max(self.offset);
+        let zeros = vec![0u8; (end - from) as usize];
+        self.file.write_all_at(&zeros, from)?;
+        self.zeroed = end;
+        Ok(end - from)
     }
 
     /// The last durable LSN.
@@ -362,7 +425,11 @@ impl Reader {
             if self.buf.len() < chunk {
                 self.buf.resize(chunk, 0);
             }
-            let n = file.read_at(&mut self.buf[..chunk], self.offset)?;
+            // Only what the log wrote and synced: past it the file may
+            // hold preallocated zeros, which are no use to look through.
+            let left = self.synced_bytes().saturating_sub(self.offset);
+            let want = chunk.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = file.read_at(&mut self.buf[..want], self.offset)?;
             let bytes = &self.buf[..n];
             let mut consumed = 0usize;
             let mut beyond = false;
@@ -405,6 +472,15 @@ impl Reader {
             }
         }
         Ok(seen)
+    }
+
+    /// The synced length of the segment being read (its file's length if
+    /// it is no longer listed).
+    fn synced_bytes(&self) -> u64 {
+        lock(&self.segments)
+            .iter()
+            .find(|s| s.first_lsn == self.seg_first)
+            .map_or(u64::MAX, |s| s.bytes)
     }
 
     fn next_segment(&mut self) -> bool {
@@ -465,7 +541,7 @@ mod tests {
 
     fn open(dir: &Path, seg: u64) -> (Log, OpenStats, Vec<(u64, Entry)>) {
         let mut seen = Vec::new();
-        let (log, stats) = Log::open(dir, seg, |l, e| seen.push((l, e))).unwrap();
+        let (log, stats) = Log::open(dir, seg, true, |l, e| seen.push((l, e))).unwrap();
         (log, stats, seen)
     }
 
@@ -492,10 +568,135 @@ mod tests {
     fn one_log_directory_serves_one_engine() {
         let dir = tmp();
         let (log, _, _) = open(&dir, 1 << 20);
-        let err = Log::open(&dir, 1 << 20, |_, _| {}).unwrap_err();
+        let err = Log::open(&dir, 1 << 20, true, |_, _| {}).unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");
         drop(log);
-        Log::open(&dir, 1 << 20, |_, _| {}).unwrap();
+        Log::open(&dir, 1 << 20, true, |_, _| {}).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The synced length of the log's last segment and its file's length.
+    fn last_segment_lengths(log: &Log) -> (u64, u64) {
+        let seg = lock(&log.segments).last().cloned().unwrap();
+        (seg.bytes, std::fs::metadata(&seg.path).unwrap().len())
+    }
+
+    #[test]
+    fn zeros_are_written_ahead_and_a_crash_leaves_them_as_no_torn_tail() {
+        let dir = tmp();
+        let (mut log, _, _) = open(&dir, 4 << 20);
+        for i in 1..=5 {
+            log.append(&like(i));
+        }
+        log.sync().unwrap();
+        assert_eq!(
+            log.zero_ahead().unwrap(),
+            ZERO_AHEAD,
+            "the first group is followed by zeros"
+        );
+        assert_eq!(log.zero_ahead().unwrap(), 0, "enough are left ahead");
+        let (synced, len) = last_segment_lengths(&log);
+        assert_eq!(len, synced + ZERO_AHEAD);
+        // Records written into the zeros; a reader stops at what is synced.
+        for i in 6..=9 {
+            log.append(&like(i));
+        }
+        log.sync().unwrap();
+        let (synced2, len2) = last_segment_lengths(&log);
+        assert!(synced2 > synced);
+        assert_eq!(
+            len2, len,
+            "a group written into zeros keeps the file's length"
+        );
+        let mut r = Reader::new(log.segments(), 1);
+        let mut got = Vec::new();
+        while r
+            .read(log.durable_lsn(), 1 << 20, |l, _| got.push(l))
+            .unwrap()
+            > 0
+        {}
+        assert_eq!(got, (1..=9).collect::<Vec<_>>());
+        assert_eq!(r.read(u64::MAX, 1 << 20, |l, _| got.push(l)).unwrap(), 0);
+        // Killed here: the segment ends in zeros.
+        drop(log);
+        let (mut log, stats, seen) = open(&dir, 4 << 20);
+        assert_eq!(room_ids(&seen), (1..=9).collect::<Vec<_>>());
+        assert_eq!((stats.torn_bytes, stats.corrupt_regions), (0, 0));
+        let first = seg_files(&dir)[0].clone();
+        assert_eq!(
+            std::fs::metadata(&first).unwrap().len(),
+            synced2,
+            "the zeros were cut off"
+        );
+        assert_eq!(log.append(&like(10)), 10);
+        log.sync().unwrap();
+        drop(log);
+        let (_, stats, seen) = open(&dir, 4 << 20);
+        assert_eq!(room_ids(&seen), (1..=10).collect::<Vec<_>>());
+        assert_eq!(stats.torn_bytes, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_record_torn_inside_the_zeros_is_a_torn_tail() {
+        let dir = tmp();
+        let (mut log, _, _) = open(&dir, 4 << 20);
+        for i in 1..=3 {
+            log.append(&like(i));
+        }
+        log.sync().unwrap();
+        log.zero_ahead().unwrap();
+        let (synced, len) = last_segment_lengths(&log);
+        drop(log);
+        // A fourth record, half written into the zeros when the machine died.
+        let mut half = Vec::new();
+        codec::append(&mut half, 4, &like(4));
+        let last = seg_files(&dir).pop().unwrap();
+        let f = OpenOptions::new().write(true).open(&last).unwrap();
+        f.write_all_at(&half[..half.len() / 2], synced).unwrap();
+        drop(f);
+        let (_, stats, seen) = open(&dir, 4 << 20);
+        assert_eq!(room_ids(&seen), vec![1, 2, 3]);
+        assert_eq!(
+            stats.torn_bytes,
+            len - synced,
+            "the half record and the zeros after it"
+        );
+        assert_eq!(stats.corrupt_regions, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn zeros_stop_at_the_segment_size_and_a_rolled_segment_gets_its_own() {
+        let dir = tmp();
+        let seg = ZERO_AHEAD + ZERO_AHEAD / 4;
+        let (mut log, _, _) = open(&dir, seg);
+        let mut i = 0;
+        while seg_files(&dir).len() < 2 {
+            i += 1;
+            log.append(&like(i));
+            log.sync().unwrap();
+            log.zero_ahead().unwrap();
+            let (_, len) = last_segment_lengths(&log);
+            assert!(
+                len <= seg.max(log.offset),
+                "zeros past the segment's size: {len}"
+            );
+        }
+        // The group that rolled was followed by zeros in the new segment.
+        let (synced, len) = last_segment_lengths(&log);
+        assert_eq!((synced, len), (0, ZERO_AHEAD));
+        log.append(&like(i + 1));
+        log.sync().unwrap();
+        assert_eq!(
+            last_segment_lengths(&log).1,
+            ZERO_AHEAD,
+            "written into the zeros"
+        );
+        drop(log);
+        let (_, stats, seen) = open(&dir, seg);
+        assert_eq!(room_ids(&seen), (1..=i + 1).collect::<Vec<_>>());
+        assert_eq!((stats.torn_bytes, stats.corrupt_regions), (0, 0));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -689,6 +890,9 @@ mod tests {
         },
         /// Everything up to this fraction of durable LSNs is committed.
         Commit(u8),
+        /// Zeros written ahead of the write position (the log thread does
+        /// this after a group's acks).
+        ZeroAhead,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -697,6 +901,7 @@ mod tests {
             3 => Just(Op::Sync),
             1 => any::<bool>().prop_map(|torn| Op::Crash { torn }),
             1 => (0u8..=100).prop_map(Op::Commit),
+            1 => Just(Op::ZeroAhead),
         ]
     }
 
@@ -727,13 +932,20 @@ mod tests {
                         acked.append(&mut buffered);
                     }
                     Op::Crash { torn } => {
+                        let (synced, _) = last_segment_lengths(&log);
                         drop(log);
                         if torn && !buffered.is_empty() {
+                            // Written where the next group goes: at the end
+                            // of the synced records (into zeros, if any). A
+                            // record whose last bytes are not zeros: one
+                            // whose missing bytes the zeros already hold is
+                            // whole on disk, not torn.
                             let mut half = Vec::new();
-                            codec::append(&mut half, buffered[0], &like(0));
+                            codec::append(&mut half, buffered[0], &like(0x0101_0101_0101));
+                            assert_ne!(half[half.len() - 3..], [0, 0, 0]);
                             let last = seg_files(&dir).pop().unwrap();
-                            let mut f = OpenOptions::new().append(true).open(&last).unwrap();
-                            f.write_all(&half[..half.len() - 3]).unwrap();
+                            let f = OpenOptions::new().write(true).open(&last).unwrap();
+                            f.write_all_at(&half[..half.len() - 3], synced).unwrap();
                         }
                         buffered.clear();
                         let (l, stats, seen) = open(&dir, 2048);
@@ -747,6 +959,9 @@ mod tests {
                         prop_assert!(lsns.windows(2).all(|w| w[0] < w[1]));
                         prop_assert!(lsns.iter().all(|l| acked.contains(l)), "an unsynced record came back");
                         prop_assert_eq!(stats.corrupt_regions, 0);
+                    }
+                    Op::ZeroAhead => {
+                        log.zero_ahead().unwrap();
                     }
                     Op::Commit(pct) => {
                         if let Some(&max) = acked.last() {
