@@ -773,7 +773,12 @@ impl Session {
     }
 
     fn envelope(&self, kind: EventKind) -> Envelope {
+        // Likes and the session's end are never answered (the shard keeps
+        // the session's replier from its `Join`): no reference-count
+        // round trip between this thread and the shard's per like frame.
+        let answered = !matches!(kind, EventKind::Like { .. } | EventKind::Leave { .. });
         Envelope {
+            reply: answered.then(|| self.replier.clone()),
             event: Event {
                 room_id: self.room_id,
                 viewer_id: self.viewer_id,
@@ -781,7 +786,6 @@ impl Session {
                 received_at_ms: crate::now_ms(),
                 kind,
             },
-            reply: Some(self.replier.clone()),
         }
     }
 
