@@ -321,7 +321,7 @@ pub struct StorageConfig {
     pub group_commit_us: u64,
     /// Write zeros up to 1 MiB ahead of the log's write position, so the
     /// fsync of a group writes the data and not the file's size as well
-    /// (faster and cheaper on ext4 and XFS). Turn it off on copy-on-write
+    /// (measured on ext4: BENCHMARKS.md). Turn it off on copy-on-write
     /// filesystems (btrfs, ZFS), where it only doubles the writes.
     /// Default true.
     pub preallocate: bool,

@@ -477,11 +477,12 @@ impl LogThread {
             }
         }
         // After the acks: the zeros the next groups are written into.
-        // Failing here loses nothing (the next group extends the file as
-        // an append would); a full disk shows in that group's write.
+        // Failing here loses nothing: every record written so far is
+        // synced, preallocation stays off (warned once) and groups are
+        // appended; a full disk shows in the next group's write.
         if bytes > 0 {
             if let Err(e) = self.log.zero_ahead() {
-                tracing::warn!(error = %e, dir = %self.settings.dir.display(), "cannot preallocate the log ahead of its writes");
+                tracing::warn!(error = %e, dir = %self.settings.dir.display(), "cannot preallocate the log ahead of its writes; appending from now on");
             }
         }
     }

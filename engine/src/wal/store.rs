@@ -80,10 +80,10 @@ pub struct Log {
 }
 
 /// How far ahead of its write position the log keeps zeros (at most to the
-/// segment's size). Measured on the build VM's ext4, 2 KB per fsync:
-/// appending 148 µs per `fdatasync` (68 µs CPU, 3.5 context switches),
-/// into zeros 93 µs (41 µs CPU, 2 switches). The zeros are written in the
-/// log thread after a group's acks are released, once per half of this.
+/// segment's size). One small durable group on the build VM's ext4: 90 µs
+/// into zeros against 126 µs appending (`cargo bench -p roomgate-benches
+/// --bench wal -- wal_durable`, BENCHMARKS.md). The zeros are written and
+/// synced by the log thread between groups, once per half of this.
 pub const ZERO_AHEAD: u64 = 1 << 20;
 
 /// Opened for writing at an offset (never `append`: the file may hold
@@ -185,8 +185,11 @@ impl Log {
                         stats.corrupt_bytes += len as u64;
                         tracing::error!(segment = %path.display(), offset = at, bytes = len, after_lsn = last, "corrupt region in the log; skipped");
                     }
-                    // Preallocated and never written: not a record, not torn.
-                    Scan::Tail { at } if codec::all_zero(&bytes[at..]) => {
+                    // The last segment's preallocated, never written rest:
+                    // not a record, not torn. (A sealed segment never ends
+                    // in zeros, which stop at its size: zeros there are
+                    // lost writes, reported below as a corrupt end.)
+                    Scan::Tail { at } if i + 1 == count && codec::all_zero(&bytes[at..]) => {
                         keep = at as u64;
                         tracing::debug!(segment = %path.display(), offset = at, bytes = bytes.len() - at, "preallocated end of a log segment cut off");
                     }
@@ -321,19 +324,38 @@ impl Log {
 
     /// With preallocation, write zeros ahead of the write position when
     /// fewer than half of [`ZERO_AHEAD`] are left (never past the segment's
-    /// size). Not fsynced here: the next group's fsync carries them (that
-    /// one fsync also writes the new size). Call it between groups, after
-    /// their acks. Returns the bytes of zeros written.
+    /// size), and sync them: their blocks and the new size are on disk
+    /// before the next group, whose fsync then writes only its records.
+    /// Call it between groups, after their acks (under load it runs in the
+    /// group-commit interval the log thread waits out anyway). Returns the
+    /// bytes of zeros written. After an error preallocation stays off:
+    /// groups are then appended, as without it.
     pub fn zero_ahead(&mut self) -> io::Result<u64> {
         let end = (self.offset + ZERO_AHEAD).min(self.segment_bytes);
         if !self.preallocate || self.zeroed >= end || self.zeroed >= self.offset + ZERO_AHEAD / 2 {
             return Ok(0);
         }
         let from = self.zeroed.max(self.offset);
-        let zeros = vec![0u8; (end - from) as usize];
-        self.file.write_all_at(&zeros, from)?;
+        let written = self
+            .write_zeros(from, end)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            self.preallocate = false;
+            return Err(e);
+        }
         self.zeroed = end;
         Ok(end - from)
+    }
+
+    fn write_zeros(&self, from: u64, end: u64) -> io::Result<()> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = from;
+        while at < end {
+            let n = (end - at).min(ZEROS.len() as u64);
+            self.file.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        Ok(())
     }
 
     /// The last durable LSN.
@@ -673,8 +695,10 @@ mod tests {
         let (mut log, _, _) = open(&dir, seg);
         let mut i = 0;
         while seg_files(&dir).len() < 2 {
-            i += 1;
-            log.append(&like(i));
+            for _ in 0..1_000 {
+                i += 1;
+                log.append(&like(i));
+            }
             log.sync().unwrap();
             log.zero_ahead().unwrap();
             let (_, len) = last_segment_lengths(&log);
@@ -683,6 +707,9 @@ mod tests {
                 "zeros past the segment's size: {len}"
             );
         }
+        // The sealed segment ends with its last record, not in zeros.
+        let sealed = lock(&log.segments)[0].clone();
+        assert_eq!(std::fs::metadata(&sealed.path).unwrap().len(), sealed.bytes);
         // The group that rolled was followed by zeros in the new segment.
         let (synced, len) = last_segment_lengths(&log);
         assert_eq!((synced, len), (0, ZERO_AHEAD));
@@ -697,6 +724,36 @@ mod tests {
         let (_, stats, seen) = open(&dir, seg);
         assert_eq!(room_ids(&seen), (1..=i + 1).collect::<Vec<_>>());
         assert_eq!((stats.torn_bytes, stats.corrupt_regions), (0, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn zeros_at_the_end_of_a_sealed_segment_are_reported_as_corrupt() {
+        let dir = tmp();
+        let (mut log, _, _) = open(&dir, 1 << 20);
+        for i in 1..=3 {
+            log.append(&like(i));
+        }
+        log.sync().unwrap();
+        drop(log);
+        // Reopened: appending goes to a new segment, the first is sealed.
+        drop(open(&dir, 1 << 20));
+        assert_eq!(seg_files(&dir).len(), 2);
+        // The sealed segment ends in zeros: writes the disk lost, not
+        // preallocation (which stops at a segment's size).
+        let first = seg_files(&dir)[0].clone();
+        let f = OpenOptions::new().write(true).open(&first).unwrap();
+        f.set_len(f.metadata().unwrap().len() + 4096).unwrap();
+        drop(f);
+        let (mut log, stats, seen) = open(&dir, 1 << 20);
+        assert_eq!(room_ids(&seen), vec![1, 2, 3]);
+        assert_eq!((stats.corrupt_regions, stats.corrupt_bytes), (1, 4096));
+        assert_eq!(stats.torn_bytes, 0);
+        log.append(&like(4));
+        log.sync().unwrap();
+        drop(log);
+        let (_, _, seen) = open(&dir, 1 << 20);
+        assert_eq!(room_ids(&seen), vec![1, 2, 3, 4]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -913,9 +970,17 @@ mod tests {
         /// (acknowledged) record that was not committed-and-deleted, exactly
         /// once, in LSN order; nothing unsynced is ever acknowledged.
         #[test]
-        fn acknowledged_records_survive_crashes_exactly_once(ops in proptest::collection::vec(op(), 1..60)) {
+        fn acknowledged_records_survive_crashes_exactly_once(
+            ops in proptest::collection::vec(op(), 1..60),
+            preallocate in any::<bool>(),
+        ) {
             let dir = tmp();
-            let (mut log, _, _) = open(&dir, 2048);
+            let reopen = |dir: &Path| {
+                let mut seen = Vec::new();
+                let (log, stats) = Log::open(dir, 2048, preallocate, |l, e| seen.push((l, e))).unwrap();
+                (log, stats, seen)
+            };
+            let (mut log, _, _) = reopen(&dir);
             let mut acked: Vec<u64> = Vec::new();
             let mut buffered: Vec<u64> = Vec::new();
             let mut committed_below = 0u64;
@@ -948,7 +1013,7 @@ mod tests {
                             f.write_all_at(&half[..half.len() - 3], synced).unwrap();
                         }
                         buffered.clear();
-                        let (l, stats, seen) = open(&dir, 2048);
+                        let (l, stats, seen) = reopen(&dir);
                         log = l;
                         let lsns: Vec<u64> = seen.iter().map(|(l, _)| *l).collect();
                         let expect: Vec<u64> = acked.iter().copied().filter(|l| *l >= committed_below).collect();
