@@ -30,6 +30,13 @@ the median of REPS (default 3) repetitions; absolute figures are context.
               received, ratio paced ÷ unpaced; the pace over time and the
               notices sent, from /metrics every 0.1 s. What pacing costs
               and does at a load the engine sustains (docs/TUNING.md).
+  profile     (not in the default set: `--only profile`; needs `perf`,
+              Debian's linux-perf) `perf record` of the engine and of the
+              peer over the front-door load's steady window, split into
+              what the engine does that the peer does not: the guard, the
+              rest of the shard workers, the log thread, waking and
+              switching threads, QUIC and the sessions; µs per frame each,
+              and the guard's share of the gap.
 
 Writes build/perf/perf.json and prints a table. `--quick` runs one short
 repetition of each (a smoke test of the harness, not figures to quote).
@@ -38,6 +45,8 @@ repetition of each (a smoke test of the harness, not figures to quote).
 import argparse
 import datetime
 import glob
+import re
+import shutil
 import json
 import os
 import platform
@@ -589,6 +598,87 @@ def pacing(bins, reps):
     return out
 
 
+# Kernel symbols where a cpu-clock sample lands when interrupts come back on
+# after a context switch or a wake-up: the cost of handing work between
+# threads, whichever thread pays it.
+SCHED_SYMBOLS = {"finish_task_switch.isra.0", "finish_task_switch", "_raw_spin_unlock_irqrestore",
+                 "__schedule", "schedule", "try_to_wake_up"}
+PROFILE_HZ = 2999
+PROFILE_PARTS = (
+    ("guard", "the guard's decisions (roomgate::guard, its term matcher)"),
+    ("shard", "shard workers besides the guard: queues, rows, acks handed to the log"),
+    ("log", "log thread: encoding, writes, fsyncs (I/O exits of the VM included)"),
+    ("sched", "waking and switching threads (kernel, every thread)"),
+    ("gate", "the server's own code on the io threads: sessions, frames, acks (roomgate::, roomgate_peer::)"),
+    ("io", "the rest of the io threads: QUIC, TLS, tokio, UDP, allocator, kernel"),
+)
+
+
+def profile_part(comm, sym):
+    if "roomgate::guard::" in sym or sym.startswith("aho_corasick"):
+        return "guard"
+    if sym in SCHED_SYMBOLS:
+        return "sched"
+    if comm.startswith("roomgate-shard"):
+        return "shard"
+    if comm.startswith("roomgate-log"):
+        return "log"
+    if sym.startswith(("roomgate::", "roomgate_peer::", "<roomgate::", "<roomgate_peer::")):
+        return "gate"
+    return "io"
+
+
+def profile_run(bins, kind):
+    """`perf record` of one server over the steady window: µs per frame
+    per part, and the top symbols."""
+    srv = Server(kind, bins, f"profile-{kind}")
+    data = os.path.join(srv.dir, "perf.data")
+    secs = WINDOW[1] - WINDOW[0]
+
+    def record():
+        subprocess.run(["perf", "record", "-F", str(PROFILE_HZ), "-o", data, "-p", str(srv.proc.pid),
+                        "--", "sleep", str(secs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.time()
+    try:
+        summary, _ = loadgen(bins, srv, os.path.join(srv.dir, "profile.json"), load_args(CPU_LIKES),
+                             [("perf", WINDOW[0], record)])
+    finally:
+        srv.close()
+    frames = max(frames_between(summary, WINDOW[0], WINDOW[1]), 1.0)
+    out = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "comm,sym", "--stdio",
+                          "-g", "none", "-F", "sample,comm,sym"], capture_output=True, text=True).stdout
+    parts = {name: 0.0 for name, _ in PROFILE_PARTS}
+    symbols = {}
+    line_re = re.compile(r"^\s*(\d+)\s+(\S+)\s+\[.\]\s+(.*?)\s*$")
+    for line in out.splitlines():
+        m = line_re.match(line)
+        if not m:
+            continue
+        us = int(m.group(1)) * 1e6 / PROFILE_HZ / frames
+        comm, sym = m.group(2), m.group(3)
+        parts[profile_part(comm, sym)] += us
+        symbols[sym] = symbols.get(sym, 0.0) + us
+    top = sorted(symbols.items(), key=lambda kv: -kv[1])[:15]
+    total = sum(parts.values())
+    print(f"  {kind}: {total:.1f} µs per frame sampled; " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
+    return {"us_per_frame": parts, "total": total, "top_symbols": [[k, v] for k, v in top]}
+
+
+def profile(bins):
+    if shutil.which("perf") is None:
+        print("  perf is not installed (apt install linux-perf): skipped")
+        return {"skipped": "perf not installed"}
+    out = {"hz": PROFILE_HZ, "window_s": list(WINDOW), "parts": dict(PROFILE_PARTS)}
+    for kind in ("peer", "engine"):
+        step(f"profile: perf record of the {kind} at the front-door load")
+        out[kind] = profile_run(bins, kind)
+    gap = out["engine"]["total"] - out["peer"]["total"]
+    out["gap_us_per_frame"] = gap
+    out["excess"] = {k: out["engine"]["us_per_frame"][k] - out["peer"]["us_per_frame"][k] for k, _ in PROFILE_PARTS}
+    out["guard_share_of_gap"] = out["excess"]["guard"] / gap if gap > 0 else None
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
@@ -629,6 +719,8 @@ def main():
             result["memory"] = memory(args.bin_dir, reps, args.quick, ch_url)
         if "pacing" in parts:
             result["pacing"] = pacing(args.bin_dir, reps)
+        if "profile" in parts:
+            result["profile"] = profile(args.bin_dir)
     finally:
         if needs_ch:
             subprocess.run(ch + ["down"], env=ch_env, stdout=subprocess.DEVNULL)
@@ -689,6 +781,13 @@ def table(r):
     out = ["", "  ".join(h.ljust(n) for h, n in zip(head, w))]
     for row in rows:
         out.append("  ".join(str(v).ljust(n) for v, n in zip(row, w)))
+    pf = r.get("profile")
+    if pf and "gap_us_per_frame" in pf:
+        out += ["", f"profile (perf record at {pf['hz']} Hz, steady window): µs per frame, engine − peer = "
+                    f"{pf['gap_us_per_frame']:.1f}; the guard is {100 * (pf['guard_share_of_gap'] or 0):.0f} % of it"]
+        for key, what in PROFILE_PARTS:
+            e, p = pf["engine"]["us_per_frame"][key], pf["peer"]["us_per_frame"][key]
+            out.append(f"  {e:6.2f} engine {p:6.2f} peer {e - p:+6.2f}  {what}")
     if fd and fd.get("threads"):
         out += ["", "front door per thread group (medians): CPU µs per frame, context switches per 1,000 "
                     "frames (involuntary)"]
