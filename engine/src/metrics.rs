@@ -462,6 +462,9 @@ pub struct Metrics {
     pub like_pace_ms: AtomicI64,
     /// `like_pace` notices sent.
     pub like_pace_notices: AtomicU64,
+    /// Like frames that came sooner than half the pace their session was
+    /// told after its previous one (clients that ignore `like_pace`).
+    pub like_frames_early: AtomicU64,
     /// Session tickets renewed by a `Refresh` frame.
     pub ticket_refreshes: AtomicU64,
     /// Connection closes by code.
@@ -532,6 +535,7 @@ impl Metrics {
             io_busy_permille: AtomicI64::new(0),
             like_pace_ms: AtomicI64::new(0),
             like_pace_notices: AtomicU64::new(0),
+            like_frames_early: AtomicU64::new(0),
             handshakes_in_progress: AtomicI64::new(0),
             ticket_refreshes: AtomicU64::new(0),
             closes: Default::default(),
@@ -876,6 +880,12 @@ impl Metrics {
                 "counter",
                 "like_pace notices sent (pacing on or off, one per session that sent a like meanwhile).",
                 self.like_pace_notices.load(Relaxed) as i64,
+            ),
+            (
+                "roomgate_like_frames_early_total",
+                "counter",
+                "Like frames that came sooner than half the pace their session was told after its previous like frame: clients that ignore like_pace (they are still served).",
+                self.like_frames_early.load(Relaxed) as i64,
             ),
         ] {
             head(&mut s, name, kind, help);

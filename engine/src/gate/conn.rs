@@ -552,7 +552,7 @@ async fn session(
         pending_likes: 0,
         pending_since_ms: 0,
         likes_retry_at: None,
-        counts: [0; 4],
+        counts: [0; 5],
         expires_at: claims.expires_at,
         notice_at: None,
         expiry: tokio::time::Instant::now(),
@@ -660,6 +660,14 @@ fn paced_span_ms(told_ms: u32, last_ms: i64, now_ms: i64) -> i64 {
         .max(0)
 }
 
+/// A like frame at `now_ms` from a session told the pace `told_ms` whose
+/// previous like frame came at `last_ms` ignored the pace: it came sooner
+/// than half of it (the half leaves room for a client's timer and the
+/// network bunching frames). Not when unpaced.
+fn early_like(told_ms: u32, last_ms: i64, now_ms: i64) -> bool {
+    told_ms > 0 && now_ms.saturating_sub(last_ms) < i64::from(told_ms / 2)
+}
+
 /// What a frame left for the frame loop.
 enum Then {
     /// Read on.
@@ -683,9 +691,10 @@ struct Session {
     pending_since_ms: i64,
     /// Held taps are offered to the shard again at this time.
     likes_retry_at: Option<tokio::time::Instant>,
-    /// Frames (chat, like, lead) and like taps read since the counters
-    /// were last published: one atomic add per kind per read, not per frame.
-    counts: [u64; 4],
+    /// Frames (chat, like, lead), like taps and like frames that ignored
+    /// the pace ([`early_like`]) read since the counters were last
+    /// published: one atomic add per kind per read, not per frame.
+    counts: [u64; 5],
     /// The ticket's expiry (Unix s): the session ends then unless a
     /// `Refresh` moved it.
     expires_at: u64,
@@ -1003,6 +1012,7 @@ impl Session {
                 self.counts[1] += 1;
                 self.counts[3] += u64::from(count);
                 let now = crate::now_ms();
+                self.counts[4] += u64::from(early_like(self.told_pace_ms, self.last_like_ms, now));
                 if self.pending_likes == 0 {
                     self.pending_since_ms =
                         now - paced_span_ms(self.told_pace_ms, self.last_like_ms, now);
@@ -1063,13 +1073,16 @@ impl Session {
 
     /// Publish the frame counts gathered since the last call.
     fn flush_counts(&mut self) {
-        let [chat, like, lead, taps] = std::mem::take(&mut self.counts);
+        let [chat, like, lead, taps, early] = std::mem::take(&mut self.counts);
         let m = &self.ctx.metrics;
         m.frames(Kind::Chat, chat);
         m.frames(Kind::Like, like);
         m.frames(Kind::Lead, lead);
         if taps > 0 {
             m.like_taps.fetch_add(taps, Ordering::Relaxed);
+        }
+        if early > 0 {
+            m.like_frames_early.fetch_add(early, Ordering::Relaxed);
         }
     }
 
@@ -1253,6 +1266,19 @@ mod tests {
             paced_span_ms(u32::MAX, i64::MIN, i64::MAX),
             i64::from(u32::MAX)
         );
+    }
+
+    #[test]
+    fn a_like_frame_sooner_than_half_the_told_pace_ignored_it() {
+        // Not paced: never early.
+        assert!(!early_like(0, 5_000, 5_000));
+        // Paced at 300 ms: early under 150 ms after the previous frame.
+        assert!(early_like(300, 4_900, 5_000));
+        assert!(!early_like(300, 4_850, 5_000));
+        assert!(!early_like(300, 1_000, 5_000));
+        // The clock stepped back: early (the frame is not late, at least).
+        assert!(early_like(300, 6_000, 5_000));
+        assert!(!early_like(u32::MAX, i64::MIN, i64::MAX));
     }
 
     #[test]

@@ -99,6 +99,13 @@ async fn like_senders_are_paced_while_the_io_runtime_runs_late() {
     );
     let (_, m) = admin(engine.admin_addr(), "GET", "/metrics", None, "").await;
     assert_eq!(metric(&m, "roomgate_like_pace_ms "), 0);
+    // The tapper kept sending every 100 ms while told 300 (at least one
+    // 5 s calm): those frames ignored the pace, and are counted.
+    assert!(
+        metric(&m, "roomgate_like_frames_early_total ") >= 10,
+        "{}",
+        metric(&m, "roomgate_like_frames_early_total ")
+    );
     assert_eq!(
         metric(&m, "roomgate_like_pace_notices_total "),
         told.len() as i64
