@@ -34,9 +34,9 @@ the median of REPS (default 3) repetitions; absolute figures are context.
               Debian's linux-perf) `perf record` of the engine and of the
               peer over the front-door load's steady window, split into
               what the engine does that the peer does not: the guard, the
-              rest of the shard workers, the log thread, waking and
-              switching threads, QUIC and the sessions; µs per frame each,
-              and the guard's share of the gap.
+              rest of the shard workers, the log thread, switching threads,
+              QUIC and the sessions; µs per frame each, and the guard's
+              share of the gap.
 
 Writes build/perf/perf.json and prints a table. `--quick` runs one short
 repetition of each (a smoke test of the harness, not figures to quote).
@@ -601,21 +601,23 @@ def pacing(bins, reps):
 # Kernel symbols where a cpu-clock sample lands when interrupts come back on
 # after a context switch or a wake-up: the cost of handing work between
 # threads, whichever thread pays it.
-SCHED_SYMBOLS = {"finish_task_switch.isra.0", "finish_task_switch", "_raw_spin_unlock_irqrestore",
-                 "__schedule", "schedule", "try_to_wake_up"}
+# (`_raw_spin_unlock_irqrestore`, where wake-ups also land, is left to its
+# thread's part: device interrupts land there too.)
+SCHED_SYMBOLS = {"finish_task_switch.isra.0", "finish_task_switch", "__schedule", "schedule",
+                 "try_to_wake_up"}
 PROFILE_HZ = 2999
 PROFILE_PARTS = (
-    ("guard", "the guard's decisions (roomgate::guard, its term matcher)"),
+    ("guard", "the guard's own functions (roomgate::guard, its term matcher; what they inline or call counts as shard)"),
     ("shard", "shard workers besides the guard: queues, rows, acks handed to the log"),
     ("log", "log thread: encoding, writes, fsyncs (I/O exits of the VM included)"),
-    ("sched", "waking and switching threads (kernel, every thread)"),
+    ("sched", "switching threads in (kernel scheduler, every thread)"),
     ("gate", "the server's own code on the io threads: sessions, frames, acks (roomgate::, roomgate_peer::)"),
     ("io", "the rest of the io threads: QUIC, TLS, tokio, UDP, allocator, kernel"),
 )
 
 
 def profile_part(comm, sym):
-    if "roomgate::guard::" in sym or sym.startswith("aho_corasick"):
+    if "roomgate::guard::" in sym or "aho_corasick::" in sym:
         return "guard"
     if sym in SCHED_SYMBOLS:
         return "sched"
@@ -636,15 +638,24 @@ def profile_run(bins, kind):
     secs = WINDOW[1] - WINDOW[0]
 
     def record():
-        subprocess.run(["perf", "record", "-F", str(PROFILE_HZ), "-o", data, "-p", str(srv.proc.pid),
-                        "--", "sleep", str(secs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return time.time()
+        # cpu-clock: a fixed period of 1/PROFILE_HZ s of CPU per sample,
+        # which the µs figures below rely on (`cycles`, where the machine
+        # has counters, has an adaptive period).
+        c0 = cpu_secs(srv.proc.pid)
+        r = subprocess.run(["perf", "record", "-e", "cpu-clock", "-F", str(PROFILE_HZ), "-o", data,
+                            "-p", str(srv.proc.pid), "--", "sleep", str(secs)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return r.returncode, r.stderr[-2000:], cpu_secs(srv.proc.pid) - c0
     try:
-        summary, _ = loadgen(bins, srv, os.path.join(srv.dir, "profile.json"), load_args(CPU_LIKES),
+        summary, s = loadgen(bins, srv, os.path.join(srv.dir, "profile.json"), load_args(CPU_LIKES),
                              [("perf", WINDOW[0], record)])
     finally:
         srv.close()
-    frames = max(frames_between(summary, WINDOW[0], WINDOW[1]), 1.0)
+    # (The sampler notes the time it calls `record`: the window's start.)
+    start, (rc, err, cpu) = s["perf"]
+    if rc != 0:
+        die(f"perf: `perf record` failed ({rc}; as root, or lower kernel.perf_event_paranoid):\n{err}")
+    frames = max(frames_between(summary, start, start + secs), 1.0)
     out = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "comm,sym", "--stdio",
                           "-g", "none", "-F", "sample,comm,sym"], capture_output=True, text=True).stdout
     parts = {name: 0.0 for name, _ in PROFILE_PARTS}
@@ -660,8 +671,15 @@ def profile_run(bins, kind):
         symbols[sym] = symbols.get(sym, 0.0) + us
     top = sorted(symbols.items(), key=lambda kv: -kv[1])[:15]
     total = sum(parts.values())
-    print(f"  {kind}: {total:.1f} µs per frame sampled; " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
-    return {"us_per_frame": parts, "total": total, "top_symbols": [[k, v] for k, v in top]}
+    if total == 0:
+        die(f"perf: no samples in {data}")
+    # The same window's CPU from /proc: the samples should add up to about
+    # it (perf's own overhead and a throttled rate show here).
+    proc = cpu * 1e6 / frames
+    print(f"  {kind}: {total:.1f} µs per frame sampled ({proc:.1f} from /proc); "
+          + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
+    return {"us_per_frame": parts, "total": total, "proc_us_per_frame": proc,
+            "top_symbols": [[k, v] for k, v in top]}
 
 
 def profile(bins):

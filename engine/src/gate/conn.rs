@@ -560,6 +560,7 @@ async fn session(
         busy_due: None,
         handover,
         told_pace_ms: 0,
+        told_at_ms: now_ms,
         last_like_ms: now_ms,
     };
     s.set_expiry(claims.expires_at);
@@ -660,12 +661,16 @@ fn paced_span_ms(told_ms: u32, last_ms: i64, now_ms: i64) -> i64 {
         .max(0)
 }
 
-/// A like frame at `now_ms` from a session told the pace `told_ms` whose
-/// previous like frame came at `last_ms` ignored the pace: it came sooner
-/// than half of it (the half leaves room for a client's timer and the
-/// network bunching frames). Not when unpaced.
-fn early_like(told_ms: u32, last_ms: i64, now_ms: i64) -> bool {
-    told_ms > 0 && now_ms.saturating_sub(last_ms) < i64::from(told_ms / 2)
+/// A like frame at `now_ms` from a session told the pace `told_ms` at
+/// `told_at_ms`, whose previous like frame came at `last_ms`, ignored the
+/// pace: it came sooner than half of it (the half leaves room for a
+/// client's timer and the network bunching frames). Not when unpaced, and
+/// not within one pace of the telling (frames already on their way).
+fn early_like(told_ms: u32, told_at_ms: i64, last_ms: i64, now_ms: i64) -> bool {
+    let pace = i64::from(told_ms);
+    told_ms > 0
+        && now_ms.saturating_sub(told_at_ms) >= pace
+        && now_ms.saturating_sub(last_ms) < pace / 2
 }
 
 /// What a frame left for the frame loop.
@@ -711,6 +716,9 @@ struct Session {
     handover: Option<Arc<Handover>>,
     /// The like pace this session was last told, ms (0 = none).
     told_pace_ms: u32,
+    /// When it was told (Unix ms): frames already on their way then are
+    /// not counted as ignoring it ([`early_like`]).
+    told_at_ms: i64,
     /// When its last like frame arrived (Unix ms; the session's start
     /// before the first).
     last_like_ms: i64,
@@ -1012,7 +1020,12 @@ impl Session {
                 self.counts[1] += 1;
                 self.counts[3] += u64::from(count);
                 let now = crate::now_ms();
-                self.counts[4] += u64::from(early_like(self.told_pace_ms, self.last_like_ms, now));
+                self.counts[4] += u64::from(early_like(
+                    self.told_pace_ms,
+                    self.told_at_ms,
+                    self.last_like_ms,
+                    now,
+                ));
                 if self.pending_likes == 0 {
                     self.pending_since_ms =
                         now - paced_span_ms(self.told_pace_ms, self.last_like_ms, now);
@@ -1214,6 +1227,7 @@ impl Session {
             return;
         }
         self.told_pace_ms = pace;
+        self.told_at_ms = self.last_like_ms;
         self.ctx
             .metrics
             .like_pace_notices
@@ -1271,14 +1285,18 @@ mod tests {
     #[test]
     fn a_like_frame_sooner_than_half_the_told_pace_ignored_it() {
         // Not paced: never early.
-        assert!(!early_like(0, 5_000, 5_000));
-        // Paced at 300 ms: early under 150 ms after the previous frame.
-        assert!(early_like(300, 4_900, 5_000));
-        assert!(!early_like(300, 4_850, 5_000));
-        assert!(!early_like(300, 1_000, 5_000));
+        assert!(!early_like(0, 0, 5_000, 5_000));
+        // Paced at 300 ms (told long ago): early under 150 ms after the
+        // previous frame.
+        assert!(early_like(300, 0, 4_900, 5_000));
+        assert!(!early_like(300, 0, 4_850, 5_000));
+        assert!(!early_like(300, 0, 1_000, 5_000));
+        // Within one pace of the telling: on its way before, not counted.
+        assert!(!early_like(300, 4_750, 4_900, 5_000));
+        assert!(early_like(300, 4_700, 4_900, 5_000));
         // The clock stepped back: early (the frame is not late, at least).
-        assert!(early_like(300, 6_000, 5_000));
-        assert!(!early_like(u32::MAX, i64::MIN, i64::MAX));
+        assert!(early_like(300, 0, 6_000, 5_000));
+        assert!(!early_like(u32::MAX, i64::MIN, i64::MIN, i64::MAX));
     }
 
     #[test]

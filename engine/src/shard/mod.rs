@@ -58,7 +58,9 @@ pub use crate::event::Replier;
 pub struct Envelope {
     /// The event.
     pub event: Event,
-    /// The viewer's connection, for acks and notices.
+    /// The viewer's connection, for acks and closes; `None` for likes and
+    /// session ends (never answered: notices and kicks go through the
+    /// replier the shard keeps from the session's `Join`).
     pub reply: Option<Arc<dyn Replier>>,
 }
 
