@@ -317,7 +317,7 @@ pub struct StorageConfig {
     /// Shortest time between the starts of two group commits, µs: what
     /// arrives meanwhile joins the next fsync. Bounds the fsync rate (its
     /// CPU and disk load) under load; adds at most this much to an ack.
-    /// 0 = fsync as soon as the previous one is done. Default 2,000.
+    /// 0 = fsync as soon as the previous one is done. Default 4,000.
     pub group_commit_us: u64,
     /// Write zeros up to 1 MiB ahead of the log's write position, so the
     /// fsync of a group writes the data and not the file's size as well
@@ -334,7 +334,7 @@ impl Default for StorageConfig {
             segment_bytes: 64 << 20,
             max_bytes: 8 << 30,
             max_group_bytes: 4 << 20,
-            group_commit_us: 2_000,
+            group_commit_us: 4_000,
             preallocate: true,
         }
     }
@@ -386,6 +386,12 @@ pub struct ServerConfig {
     /// on another endpoint and its connection ends (it reconnects and
     /// resends). 0 = the number of available cores. Default 1.
     pub endpoints: usize,
+    /// Worker threads of the io runtime (QUIC, TLS, the sessions' read
+    /// loops and acks). 0 = the number of available cores. Fewer threads
+    /// switch less when the node's cores are shared (with the shards, the
+    /// log, other processes) but cap the QUIC side at that many cores
+    /// (docs/TUNING.md). Default 0.
+    pub io_threads: usize,
     /// Acks buffered per connection before the viewer is treated as not
     /// reading and disconnected (`slow_consumer`). Default 1,024.
     pub max_pending_acks: usize,
@@ -411,6 +417,23 @@ pub struct ServerConfig {
     pub admin_token: Option<Secret>,
 }
 
+/// Most io runtime threads `server.io_threads` may ask for.
+const MAX_IO_THREADS: usize = 1_024;
+
+impl ServerConfig {
+    /// The io runtime's worker threads: `io_threads`, or the number of
+    /// available cores for 0 (never more than `validate` allows: the
+    /// runtime is built before the configuration is checked).
+    pub fn io_worker_threads(&self) -> usize {
+        match self.io_threads {
+            0 => std::thread::available_parallelism()
+                .map(std::num::NonZeroUsize::get)
+                .unwrap_or(1),
+            n => n.min(MAX_IO_THREADS),
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -428,6 +451,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 30_000,
             max_streams_per_connection: 1,
             endpoints: 1,
+            io_threads: 0,
             max_pending_acks: 1_024,
             busy_retry_after_ms: 1_000,
             overload_lateness_ms: 5,
@@ -877,6 +901,9 @@ impl Config {
                 .map(std::num::NonZeroUsize::get)
                 .unwrap_or(1);
         }
+        if self.server.io_threads > MAX_IO_THREADS {
+            return bad("server.io_threads must be at most 1024 (0 = the number of cores)");
+        }
         if self.shards.count == 0 {
             self.shards.count = std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -1048,6 +1075,17 @@ mod tests {
         assert!(c.keys().unwrap_err().to_string().contains("go together"));
         c.previous_key_id = Some("k0".into());
         assert!(c.keys().is_ok());
+    }
+
+    #[test]
+    fn io_threads_default_to_the_cores_and_are_bounded() {
+        let c = Config::default();
+        assert_eq!(c.server.io_threads, 0);
+        assert!(c.server.io_worker_threads() >= 1);
+        let c = Config::from_toml("[server]\nio_threads = 1\n").unwrap();
+        assert_eq!(c.server.io_worker_threads(), 1);
+        let c = Config::from_toml("[server]\nio_threads = 5000\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("io_threads"));
     }
 
     #[test]

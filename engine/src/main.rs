@@ -64,6 +64,10 @@ struct Cli {
     /// [config: server.endpoints].
     #[arg(long, global = true)]
     endpoints: Option<usize>,
+    /// Worker threads of the io runtime; 0 = cores [config:
+    /// server.io_threads].
+    #[arg(long, global = true)]
+    io_threads: Option<usize>,
     /// This node's id in the node list [config: routing.node_id].
     #[arg(long, global = true)]
     node_id: Option<String>,
@@ -198,6 +202,9 @@ fn config(cli: &Cli) -> Result<Config> {
     if let Some(v) = cli.endpoints {
         cfg.server.endpoints = v;
     }
+    if let Some(v) = cli.io_threads {
+        cfg.server.io_threads = v;
+    }
     if let Some(v) = &cli.node_id {
         cfg.routing.node_id = v.clone();
     }
@@ -275,6 +282,7 @@ fn main() -> Result<()> {
     }
     let cfg = config(&cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.server.io_worker_threads())
         .enable_all()
         .thread_name("roomgate-io")
         .build()
