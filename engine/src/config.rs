@@ -387,7 +387,8 @@ pub struct ServerConfig {
     /// resends). 0 = the number of available cores. Default 1.
     pub endpoints: usize,
     /// Worker threads of the io runtime (QUIC, TLS, the sessions' read
-    /// loops and acks). 0 = the number of available cores. Fewer threads
+    /// loops and acks; the admin API and the ClickHouse writers' requests
+    /// too). 0 = the number of available cores. Fewer threads
     /// switch less when the node's cores are shared (with the shards, the
     /// log, other processes) but cap the QUIC side at that many cores
     /// (docs/TUNING.md). Default 0.
