@@ -37,6 +37,12 @@ the median of REPS (default 3) repetitions; absolute figures are context.
               rest of the shard workers, the log thread, switching threads,
               QUIC and the sessions; µs per frame each, and the guard's
               share of the gap.
+  ab          (not in the default set: `--only ab --variant LABEL=FILE`,
+              repeatable) engine configurations against each other at the
+              front-door load: the peer, the engine as configured and each
+              variant (its TOML appended to the engine's) in turn, medians
+              of CPU per frame, peer ÷ each, and per thread group CPU and
+              context switches. How docs/TUNING.md's A/Bs are made.
 
 Writes build/perf/perf.json and prints a table. `--quick` runs one short
 repetition of each (a smoke test of the harness, not figures to quote).
@@ -120,7 +126,7 @@ def rss_bytes(pid):
 class Server:
     """The engine (null sink or real ClickHouse) or the bare peer."""
 
-    def __init__(self, kind, bins, name, clickhouse=None, endpoints=None, pace=False):
+    def __init__(self, kind, bins, name, clickhouse=None, endpoints=None, pace=False, extra_toml=""):
         self.kind = kind
         self.dir = os.path.join(WORK, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -146,6 +152,8 @@ class Server:
                 text += f"[[rooms]]\nid = {room}\nchat_per_sec = 1000000\n"
             if clickhouse is None:
                 text += "\n[clickhouse]\nnull_sink = true\n"
+            if extra_toml:
+                text += "\n# perf.py --variant\n" + extra_toml + "\n"
             with open(cfg, "w") as f:
                 f.write(text)
             cmd = [
@@ -261,11 +269,12 @@ def healthy(summary):
     return p99 <= P99_LIMIT_MS and dropped == 0 and unacked == 0 and failed == 0, p99
 
 
-def cpu_per_frame(bins, kind, name, rep, label, endpoints=None, per_thread=None):
+def cpu_per_frame(bins, kind, name, rep, label, endpoints=None, per_thread=None, extra_toml=""):
     """One run at the CPU load: server CPU µs per frame in the steady window.
     With `per_thread` (a dict), also each thread group's CPU µs and context
-    switches per frame in the window, appended to per_thread[group]."""
-    srv = Server(kind, bins, name, endpoints=endpoints)
+    switches per frame in the window, appended to per_thread[group].
+    `extra_toml` is appended to the engine's configuration."""
+    srv = Server(kind, bins, name, endpoints=endpoints, extra_toml=extra_toml)
     pid = srv.proc.pid
     snap = lambda: (cpu_secs(pid), threads(pid))  # noqa: E731
     try:
@@ -697,13 +706,57 @@ def profile(bins):
     return out
 
 
+def ab(bins, reps, variants):
+    """Engine configurations against each other and the peer at the
+    front-door load: each repetition runs the peer, the engine as
+    configured and every variant in turn (alternating, so drift hits all),
+    then medians of CPU per frame and per thread group."""
+    runs = [("peer", "peer", "")] + [("engine", "engine", "")] + [("engine", label, extra) for label, extra in variants]
+    us = {label: [] for _, label, _ in runs}
+    threads_of = {label: {} for _, label, _ in runs}
+    for rep in range(reps):
+        for kind, label, extra in runs:
+            step(f"A/B, rep {rep + 1}/{reps}: {label}")
+            us[label].append(cpu_per_frame(bins, kind, f"ab-{label}", rep, label,
+                                           per_thread=threads_of[label], extra_toml=extra))
+    out = {}
+    peer = statistics.median(us["peer"])
+    for _, label, extra in runs:
+        med = statistics.median(us[label])
+        out[label] = {"config": extra, "runs": us[label], "median": med, "ratio_peer_over": peer / med,
+                      "threads": {g: {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+                                  for g, rows in threads_of[label].items()}}
+        print(f"  {label}: median {med:.1f} µs per frame (peer ÷ it {peer / med:.2f}); runs "
+              + " / ".join(f"{x:.1f}" for x in us[label]))
+        for g, t in sorted(out[label]["threads"].items()):
+            if t["cpu_us_per_frame"] >= 0.05:
+                print(f"      {g:18s} {t['cpu_us_per_frame']:5.2f} µs  {t['switches_per_1k_frames']:4.0f} switches per 1,000 frames")
+    return out
+
+
+def variant(spec):
+    """`LABEL=FILE`: a TOML file appended to the engine's configuration."""
+    label, sep, path = spec.partition("=")
+    if not sep or not label or label in ("peer", "engine"):
+        raise argparse.ArgumentTypeError("expected LABEL=FILE.toml (LABEL not peer or engine)")
+    try:
+        with open(path) as f:
+            return label, f.read()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{path}: {e}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="one short repetition of each part (harness smoke test)")
     p.add_argument("--only", default="front,loadgen,sink,guard,memory", help="comma-separated parts to run")
+    p.add_argument("--variant", type=variant, action="append", default=[], metavar="LABEL=FILE.toml",
+                   help="for the ab part: an engine configuration appended to the default one (repeatable)")
     args = p.parse_args()
+    if "ab" in args.only.split(",") and not args.variant:
+        p.error("the ab part needs at least one --variant LABEL=FILE.toml")
     reps = 1 if args.quick else max(args.reps, 1)
     parts = set(args.only.split(","))
     os.makedirs(WORK, exist_ok=True)
@@ -739,6 +792,8 @@ def main():
             result["pacing"] = pacing(args.bin_dir, reps)
         if "profile" in parts:
             result["profile"] = profile(args.bin_dir)
+        if "ab" in parts:
+            result["ab"] = ab(args.bin_dir, reps, args.variant)
     finally:
         if needs_ch:
             subprocess.run(ch + ["down"], env=ch_env, stdout=subprocess.DEVNULL)
