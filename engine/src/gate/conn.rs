@@ -562,6 +562,7 @@ async fn session(
         told_pace_ms: 0,
         told_at_ms: now_ms,
         last_like_ms: now_ms,
+        last_like_full: false,
     };
     s.set_expiry(claims.expires_at);
     let ip = s.ip.clone();
@@ -664,11 +665,15 @@ fn paced_span_ms(told_ms: u32, last_ms: i64, now_ms: i64) -> i64 {
 /// A like frame at `now_ms` from a session told the pace `told_ms` at
 /// `told_at_ms`, whose previous like frame came at `last_ms`, ignored the
 /// pace: it came sooner than half of it (the half leaves room for a
-/// client's timer and the network bunching frames). Not when unpaced, and
-/// not within one pace of the telling (frames already on their way).
-fn early_like(told_ms: u32, told_at_ms: i64, last_ms: i64, now_ms: i64) -> bool {
+/// client's timer and the network bunching frames). Not when unpaced, not
+/// within one pace of the telling (frames already on their way), and not
+/// when the previous frame was full (`after_full`: it carried
+/// `max_like_count` taps, so this one is the rest of the same batch, split
+/// because one frame cannot carry it all).
+fn early_like(told_ms: u32, told_at_ms: i64, last_ms: i64, now_ms: i64, after_full: bool) -> bool {
     let pace = i64::from(told_ms);
     told_ms > 0
+        && !after_full
         && now_ms.saturating_sub(told_at_ms) >= pace
         && now_ms.saturating_sub(last_ms) < pace / 2
 }
@@ -722,6 +727,9 @@ struct Session {
     /// When its last like frame arrived (Unix ms; the session's start
     /// before the first).
     last_like_ms: i64,
+    /// Its last like frame carried `max_like_count` taps: the next may be
+    /// the rest of the same batch ([`early_like`]).
+    last_like_full: bool,
 }
 
 impl Session {
@@ -1025,7 +1033,9 @@ impl Session {
                     self.told_at_ms,
                     self.last_like_ms,
                     now,
+                    self.last_like_full,
                 ));
+                self.last_like_full = count >= self.ctx.limits.max_like_count;
                 if self.pending_likes == 0 {
                     self.pending_since_ms =
                         now - paced_span_ms(self.told_pace_ms, self.last_like_ms, now);
@@ -1285,18 +1295,21 @@ mod tests {
     #[test]
     fn a_like_frame_sooner_than_half_the_told_pace_ignored_it() {
         // Not paced: never early.
-        assert!(!early_like(0, 0, 5_000, 5_000));
+        assert!(!early_like(0, 0, 5_000, 5_000, false));
         // Paced at 300 ms (told long ago): early under 150 ms after the
         // previous frame.
-        assert!(early_like(300, 0, 4_900, 5_000));
-        assert!(!early_like(300, 0, 4_850, 5_000));
-        assert!(!early_like(300, 0, 1_000, 5_000));
+        assert!(early_like(300, 0, 4_900, 5_000, false));
+        assert!(!early_like(300, 0, 4_850, 5_000, false));
+        assert!(!early_like(300, 0, 1_000, 5_000, false));
         // Within one pace of the telling: on its way before, not counted.
-        assert!(!early_like(300, 4_750, 4_900, 5_000));
-        assert!(early_like(300, 4_700, 4_900, 5_000));
+        assert!(!early_like(300, 4_750, 4_900, 5_000, false));
+        assert!(early_like(300, 4_700, 4_900, 5_000, false));
         // The clock stepped back: early (the frame is not late, at least).
-        assert!(early_like(300, 0, 6_000, 5_000));
-        assert!(!early_like(u32::MAX, i64::MIN, i64::MIN, i64::MAX));
+        assert!(early_like(300, 0, 6_000, 5_000, false));
+        assert!(!early_like(u32::MAX, i64::MIN, i64::MIN, i64::MAX, false));
+        // Right after a full frame: the rest of a batch split in frames of
+        // `max_like_count` taps, not a client ignoring the pace.
+        assert!(!early_like(300, 0, 4_900, 5_000, true));
     }
 
     #[test]
