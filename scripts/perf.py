@@ -299,6 +299,13 @@ def cpu_per_frame(bins, kind, name, rep, label, endpoints=None, per_thread=None,
     return us
 
 
+def thread_medians(groups):
+    """Per thread group, the median of each figure over the runs
+    (`cpu_per_frame`'s `per_thread`)."""
+    return {group: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+            for group, runs in groups.items()}
+
+
 def front_door(bins, reps, quick):
     out = {"offered": {"rooms": ROOMS, "viewers_per_room": VIEWERS_PER_ROOM, "chat_per_room_s": CHAT,
                        "lead_per_room_s": LEAD, "like_taps_per_room_s": CPU_LIKES,
@@ -325,16 +332,12 @@ def front_door(bins, reps, quick):
     out["ratio_peer_over_engine"] = med["peer"] / med["engine"]
     # Each repetition runs the peer and then the engine back to back: the
     # ratio within a pair shows how much of the spread is the VM's drift
-    # between repetitions (docs/TUNING.md quotes both).
+    # between repetitions (BENCHMARKS.md quotes both).
     pairs = [p / e for p, e in zip(per["peer"], per["engine"])]
     out["pair_ratios"] = {"runs": pairs, "median": statistics.median(pairs)}
     # Where each server's CPU and wake-ups go, per thread group (medians of
     # the runs): the split docs/TUNING.md reads ("Where a frame's CPU goes").
-    out["threads"] = {
-        kind: {group: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-               for group, runs in groups.items()}
-        for kind, groups in threads_of.items()
-    }
+    out["threads"] = {kind: thread_medians(groups) for kind, groups in threads_of.items()}
 
     ladder = LADDER_LIKES[:2] if quick else LADDER_LIKES
     sustained = {}
@@ -729,8 +732,7 @@ def ab(bins, reps, variants):
     for _, label, extra in runs:
         med = statistics.median(us[label])
         out[label] = {"config": extra, "runs": us[label], "median": med, "ratio_peer_over": peer / med,
-                      "threads": {g: {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-                                  for g, rows in threads_of[label].items()}}
+                      "threads": thread_medians(threads_of[label])}
         print(f"  {label}: median {med:.1f} µs per frame (peer ÷ it {peer / med:.2f}); runs "
               + " / ".join(f"{x:.1f}" for x in us[label]))
         for g, t in sorted(out[label]["threads"].items()):

@@ -418,6 +418,11 @@ pub struct ServerConfig {
     pub admin_token: Option<Secret>,
 }
 
+/// The cores this process may use (what a setting of 0 means), at least 1.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Most io runtime threads `server.io_threads` may ask for.
 const MAX_IO_THREADS: usize = 1_024;
 
@@ -427,9 +432,7 @@ impl ServerConfig {
     /// runtime is built before the configuration is checked).
     pub fn io_worker_threads(&self) -> usize {
         match self.io_threads {
-            0 => std::thread::available_parallelism()
-                .map(std::num::NonZeroUsize::get)
-                .unwrap_or(1),
+            0 => cores(),
             n => n.min(MAX_IO_THREADS),
         }
     }
@@ -898,17 +901,13 @@ impl Config {
     pub fn validate(mut self) -> Result<Self, ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.server.endpoints == 0 {
-            self.server.endpoints = std::thread::available_parallelism()
-                .map(std::num::NonZeroUsize::get)
-                .unwrap_or(1);
+            self.server.endpoints = cores();
         }
         if self.server.io_threads > MAX_IO_THREADS {
             return bad("server.io_threads must be at most 1024 (0 = the number of cores)");
         }
         if self.shards.count == 0 {
-            self.shards.count = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
+            self.shards.count = cores();
         }
         if self.storage.segment_bytes < 4096 || self.storage.max_bytes < self.storage.segment_bytes
         {
