@@ -37,6 +37,11 @@ the median of REPS (default 3) repetitions; absolute figures are context.
               rest of the shard workers, the log thread, switching threads,
               QUIC and the sessions; µs per frame each, and the guard's
               share of the gap.
+  endpoints   (not in the default set: `--only endpoints`) the peer and
+              the engine each with 1 QUIC endpoint and with one per core
+              (SO_REUSEPORT), alternating: what several endpoints give a
+              bare quinn server and what they give the engine, and the
+              ratio with both at 1 and both at one per core.
   ab          (not in the default set: `--only ab --variant LABEL=FILE`,
               repeatable) engine configurations against each other at the
               front-door load: the peer, the engine as configured and each
@@ -81,6 +86,15 @@ WINDOW = (RAMP + 3.0, LOAD_SECS - 1.0)
 CPU_LIKES = 500.0  # per room: ~12,000 frames/s in all
 LADDER_LIKES = [250.0, 500.0, 1000.0, 1500.0, 2000.0]
 P99_LIMIT_MS = 50.0
+
+
+def cores():
+    """What the engine's 0 = "one per core" settles on here (its own count
+    also honours a cgroup CPU quota; none on the build machine)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def step(msg):
@@ -136,6 +150,8 @@ class Server:
         self.log = os.path.join(self.dir, "server.log")
         if kind == "peer":
             cmd = [os.path.join(bins, "roomgate-peer"), "--listen", self.listen, "--cert-dir", self.cert]
+            if endpoints is not None:
+                cmd += ["--endpoints", str(endpoints)]
         else:
             cfg = os.path.join(self.dir, "engine.toml")
             with open(os.path.join(ROOT, "loadgen", "engine-loadtest.toml")) as f:
@@ -317,17 +333,18 @@ def front_door(bins, reps, quick):
             step(f"front door, rep {rep + 1}/{reps}: {kind}")
             per[kind].append(cpu_per_frame(bins, kind, f"front-{kind}", rep, kind,
                                            per_thread=threads_of[kind]))
-    # The engine with one QUIC endpoint per core (SO_REUSEPORT) instead of
-    # the default one, same load: what several endpoints change.
-    many = max(2, os.cpu_count() or 2)
-    with_many = []
+    # The engine with one QUIC endpoint instead of its default one per core
+    # (SO_REUSEPORT, steered by connection ID), same load: what several
+    # endpoints change. (`--only endpoints` asks the peer the same.)
+    many = cores()
+    with_one = []
     for rep in range(reps):
-        step(f"front door, rep {rep + 1}/{reps}: engine with {many} endpoints")
-        with_many.append(cpu_per_frame(bins, "engine", "front-engine-eps", rep, f"engine, {many} endpoints",
-                                 endpoints=many))
+        step(f"front door, rep {rep + 1}/{reps}: engine with 1 endpoint")
+        with_one.append(cpu_per_frame(bins, "engine", "front-engine-ep1", rep, "engine, 1 endpoint",
+                                      endpoints=1))
     med = {k: statistics.median(v) for k, v in per.items()}
     out["cpu_us_per_frame"] = {k: {"runs": v, "median": med[k]} for k, v in per.items()}
-    out["cpu_us_per_frame"]["engine_n_endpoints"] = {"runs": with_many, "median": statistics.median(with_many)}
+    out["cpu_us_per_frame"]["engine_one_endpoint"] = {"runs": with_one, "median": statistics.median(with_one)}
     out["engine_endpoints"] = many
     out["ratio_peer_over_engine"] = med["peer"] / med["engine"]
     # Each repetition runs the peer and then the engine back to back: the
@@ -741,6 +758,32 @@ def ab(bins, reps, variants):
     return out
 
 
+def endpoints_part(bins, reps):
+    """1 endpoint against one per core, for the peer and for the engine, at
+    the front-door load, alternating: does the engine gain from several
+    endpoints what a bare quinn server would, or more?"""
+    many = cores()
+    runs = [("peer", 1), ("peer", many), ("engine", 1), ("engine", many)]
+    us = {r: [] for r in runs}
+    for rep in range(reps):
+        for kind, n in runs:
+            step(f"endpoints, rep {rep + 1}/{reps}: {kind} with {n}")
+            us[(kind, n)].append(cpu_per_frame(bins, kind, f"eps-{kind}-{n}", rep, f"{kind}, {n} endpoints",
+                                               endpoints=n))
+    med = {r: statistics.median(v) for r, v in us.items()}
+    out = {"endpoints": many}
+    for kind in ("peer", "engine"):
+        out[kind] = {"one": {"runs": us[(kind, 1)], "median": med[(kind, 1)]},
+                     "many": {"runs": us[(kind, many)], "median": med[(kind, many)]},
+                     "many_over_one": med[(kind, many)] / med[(kind, 1)]}
+        print(f"  {kind}: 1 endpoint {med[(kind, 1)]:.1f}, {many} endpoints {med[(kind, many)]:.1f} µs per frame "
+              f"({many} ÷ 1: {out[kind]['many_over_one']:.2f})")
+    for n in (1, many):
+        out[f"ratio_peer_over_engine_{n}"] = med[("peer", n)] / med[("engine", n)]
+        print(f"  peer ÷ engine, both with {n}: {out[f'ratio_peer_over_engine_{n}']:.2f}")
+    return out
+
+
 def variant(spec):
     """`LABEL=FILE`: a TOML file appended to the engine's configuration."""
     label, sep, path = spec.partition("=")
@@ -801,6 +844,8 @@ def main():
             result["profile"] = profile(args.bin_dir)
         if "ab" in parts:
             result["ab"] = ab(args.bin_dir, reps, args.variant)
+        if "endpoints" in parts:
+            result["endpoints"] = endpoints_part(args.bin_dir, reps)
     finally:
         if needs_ch:
             subprocess.run(ch + ["down"], env=ch_env, stdout=subprocess.DEVNULL)
@@ -823,8 +868,8 @@ def table(r):
         if pr:
             rows.append(("  each repetition's pair: median (range)", "", "",
                          f"{pr['median']:.2f} ({min(pr['runs']):.2f}–{max(pr['runs']):.2f})", ""))
-        e1 = c["engine_n_endpoints"]["median"]
-        rows.append((f"  same, {fd['engine_endpoints']} endpoints instead of 1", f"{e1:.1f}",
+        e1 = c["engine_one_endpoint"]["median"]
+        rows.append((f"  same, 1 endpoint instead of {fd['engine_endpoints']}", f"{e1:.1f}",
                      f"{c['peer']['median']:.1f}", f"{c['peer']['median'] / e1:.2f}", ""))
         lad = fd["ladder"]
         e, pe = lad["engine"]["max_sustained_frames_per_s"], lad["peer"]["max_sustained_frames_per_s"]

@@ -380,11 +380,11 @@ pub struct ServerConfig {
     /// Bidirectional streams a client may open per connection. Default 1.
     pub max_streams_per_connection: u32,
     /// QUIC endpoints on `listen`, each with its own UDP socket
-    /// (`SO_REUSEPORT`) and receive task; the kernel spreads viewers over
-    /// them by address and port. With more than one, a viewer whose address
-    /// or port changes (a phone switching networks, a NAT rebinding) lands
-    /// on another endpoint and its connection ends (it reconnects and
-    /// resends). 0 = the number of available cores. Default 1.
+    /// (`SO_REUSEPORT`) and receive task. A BPF program on the sockets
+    /// sends each packet to the endpoint whose connection ID it carries
+    /// (`gate::steer`), so a viewer whose address or port changes (a phone
+    /// switching networks, a NAT rebinding) stays on its endpoint. 0 = the
+    /// number of available cores (at most 255). Default 0.
     pub endpoints: usize,
     /// Worker threads of the io runtime (QUIC, TLS, the sessions' read
     /// loops and acks; the admin API and the ClickHouse writers' requests
@@ -425,6 +425,9 @@ fn cores() -> usize {
 
 /// Most io runtime threads `server.io_threads` may ask for.
 const MAX_IO_THREADS: usize = 1_024;
+/// Endpoints a node can steer between: the routing byte of a connection ID
+/// (`gate::steer`).
+const MAX_ENDPOINTS: usize = 255;
 
 impl ServerConfig {
     /// The io runtime's worker threads: `io_threads`, or the number of
@@ -454,7 +457,7 @@ impl Default for ServerConfig {
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             max_streams_per_connection: 1,
-            endpoints: 1,
+            endpoints: 0,
             io_threads: 0,
             max_pending_acks: 1_024,
             busy_retry_after_ms: 1_000,
@@ -901,7 +904,10 @@ impl Config {
     pub fn validate(mut self) -> Result<Self, ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.server.endpoints == 0 {
-            self.server.endpoints = cores();
+            self.server.endpoints = cores().min(MAX_ENDPOINTS);
+        }
+        if self.server.endpoints > MAX_ENDPOINTS {
+            return bad("server.endpoints must be at most 255 (0 = the number of cores)");
         }
         if self.server.io_threads > MAX_IO_THREADS {
             return bad("server.io_threads must be at most 1024 (0 = the number of cores)");

@@ -60,7 +60,8 @@ struct Cli {
     /// Number of shards; 0 = cores [config: shards.count].
     #[arg(long, global = true)]
     shards: Option<usize>,
-    /// QUIC endpoints on the listen address (SO_REUSEPORT); 0 = cores
+    /// QUIC endpoints on the listen address (SO_REUSEPORT, steered by
+    /// connection ID); 0 = cores
     /// [config: server.endpoints].
     #[arg(long, global = true)]
     endpoints: Option<usize>,

@@ -2,7 +2,8 @@
 //!
 //! It is the baseline of `make perf`'s front-door ratio: the same protocol
 //! with no guard, queue or storage. The QUIC endpoint is the engine's own
-//! ([`roomgate::gate::endpoint`]: TLS 1.3 with the dev certificate written
+//! ([`roomgate::gate::endpoints`], one unless `--endpoints` says more: TLS
+//! 1.3 with the dev certificate written
 //! to `--cert-dir`, ALPN `roomgate/2`, the same transport parameters and UDP
 //! buffers), and frames go through the engine's codec ([`roomgate::wire`]).
 //! Per connection it answers `Hello` with a `Welcome` (the ticket is parsed
@@ -48,6 +49,10 @@ struct Args {
     /// frame limits (default: the engine's defaults).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// QUIC endpoints on `listen`, as the engine's `server.endpoints` (0 =
+    /// cores). Default 1: a bare quinn server has one.
+    #[arg(long, default_value_t = 1)]
+    endpoints: usize,
 }
 
 /// What every connection shares.
@@ -83,27 +88,32 @@ async fn main() -> Result<()> {
         acks: AtomicU64::new(0),
         connections: AtomicU64::new(0),
     });
-    let endpoint = roomgate::gate::endpoint(&cfg.server)?;
-    let addr = endpoint.local_addr().context("local address")?;
-    println!("roomgate-peer listening on {addr}");
-    let stop = stop_signal();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            incoming = endpoint.accept() => match incoming {
-                Some(incoming) => {
-                    tokio::spawn(connection(incoming, ctx.clone()));
-                }
-                None => break,
-            },
-            r = &mut stop => {
-                r?;
-                break;
+    let n = match args.endpoints {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let endpoints = roomgate::gate::endpoints(&cfg.server, n)?;
+    let addr = endpoints
+        .first()
+        .context("no endpoint")?
+        .local_addr()
+        .context("local address")?;
+    println!("roomgate-peer listening on {addr} ({n} endpoints)");
+    for endpoint in &endpoints {
+        let (endpoint, ctx) = (endpoint.clone(), ctx.clone());
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                tokio::spawn(connection(incoming, ctx.clone()));
             }
-        }
+        });
     }
-    endpoint.close(CloseCode::ShuttingDown.code().into(), b"shutting_down");
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    stop_signal().await?;
+    for endpoint in &endpoints {
+        endpoint.close(CloseCode::ShuttingDown.code().into(), b"shutting_down");
+    }
+    for endpoint in &endpoints {
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    }
     println!(
         r#"{{"frames":{},"acks":{},"connections":{}}}"#,
         ctx.frames.load(Relaxed),

@@ -8,6 +8,7 @@
 pub mod admission;
 mod conn;
 pub mod pace;
+pub mod steer;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -93,10 +94,12 @@ pub fn endpoint(cfg: &ServerConfig) -> Result<quinn::Endpoint> {
 }
 
 /// Build `n` quinn endpoints on `server.listen`. With more than one, each
-/// has its own UDP socket bound with `SO_REUSEPORT`: the kernel spreads
-/// the viewers over them by address and port (a connection's packets
-/// always reach the same socket), so packet processing is not one task's
-/// work. A listen port of 0 is resolved by the first bind.
+/// has its own UDP socket bound with `SO_REUSEPORT`, and a BPF program on
+/// the group sends each packet to the endpoint whose connection ID it
+/// carries ([`steer`]): packet processing is not one task's work, and a
+/// viewer whose address changes stays on its endpoint. Where the program
+/// cannot be attached the kernel spreads viewers by address and port
+/// (logged). A listen port of 0 is resolved by the first bind.
 pub fn endpoints(cfg: &ServerConfig, n: usize) -> Result<Vec<quinn::Endpoint>> {
     let (certs, key) = match (&cfg.dev_cert_dir, &cfg.cert, &cfg.key) {
         (_, Some(c), Some(k)) => tls::load(c, k)?,
@@ -124,25 +127,32 @@ pub fn endpoints(cfg: &ServerConfig, n: usize) -> Result<Vec<quinn::Endpoint>> {
         .datagram_receive_buffer_size(None);
     let mut server = quinn::ServerConfig::with_crypto(crypto);
     server.transport_config(Arc::new(transport));
-    // One endpoint config for all: the same stateless-reset key.
-    let endpoint_config = quinn::EndpointConfig::default();
-    let n = n.max(1);
+    // One endpoint config for all (the same stateless-reset key), each
+    // with its own connection IDs (`steer`), checked with one key.
+    let shared = quinn::EndpointConfig::default();
+    let n = u8::try_from(n.max(1)).context("server.endpoints must be at most 255")?;
+    let cid_key: u64 = rand::random();
     let mut addr = cfg.listen;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let socket =
-            udp_socket(addr, n > 1).with_context(|| format!("bind QUIC endpoint on {addr}"))?;
+    let mut out = Vec::with_capacity(usize::from(n));
+    let mut steered = true;
+    for i in 0..n {
+        let (socket, attached) = udp_socket(addr, (n > 1).then_some(n))
+            .with_context(|| format!("bind QUIC endpoint on {addr}"))?;
+        steered &= attached;
         let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
-        let ep = quinn::Endpoint::new(
-            endpoint_config.clone(),
-            Some(server.clone()),
-            socket,
-            runtime,
-        )
-        .with_context(|| format!("start QUIC endpoint on {addr}"))?;
+        let mut endpoint_config = shared.clone();
+        endpoint_config.cid_generator(move || Box::new(steer::RoutedCids::new(i, n, cid_key)));
+        let ep = quinn::Endpoint::new(endpoint_config, Some(server.clone()), socket, runtime)
+            .with_context(|| format!("start QUIC endpoint on {addr}"))?;
         // Later sockets bind the port the first one got.
         addr = ep.local_addr().context("QUIC local address")?;
         out.push(ep);
+    }
+    if n > 1 && !steered {
+        tracing::warn!(
+            endpoints = n,
+            "no connection-ID steering on this platform: the kernel spreads viewers by address, and one whose address changes is reset (it reconnects)"
+        );
     }
     Ok(out)
 }
@@ -152,11 +162,13 @@ pub fn endpoints(cfg: &ServerConfig, n: usize) -> Result<Vec<quinn::Endpoint>> {
 const UDP_BUFFER: usize = 8 << 20;
 
 /// A UDP socket with large buffers: 10,000 viewers saying `Bye` at once
-/// overflow the default ~208 KiB receive buffer.
-fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
+/// overflow the default ~208 KiB receive buffer. With `group: Some(n)` it
+/// joins a reuse-port group of `n` sockets steered by connection ID
+/// ([`steer::attach`]); the bool says whether the steering took.
+fn udp_socket(addr: SocketAddr, group: Option<u8>) -> std::io::Result<(std::net::UdpSocket, bool)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if reuse_port {
+    if group.is_some() {
         socket.set_reuse_port(true)?;
     }
     if addr.is_ipv6() {
@@ -169,7 +181,20 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::U
         }
     }
     socket.bind(&addr.into())?;
-    Ok(socket.into())
+    // After `bind`: a socket that has a reuse-port group of its own before
+    // it binds cannot join the port's group. The program is the group's;
+    // each socket sets it again, harmlessly.
+    let steered = match group {
+        Some(n) => match steer::attach(&socket, n) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "reuse-port steering program not attached");
+                false
+            }
+        },
+        None => false,
+    };
+    Ok((socket.into(), steered))
 }
 
 /// The accept loop's decision on one incoming connection: Retry, refuse

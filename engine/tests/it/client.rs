@@ -11,7 +11,7 @@ pub struct Viewer {
     pub conn: quinn::Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
-    _endpoint: quinn::Endpoint,
+    endpoint: quinn::Endpoint,
 }
 
 pub fn ticket(room: u64, viewer: u64, ttl: i64) -> String {
@@ -69,7 +69,7 @@ impl Viewer {
             conn,
             send,
             recv,
-            _endpoint: ep,
+            endpoint: ep,
         }
     }
 
@@ -90,7 +90,7 @@ impl Viewer {
             conn,
             send,
             recv,
-            _endpoint: ep,
+            endpoint: ep,
         };
         let hello = wire::Hello {
             ticket: ticket(room, viewer, 3600),
@@ -125,7 +125,7 @@ impl Viewer {
                 conn,
                 send,
                 recv,
-                _endpoint: ep,
+                endpoint: ep,
             };
             v.send(&ClientFrame::Hello(wire::Hello {
                 ticket: ticket(room, viewer, 3600),
@@ -173,6 +173,16 @@ impl Viewer {
             }) => (kind, client_id, verdict),
             other => panic!("withdraw {id}: {other:?}"),
         }
+    }
+
+    /// Move to a new local port mid-connection, as a phone changing
+    /// networks or a NAT rebinding does (the steering test).
+    #[allow(dead_code)]
+    pub fn rebind(&self) -> SocketAddr {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        self.endpoint.rebind(socket).unwrap();
+        addr
     }
 
     pub async fn send(&mut self, frame: &ClientFrame) {

@@ -105,8 +105,9 @@ pub fn config(url: &str, name: &str) -> Config {
     cfg.pii.hmac_key = Some(KEY.into());
     cfg.pii.enc_key = Some(ENC_KEY.into());
     cfg.shards.count = 2;
-    // Two SO_REUSEPORT endpoints on one port: every integration test runs
-    // over the several-endpoints path (the default is one).
+    // Two SO_REUSEPORT endpoints on one port, steered by connection ID:
+    // every integration test runs over the several-endpoints path (the
+    // default, one per core), whatever cores the test machine has.
     cfg.server.endpoints = 2;
     cfg.batch.default.max_age_ms = 200;
     // No like pacing: a test machine's hiccup would tell a viewer to pace

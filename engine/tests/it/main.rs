@@ -14,5 +14,6 @@ mod pace;
 mod pii;
 mod protocol;
 mod routing;
+mod steering;
 mod storage;
 mod tickets;
