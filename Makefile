@@ -132,7 +132,7 @@ loadtest: build-release venv ## run SCENARIO (default steady-10k) against a loca
 overload: build-release venv ## release engine + ClickHouse under loadgen/scenarios/overload.toml (chat + single-tap likes at the 2-core machine's limit; BENCHMARKS.md, Overload); verify: lead ack p99 <= 50 ms, 0 failed connections
 	python3 scripts/loadtest.py --scenario loadgen/scenarios/overload.toml
 
-perf: venv ## roomgate vs peers in one run (front door, sink, guard, memory): ratios, medians of 3; writes build/perf/perf.json (~15 min)
+perf: venv ## roomgate vs peers in one run (front door, sink, guard, memory): ratios, medians of 3; writes build/perf/perf.json (~16 min)
 	$(CARGO) build --release --locked -p roomgate -p roomgate-loadgen -p roomgate-benches --bins
 	python3 scripts/perf.py
 
