@@ -159,41 +159,22 @@ fn program(count: u8) -> [libc::sock_filter; 7] {
     ]
 }
 
-/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h; other values on MIPS,
-/// SPARC, PA-RISC and Alpha, where the engine falls back to hashing).
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-))]
-const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+/// `SO_ATTACH_REUSEPORT_CBPF`: 51 in asm-generic/socket.h (and on MIPS),
+/// 0x35 on SPARC.
+#[cfg(target_os = "linux")]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int =
+    if cfg!(any(target_arch = "sparc", target_arch = "sparc64")) {
+        0x35
+    } else {
+        51
+    };
 
 /// Attach the steering program for `count` sockets to `socket`'s reuse-port
 /// group. Call it after `bind` (a socket given a group before it binds
 /// cannot join the port's group: `EADDRINUSE`); an error
 /// means the kernel hashes addresses instead (the engine logs it and runs
 /// on, with the caveat the module describes).
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-))]
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 pub fn attach(socket: &socket2::Socket, count: u8) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -221,21 +202,9 @@ pub fn attach(socket: &socket2::Socket, count: u8) -> std::io::Result<()> {
     }
 }
 
-/// Where the kernel offers no reuse-port program, sockets are picked by
+/// Elsewhere there is no reuse-port program: sockets are picked by
 /// address hash.
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-)))]
+#[cfg(not(target_os = "linux"))]
 pub fn attach(_socket: &socket2::Socket, _count: u8) -> std::io::Result<()> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
