@@ -89,7 +89,8 @@ async fn main() -> Result<()> {
         connections: AtomicU64::new(0),
     });
     let n = match args.endpoints {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // As the engine's 0: the cores, at most 255 (the routing byte).
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(255)),
         n => n,
     };
     let endpoints = roomgate::gate::endpoints(&cfg.server, n)?;

@@ -139,11 +139,20 @@ pub fn endpoints(cfg: &ServerConfig, n: usize) -> Result<Vec<quinn::Endpoint>> {
         let (socket, attached) = udp_socket(addr, (n > 1).then_some(n))
             .with_context(|| format!("bind QUIC endpoint on {addr}"))?;
         steered &= attached;
+        // The same socket (a second descriptor), to turn GRO off once quinn
+        // has set its options.
+        let handle = socket.try_clone().context("duplicate the UDP socket")?;
         let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
         let mut endpoint_config = shared.clone();
         endpoint_config.cid_generator(move || Box::new(steer::RoutedCids::new(i, n, cid_key)));
         let ep = quinn::Endpoint::new(endpoint_config, Some(server.clone()), socket, runtime)
             .with_context(|| format!("start QUIC endpoint on {addr}"))?;
+        if attached {
+            if let Err(e) = steer::no_gro(&handle) {
+                tracing::warn!(error = %e, "cannot turn UDP GRO off on a steered socket: a client with several connections on one socket may see some misrouted");
+            }
+        }
+        drop(handle);
         // Later sockets bind the port the first one got.
         addr = ep.local_addr().context("QUIC local address")?;
         out.push(ep);
@@ -181,6 +190,7 @@ fn udp_socket(addr: SocketAddr, group: Option<u8>) -> std::io::Result<(std::net:
         }
     }
     socket.bind(&addr.into())?;
+    let socket: std::net::UdpSocket = socket.into();
     // After `bind`: a socket that has a reuse-port group of its own before
     // it binds cannot join the port's group. The program is the group's;
     // each socket sets it again, harmlessly.
@@ -194,7 +204,7 @@ fn udp_socket(addr: SocketAddr, group: Option<u8>) -> std::io::Result<(std::net:
         },
         None => false,
     };
-    Ok((socket.into(), steered))
+    Ok((socket, steered))
 }
 
 /// The accept loop's decision on one incoming connection: Retry, refuse
@@ -237,9 +247,13 @@ fn admit(incoming: quinn::Incoming, ctx: &Arc<GateCtx>, tasks: &mut JoinSet<()>)
 /// `server.like_pace_ms`); returns when every endpoint is done.
 pub async fn serve_all(endpoints: Vec<quinn::Endpoint>, ctx: Arc<GateCtx>, pacer: pace::Pacer) {
     let mut all = JoinSet::new();
-    for ep in endpoints {
+    for ep in endpoints.iter().cloned() {
         all.spawn(serve(ep, ctx.clone()));
     }
+    // Every socket stays open until every endpoint has drained: closing one
+    // while others still serve would move the group's last socket into its
+    // place, and packets steered by index would reach the wrong endpoint.
+    let _keep = endpoints;
     // The lateness is measured (a gauge) even when pacing is off.
     let pacer = tokio::spawn(pace::run(ctx.clone(), pacer));
     while all.join_next().await.is_some() {}

@@ -55,8 +55,8 @@ impl RoutedCids {
     }
 
     /// The routing byte for `random`: `index` plus a random multiple of
-    /// `count`, so every value below 256 that maps to this endpoint is
-    /// equally likely.
+    /// `count`, so every value below 256 that maps to this endpoint can
+    /// come out (nearly uniformly: `256 / count` slots from 256 values).
     fn route(&self, random: u8) -> u8 {
         let slots = 256 / u16::from(self.count);
         let r = u16::from(random) % slots;
@@ -83,11 +83,20 @@ impl RoutedCids {
         cid
     }
 
-    /// Whether `cid` could be one of this endpoint's IDs.
+    /// Whether `cid` could have been issued by one of this node's
+    /// endpoints (any of them: the check's key is shared). A packet whose
+    /// ID passes but whose connection this endpoint does not hold (one that
+    /// reached the wrong endpoint, where the kernel could not steer, or
+    /// from before a restart) is answered with a stateless reset, so its
+    /// client reconnects at once instead of waiting out the idle timeout;
+    /// one that fails is dropped without an answer.
     pub fn is_ours(&self, cid: &[u8]) -> bool {
-        cid.len() == CID_LEN
-            && cid[0] % self.count == self.index
-            && cid[1 + NONCE_LEN..] == self.check(&cid[..=NONCE_LEN])
+        cid.len() == CID_LEN && cid[1 + NONCE_LEN..] == self.check(&cid[..=NONCE_LEN])
+    }
+
+    /// The endpoint (of `count`) an ID routes to.
+    pub fn endpoint_of(&self, cid: &[u8]) -> Option<u8> {
+        cid.first().map(|b| b % self.count)
     }
 }
 
@@ -159,40 +168,61 @@ fn program(count: u8) -> [libc::sock_filter; 7] {
     ]
 }
 
-/// `SO_ATTACH_REUSEPORT_CBPF`: 51 in asm-generic/socket.h (and on MIPS),
-/// 0x35 on SPARC.
-#[cfg(target_os = "linux")]
-const SO_ATTACH_REUSEPORT_CBPF: libc::c_int =
-    if cfg!(any(target_arch = "sparc", target_arch = "sparc64")) {
-        0x35
-    } else {
-        51
-    };
-
 /// Attach the steering program for `count` sockets to `socket`'s reuse-port
 /// group. Call it after `bind` (a socket given a group before it binds
 /// cannot join the port's group: `EADDRINUSE`); an error
 /// means the kernel hashes addresses instead (the engine logs it and runs
 /// on, with the caveat the module describes).
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-pub fn attach(socket: &socket2::Socket, count: u8) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
+pub fn attach(socket: &std::net::UdpSocket, count: u8) -> std::io::Result<()> {
     let mut filter = program(count);
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_mut_ptr(),
     };
-    // SAFETY: `prog` points at `filter`, which outlives the call; the
-    // kernel copies the program during `setsockopt` and keeps no pointer
-    // into this memory. The length passed is `prog`'s own size.
+    set_option(
+        socket,
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_REUSEPORT_CBPF,
+        &prog,
+    )
+}
+
+/// Turn UDP receive offload (GRO) off on a steered socket. quinn turns it
+/// on; with it the kernel may merge datagrams of one client address and
+/// port before the steering program sees them, and deliver the batch by
+/// its first datagram's connection ID. A client that runs several
+/// connections over one socket (the loadgen does) would then have some of
+/// its packets delivered to the wrong endpoint. Viewers send small, sparse
+/// packets, so GRO merged little for them anyway.
+#[cfg(target_os = "linux")]
+pub fn no_gro(socket: &std::net::UdpSocket) -> std::io::Result<()> {
+    set_option(socket, libc::SOL_UDP, libc::UDP_GRO, &0 as &libc::c_int)
+}
+
+/// `setsockopt(socket, level, name, value)`.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn set_option<T>(
+    socket: &std::net::UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::socklen_t::try_from(std::mem::size_of::<T>())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `value` is a live reference for the whole call and `len` is
+    // its size; the kernel copies what it needs during `setsockopt` (a BPF
+    // program included) and keeps no pointer into this memory. The fd is
+    // the socket's own, open while `socket` is borrowed.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            std::ptr::from_ref(&prog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            level,
+            name,
+            std::ptr::from_ref(value).cast(),
+            len,
         )
     };
     if rc == 0 {
@@ -205,11 +235,17 @@ pub fn attach(socket: &socket2::Socket, count: u8) -> std::io::Result<()> {
 /// Elsewhere there is no reuse-port program: sockets are picked by
 /// address hash.
 #[cfg(not(target_os = "linux"))]
-pub fn attach(_socket: &socket2::Socket, _count: u8) -> std::io::Result<()> {
+pub fn attach(_socket: &std::net::UdpSocket, _count: u8) -> std::io::Result<()> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
         "no SO_ATTACH_REUSEPORT_CBPF on this platform",
     ))
+}
+
+/// No steering elsewhere, so nothing to keep GRO from.
+#[cfg(not(target_os = "linux"))]
+pub fn no_gro(_socket: &std::net::UdpSocket) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]
@@ -247,15 +283,18 @@ mod tests {
     }
 
     #[test]
-    fn ids_of_another_endpoint_or_key_or_altered_fail_the_check() {
+    fn ids_of_another_node_or_altered_fail_the_check_and_the_nodes_endpoints_share_it() {
         let a = RoutedCids::new(0, 2, 1);
         let b = RoutedCids::new(1, 2, 1);
         let other_key = RoutedCids::new(0, 2, 2);
         let cid = a.cid_from([4, 5, 6, 7]);
         assert!(a.is_ours(&cid));
-        assert!(!b.is_ours(&cid));
+        // Endpoint b of the same node recognizes it (and answers a packet
+        // that reached it by mistake with a stateless reset).
+        assert!(b.is_ours(&cid));
+        assert_eq!(b.endpoint_of(&cid), Some(0));
         assert!(!other_key.is_ours(&cid));
-        for i in 1..CID_LEN {
+        for i in 0..CID_LEN {
             let mut bad = cid;
             bad[i] ^= 1;
             assert!(!a.is_ours(&bad), "byte {i} altered");

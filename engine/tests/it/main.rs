@@ -14,6 +14,8 @@ mod pace;
 mod pii;
 mod protocol;
 mod routing;
+// Steering is Linux's (a reuse-port BPF program).
+#[cfg(target_os = "linux")]
 mod steering;
 mod storage;
 mod tickets;
