@@ -439,6 +439,15 @@ impl ServerConfig {
             n => n.min(MAX_IO_THREADS),
         }
     }
+
+    /// The QUIC endpoints to bind: `endpoints`, or the number of available
+    /// cores (at most 255) for 0.
+    pub fn endpoint_count(&self) -> usize {
+        match self.endpoints {
+            0 => cores().min(MAX_ENDPOINTS),
+            n => n,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -903,9 +912,7 @@ impl Config {
     /// Check ranges and required values; resolve `shards.count = 0`.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if self.server.endpoints == 0 {
-            self.server.endpoints = cores().min(MAX_ENDPOINTS);
-        }
+        self.server.endpoints = self.server.endpoint_count();
         if self.server.endpoints > MAX_ENDPOINTS {
             return bad("server.endpoints must be at most 255 (0 = the number of cores)");
         }

@@ -88,11 +88,8 @@ async fn main() -> Result<()> {
         acks: AtomicU64::new(0),
         connections: AtomicU64::new(0),
     });
-    let n = match args.endpoints {
-        // As the engine's 0: the cores, at most 255 (the routing byte).
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(255)),
-        n => n,
-    };
+    cfg.server.endpoints = args.endpoints;
+    let n = cfg.server.endpoint_count();
     let endpoints = roomgate::gate::endpoints(&cfg.server, n)?;
     let addr = endpoints
         .first()
